@@ -1,0 +1,78 @@
+package linker
+
+import (
+	"errors"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode"
+)
+
+// Providers is the identity provider enum of the Management API's
+// UserIdentityProviderEnum schema, sorted.
+var providers = []string{
+	"ad", "adfs", "amazon", "apple", "auth0", "auth0-oidc", "baidu", "bitbucket",
+	"bitly", "box", "custom", "daccount", "dropbox", "dwolla", "email", "evernote",
+	"evernote-sandbox", "exact", "facebook", "fitbit", "github", "google-apps",
+	"google-oauth2", "instagram", "ip", "line", "linkedin", "oauth1", "oauth2",
+	"office365", "oidc", "okta", "paypal", "paypal-sandbox", "pingfederate",
+	"planningcenter", "salesforce", "salesforce-community", "salesforce-sandbox",
+	"samlp", "sharepoint", "shop", "shopify", "sms", "soundcloud",
+	"thirtysevensignals", "twitter", "untappd", "vkontakte", "waad", "weibo",
+	"windowslive", "wordpress", "yahoo", "yandex",
+}
+
+// Providers returns the identity providers the API accepts in a link
+// request, sorted. The caller may modify the returned slice.
+func Providers() []string { return slices.Clone(providers) }
+
+// ValidProvider reports whether p is in the API's provider enum.
+func ValidProvider(p string) bool {
+	_, ok := slices.BinarySearch(providers, p)
+	return ok
+}
+
+var connectionIDPattern = regexp.MustCompile(`^con_[A-Za-z0-9]{16}$`)
+
+// ValidConnectionID reports whether s matches the schema's pattern
+// ^con_[A-Za-z0-9]{16}$.
+func ValidConnectionID(s string) bool { return connectionIDPattern.MatchString(s) }
+
+// Errors returned by ParseUserID.
+var (
+	ErrEmptyID      = errors.New("is empty")
+	ErrNoProvider   = errors.New("has no provider prefix (want provider|id)")
+	ErrEmptyIDPart  = errors.New("has nothing after the provider")
+	ErrControlChars = errors.New("contains control characters")
+)
+
+// ParseUserID splits a full user id such as "samlp|acme|bob@acme.com" into its
+// provider ("samlp") and the identity's user_id ("acme|bob@acme.com"): the
+// provider is the text before the first '|' and the rest is kept whole.
+// It returns ErrEmptyID, ErrNoProvider, ErrEmptyIDPart or ErrControlChars;
+// the provider is not checked against the enum (see ValidProvider).
+func ParseUserID(id string) (provider, userID string, err error) {
+	if err := CheckID(id); err != nil {
+		return "", "", err
+	}
+	provider, userID, ok := strings.Cut(id, "|")
+	if !ok || provider == "" {
+		return "", "", ErrNoProvider
+	}
+	if userID == "" {
+		return "", "", ErrEmptyIDPart
+	}
+	return provider, userID, nil
+}
+
+// CheckID returns ErrEmptyID for an empty or all-space id and ErrControlChars
+// for one that contains control characters; nil otherwise.
+func CheckID(id string) error {
+	if strings.TrimSpace(id) == "" {
+		return ErrEmptyID
+	}
+	if strings.ContainsFunc(id, unicode.IsControl) {
+		return ErrControlChars
+	}
+	return nil
+}
