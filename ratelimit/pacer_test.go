@@ -1,0 +1,691 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/linkbatch/linkbatch/linker"
+)
+
+// fast is a config whose token bucket never delays the few requests of a
+// test, so that only hold-offs and backoff pauses take time.
+func fast() Config {
+	c := DefaultConfig()
+	c.Rate, c.Burst, c.Seed = 1000, 100, 42
+	return c
+}
+
+func newPacer(t *testing.T, cfg Config) *Pacer {
+	t.Helper()
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return p
+}
+
+// within fails the test unless lo <= got <= hi.
+func within(t *testing.T, what string, got, lo, hi time.Duration) {
+	t.Helper()
+	if got < lo || got > hi {
+		t.Errorf("%s = %v, want within [%v, %v]", what, got, lo, hi)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		give    func(*Config)
+		wantErr string
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"no retries", func(c *Config) { c.MaxRetries, c.MaxRateLimited = 0, 0 }, ""},
+		{"zero rate", func(c *Config) { c.Rate = 0 }, "rate must be"},
+		{"negative rate", func(c *Config) { c.Rate = -1 }, "rate must be"},
+		{"NaN rate", func(c *Config) { c.Rate = math.NaN() }, "rate must be"},
+		{"infinite rate", func(c *Config) { c.Rate = math.Inf(1) }, "rate must be"},
+		{"zero burst", func(c *Config) { c.Burst = 0 }, "burst must be >= 1"},
+		{"negative retries", func(c *Config) { c.MaxRetries = -1 }, "max retries"},
+		{"negative 429 budget", func(c *Config) { c.MaxRateLimited = -1 }, "max rate-limited"},
+		{"zero min backoff", func(c *Config) { c.MinBackoff = 0 }, "min backoff"},
+		{"max below min backoff", func(c *Config) { c.MaxBackoff = c.MinBackoff - 1 }, "max backoff"},
+		{"zero max hold", func(c *Config) { c.MaxHold = 0 }, "max hold"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			tt.give(&cfg)
+			err := cfg.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tt.wantErr)
+			}
+			if _, nerr := New(cfg); nerr == nil {
+				t.Errorf("New accepted a config Validate rejects")
+			}
+		})
+	}
+}
+
+func TestValidateNamesEveryProblem(t *testing.T) {
+	err := Config{}.Validate()
+	for _, want := range []string{"rate", "burst", "min backoff", "max hold"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() of the zero Config = %v, want it to mention %q", err, want)
+		}
+	}
+}
+
+func TestNewExposesLimiter(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Rate, cfg.Burst = 16, 50
+	p := newPacer(t, cfg)
+	if p.Limit() != 16 || p.Burst() != 50 {
+		t.Errorf("Limit, Burst = %v, %d; want 16, 50", p.Limit(), p.Burst())
+	}
+}
+
+func TestWaitPaces(t *testing.T) {
+	tests := []struct {
+		name           string
+		rate           float64
+		burst, workers int
+		perWorker      int
+	}{
+		{"one worker", 10, 3, 1, 23},
+		{"eight workers", 10, 3, 8, 5},
+		{"burst one", 2, 1, 4, 4},
+		{"fractional rate", 2.5, 5, 6, 6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := DefaultConfig()
+				cfg.Rate, cfg.Burst = tt.rate, tt.burst
+				p := newPacer(t, cfg)
+				start := time.Now()
+				var (
+					mu     sync.Mutex
+					grants []time.Duration
+					wg     sync.WaitGroup
+				)
+				for range tt.workers {
+					wg.Go(func() {
+						for range tt.perWorker {
+							if err := p.Wait(t.Context()); err != nil {
+								t.Errorf("Wait: %v", err)
+								return
+							}
+							mu.Lock()
+							grants = append(grants, time.Since(start))
+							mu.Unlock()
+						}
+					})
+				}
+				wg.Wait()
+
+				n := tt.workers * tt.perWorker
+				interval := time.Duration(float64(time.Second) / tt.rate)
+				slack := time.Millisecond
+				want := time.Duration(n-tt.burst) * interval
+				within(t, "time for all requests", time.Since(start), want-slack, want+slack)
+				// No prefix of the grants outran the bucket: grant i (from 0)
+				// came no earlier than (i+1-burst) intervals after the start.
+				slices.Sort(grants)
+				for i, g := range grants {
+					if earliest := time.Duration(max(0, i+1-tt.burst)) * interval; g < earliest-slack {
+						t.Fatalf("grant %d at %v, before %v", i, g, earliest)
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestObserveHold(t *testing.T) {
+	const jitter = 250 * time.Millisecond // DefaultConfig's MinBackoff
+	tests := []struct {
+		name string
+		// reset and date are offsets from the start; noDate means the
+		// response had no Date header.
+		reset, date    time.Duration
+		noReset        bool
+		noDate         bool
+		wantLo, wantHi time.Duration
+	}{
+		{name: "reset 5s ahead", reset: 5 * time.Second, noDate: true, wantLo: 5 * time.Second, wantHi: 5*time.Second + jitter},
+		{name: "reset relative to a server clock 100s behind", reset: -97 * time.Second, date: -100 * time.Second, wantLo: 3 * time.Second, wantHi: 3*time.Second + jitter},
+		{name: "reset relative to a server clock 100s ahead", reset: 104 * time.Second, date: 100 * time.Second, wantLo: 4 * time.Second, wantHi: 4*time.Second + jitter},
+		{name: "far reset capped at MaxHold", reset: time.Hour, noDate: true, wantLo: time.Minute, wantHi: time.Minute + jitter},
+		{name: "no reset holds a backoff", noReset: true, noDate: true, wantLo: 250 * time.Millisecond, wantHi: 500*time.Millisecond + jitter},
+		{name: "past reset holds a backoff", reset: -10 * time.Second, noDate: true, wantLo: 250 * time.Millisecond, wantHi: 500*time.Millisecond + jitter},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := newPacer(t, fast())
+				start := time.Now()
+				resp := &linker.Response{StatusCode: 429}
+				if !tt.noDate {
+					resp.Date = start.Add(tt.date)
+				}
+				var reset time.Time
+				if !tt.noReset {
+					reset = start.Add(tt.reset)
+				}
+				p.Observe(resp, limitErr(reset))
+				if err := p.Wait(t.Context()); err != nil {
+					t.Fatalf("Wait: %v", err)
+				}
+				within(t, "hold", time.Since(start), tt.wantLo, tt.wantHi)
+				st := p.Stats()
+				within(t, "Stats().Hold", st.Hold, tt.wantLo, time.Since(start))
+				if st.Requests != 1 || st.RateLimited != 1 {
+					t.Errorf("Stats() = %+v, want 1 request, 1 rate-limited", st)
+				}
+			})
+		})
+	}
+}
+
+func TestHoldStopsAllWorkers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := fast()
+		p := newPacer(t, cfg)
+		start := time.Now()
+		reset := start.Add(5 * time.Second)
+		p.Observe(&linker.Response{StatusCode: 429}, limitErr(reset))
+
+		woke := make([]time.Time, 8)
+		var wg sync.WaitGroup
+		for i := range woke {
+			wg.Go(func() {
+				if err := p.Wait(t.Context()); err != nil {
+					t.Errorf("Wait: %v", err)
+				}
+				woke[i] = time.Now()
+			})
+		}
+		wg.Wait()
+		distinct := map[time.Time]bool{}
+		for i, w := range woke {
+			within(t, fmt.Sprintf("worker %d hold", i), w.Sub(start), 5*time.Second, 5*time.Second+cfg.MinBackoff)
+			distinct[w] = true
+		}
+		if len(distinct) < 2 {
+			t.Errorf("all %d workers woke at the same instant, want jitter", len(woke))
+		}
+	})
+}
+
+func TestHoldCatchesWorkerQueuedForToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.Rate, cfg.Burst = 1, 1
+		p := newPacer(t, cfg)
+		start := time.Now()
+		if err := p.Wait(t.Context()); err != nil { // takes the only token
+			t.Fatal(err)
+		}
+		var woke time.Duration
+		var wg sync.WaitGroup
+		wg.Go(func() { // queues for the next token, due at 1s
+			if err := p.Wait(t.Context()); err != nil {
+				t.Errorf("Wait: %v", err)
+			}
+			woke = time.Since(start)
+		})
+		time.Sleep(100 * time.Millisecond)
+		p.Observe(&linker.Response{StatusCode: 429}, limitErr(start.Add(5*time.Second)))
+		wg.Wait()
+		within(t, "queued worker's wait", woke, 5*time.Second, 5*time.Second+cfg.MinBackoff)
+	})
+}
+
+func TestHoldNeverShrinks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(t, fast())
+		start := time.Now()
+		p.Observe(nil, limitErr(start.Add(5*time.Second)))
+		time.Sleep(time.Second)
+		p.Observe(nil, limitErr(start.Add(3*time.Second))) // earlier: ignored
+		if got := p.Stats().Hold; got != 5*time.Second {
+			t.Errorf("Hold after an earlier reset = %v, want 5s", got)
+		}
+		p.Observe(nil, limitErr(start.Add(8*time.Second))) // later: extends
+		if got := p.Stats().Hold; got != 8*time.Second {
+			t.Errorf("Hold after a later reset = %v, want 8s", got)
+		}
+		if err := p.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		within(t, "hold", time.Since(start), 8*time.Second, 8*time.Second+fast().MinBackoff)
+	})
+}
+
+func TestHoldWithoutResetGrows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := fast()
+		cfg.MinBackoff = time.Second
+		p := newPacer(t, cfg)
+		// Consecutive 429s without a reset: backoff ceilings 2s, 4s, 8s.
+		for i, hi := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second} {
+			before := p.Stats().Hold
+			p.Observe(nil, limitErr(time.Time{}))
+			within(t, fmt.Sprintf("hold %d", i+1), p.Stats().Hold-before, hi/2, hi)
+			if err := p.Wait(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A success ends the streak.
+		p.Observe(&linker.Response{StatusCode: 201}, nil)
+		before := p.Stats().Hold
+		p.Observe(nil, limitErr(time.Time{}))
+		within(t, "hold after a success", p.Stats().Hold-before, time.Second, 2*time.Second)
+	})
+}
+
+func TestWaitReturnsContextError(t *testing.T) {
+	t.Run("already cancelled", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Burst = 1
+			p := newPacer(t, cfg)
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			if err := p.Wait(ctx); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Wait = %v, want context.Canceled", err)
+			}
+			start := time.Now()
+			if err := p.Wait(t.Context()); err != nil || time.Since(start) != 0 {
+				t.Errorf("Wait after a cancelled one took %v (%v), want the unspent token at once", time.Since(start), err)
+			}
+		})
+	})
+	t.Run("cancelled while queued for a token", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Rate, cfg.Burst = 1, 1
+			p := newPacer(t, cfg)
+			start := time.Now()
+			if err := p.Wait(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			time.AfterFunc(100*time.Millisecond, cancel)
+			if err := p.Wait(ctx); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Wait = %v, want context.Canceled", err)
+			}
+			if got := time.Since(start); got != 100*time.Millisecond {
+				t.Errorf("Wait returned after %v, want 100ms", got)
+			}
+			// The cancelled reservation was given back: the next token is
+			// due at 1s, not 2s.
+			if err := p.Wait(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if got := time.Since(start); got != time.Second {
+				t.Errorf("next Wait returned at %v, want 1s", got)
+			}
+		})
+	})
+	t.Run("deadline during hold", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			p := newPacer(t, fast())
+			start := time.Now()
+			p.Observe(nil, limitErr(start.Add(30*time.Second)))
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			defer cancel()
+			if err := p.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Wait = %v, want context.DeadlineExceeded", err)
+			}
+			if got := time.Since(start); got != time.Second {
+				t.Errorf("Wait returned after %v, want 1s", got)
+			}
+		})
+	})
+}
+
+// script returns an op that answers with errs in turn (nil meaning success)
+// and a pointer to the number of calls.
+func script(errs ...error) (func(context.Context) (*linker.Response, error), *int) {
+	calls := 0
+	return func(context.Context) (*linker.Response, error) {
+		err := errs[min(calls, len(errs)-1)]
+		calls++
+		status := 201
+		var ae *linker.APIError
+		if errors.As(err, &ae) {
+			status = ae.Status
+		}
+		if err != nil && status == 201 {
+			return nil, err // transport failure: no response
+		}
+		return &linker.Response{StatusCode: status}, err
+	}, &calls
+}
+
+func TestDoGivesUpAfterMaxRetries(t *testing.T) {
+	tests := []struct {
+		name string
+		give error
+	}{
+		{"503", serverErr()},
+		{"500", apiErr(500, "", "Internal Server Error")},
+		{"408", apiErr(408, "", "")},
+		{"connection refused", refused()},
+		{"per-attempt timeout", &url.Error{Op: "Post", URL: linkURL, Err: context.DeadlineExceeded}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := fast()
+				cfg.MaxRetries = 3
+				p := newPacer(t, cfg)
+				op, calls := script(tt.give)
+				start := time.Now()
+				attempts, _, err := p.Do(t.Context(), op)
+				if attempts != 4 || *calls != 4 {
+					t.Errorf("attempts = %d, calls = %d; want 4, 4", attempts, *calls)
+				}
+				if !errors.Is(err, ErrRetriesExhausted) || !errors.Is(err, tt.give) {
+					t.Errorf("Do error = %v, want ErrRetriesExhausted wrapping %v", err, tt.give)
+				}
+				// Pauses before retries 1, 2, 3: [250ms,500ms] + [500ms,1s] + [1s,2s].
+				within(t, "time spent", time.Since(start), 1750*time.Millisecond, 3500*time.Millisecond)
+				if st := p.Stats(); st.Requests != 4 || st.Retries != 3 || st.RateLimited != 0 {
+					t.Errorf("Stats() = %+v, want 4 requests, 3 retries", st)
+				}
+			})
+		})
+	}
+}
+
+func TestDoExhaustedErrorKeepsAPIError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := fast()
+		cfg.MaxRetries = 2
+		p := newPacer(t, cfg)
+		op, _ := script(serverErr())
+		attempts, resp, err := p.Do(t.Context(), op)
+		var ae *linker.APIError
+		if !errors.Is(err, ErrRetriesExhausted) || !errors.As(err, &ae) || ae.Status != 503 {
+			t.Fatalf("Do error = %v, want ErrRetriesExhausted and a 503 *linker.APIError", err)
+		}
+		if attempts != 3 || resp == nil || resp.StatusCode != 503 {
+			t.Errorf("attempts, resp = %d, %+v; want 3 and the last 503 response", attempts, resp)
+		}
+	})
+}
+
+func TestDoRecovers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(t, fast())
+		op, calls := script(apiErr(502, "", ""), connReset(), nil)
+		attempts, resp, err := p.Do(t.Context(), op)
+		if err != nil || attempts != 3 || *calls != 3 {
+			t.Fatalf("Do = %d, %v; calls %d; want 3 attempts, success", attempts, err, *calls)
+		}
+		if resp == nil || resp.StatusCode != 201 {
+			t.Errorf("resp = %+v, want the 201", resp)
+		}
+	})
+}
+
+func TestDoDoesNotRetryFinalErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		give error
+	}{
+		{"400", badRequest()},
+		{"401", apiErr(401, "invalid_token", "Invalid token.")},
+		{"404", apiErr(404, "inexistent_user", "User not found.")},
+		{"409", apiErr(409, "", linker.MsgIdentityExists)},
+		{"501", apiErr(501, "", "")},
+		{"other error", errors.New("decode identities: unexpected end of JSON input")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := newPacer(t, fast())
+				op, calls := script(tt.give, nil)
+				start := time.Now()
+				attempts, _, err := p.Do(t.Context(), op)
+				if attempts != 1 || *calls != 1 {
+					t.Errorf("attempts = %d, calls = %d; want 1, 1", attempts, *calls)
+				}
+				if err != tt.give {
+					t.Errorf("Do error = %v, want %v as is", err, tt.give)
+				}
+				if time.Since(start) != 0 {
+					t.Errorf("Do took %v, want no pause", time.Since(start))
+				}
+			})
+		})
+	}
+}
+
+func TestDoWaitsOutRateLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := fast()
+		cfg.MaxRetries = 0 // 429s have their own budget
+		p := newPacer(t, cfg)
+		start := time.Now()
+		op, calls := script(limitErr(start.Add(2*time.Second)), nil)
+		attempts, _, err := p.Do(t.Context(), op)
+		if err != nil || attempts != 2 || *calls != 2 {
+			t.Fatalf("Do = %d, %v; want success on attempt 2", attempts, err)
+		}
+		within(t, "time spent", time.Since(start), 2*time.Second, 2*time.Second+cfg.MinBackoff)
+		if st := p.Stats(); st.Requests != 2 || st.RateLimited != 1 || st.Retries != 1 || st.Hold != 2*time.Second {
+			t.Errorf("Stats() = %+v, want 2 requests, 1 rate-limited, 1 retry, 2s held", st)
+		}
+	})
+}
+
+func TestDoGivesUpAfterMaxRateLimited(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := fast()
+		cfg.MaxRateLimited = 2
+		p := newPacer(t, cfg)
+		calls := 0
+		op := func(context.Context) (*linker.Response, error) {
+			calls++
+			return &linker.Response{StatusCode: 429}, limitErr(time.Now().Add(time.Second))
+		}
+		attempts, _, err := p.Do(t.Context(), op)
+		var rl *linker.RateLimitError
+		if !errors.Is(err, ErrRetriesExhausted) || !errors.As(err, &rl) {
+			t.Fatalf("Do error = %v, want ErrRetriesExhausted and a *linker.RateLimitError", err)
+		}
+		if attempts != 3 || calls != 3 {
+			t.Errorf("attempts = %d, calls = %d; want 3, 3", attempts, calls)
+		}
+	})
+}
+
+func TestDoStopsOnCancel(t *testing.T) {
+	tests := []struct {
+		name     string
+		cfg      func(*Config)
+		give     func(now time.Time) error
+		wantLast error // what errors.As must still find
+	}{
+		{
+			name:     "during backoff",
+			cfg:      func(c *Config) { c.MinBackoff, c.MaxBackoff = 10*time.Second, time.Minute },
+			give:     func(time.Time) error { return serverErr() },
+			wantLast: &linker.APIError{},
+		},
+		{
+			name:     "during hold",
+			cfg:      func(*Config) {},
+			give:     func(now time.Time) error { return limitErr(now.Add(30 * time.Second)) },
+			wantLast: &linker.RateLimitError{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := fast()
+				tt.cfg(&cfg)
+				p := newPacer(t, cfg)
+				ctx, cancel := context.WithCancel(t.Context())
+				time.AfterFunc(time.Second, cancel)
+				start := time.Now()
+				calls := 0
+				attempts, _, err := p.Do(ctx, func(context.Context) (*linker.Response, error) {
+					calls++
+					return nil, tt.give(time.Now())
+				})
+				if got := time.Since(start); got != time.Second {
+					t.Errorf("Do returned after %v, want 1s (at the cancel)", got)
+				}
+				if attempts != 1 || calls != 1 {
+					t.Errorf("attempts = %d, calls = %d; want 1, 1", attempts, calls)
+				}
+				if !errors.Is(err, context.Canceled) || errors.Is(err, ErrRetriesExhausted) {
+					t.Errorf("Do error = %v, want context.Canceled and not ErrRetriesExhausted", err)
+				}
+				switch want := tt.wantLast.(type) {
+				case *linker.APIError:
+					if !errors.As(err, &want) {
+						t.Errorf("Do error = %v, want it to keep the last *linker.APIError", err)
+					}
+				case *linker.RateLimitError:
+					if !errors.As(err, &want) {
+						t.Errorf("Do error = %v, want it to keep the last *linker.RateLimitError", err)
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestDoCancelledDuringAttempt(t *testing.T) {
+	t.Run("transport error", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			p := newPacer(t, fast())
+			ctx, cancel := context.WithCancel(t.Context())
+			calls := 0
+			attempts, _, err := p.Do(ctx, func(ctx context.Context) (*linker.Response, error) {
+				calls++
+				cancel()
+				<-ctx.Done()
+				return nil, &url.Error{Op: "Post", URL: linkURL, Err: ctx.Err()}
+			})
+			if attempts != 1 || calls != 1 || !errors.Is(err, context.Canceled) {
+				t.Errorf("Do = %d attempts (%d calls), %v; want 1, context.Canceled", attempts, calls, err)
+			}
+		})
+	})
+	t.Run("retryable answer", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			p := newPacer(t, fast())
+			ctx, cancel := context.WithCancel(t.Context())
+			attempts, _, err := p.Do(ctx, func(context.Context) (*linker.Response, error) {
+				cancel()
+				return &linker.Response{StatusCode: 503}, serverErr()
+			})
+			var ae *linker.APIError
+			if attempts != 1 || !errors.Is(err, context.Canceled) || !errors.As(err, &ae) {
+				t.Errorf("Do = %d attempts, %v; want 1, context.Canceled with the 503", attempts, err)
+			}
+		})
+	})
+	t.Run("final answer", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			p := newPacer(t, fast())
+			ctx, cancel := context.WithCancel(t.Context())
+			give := badRequest()
+			_, _, err := p.Do(ctx, func(context.Context) (*linker.Response, error) {
+				cancel()
+				return &linker.Response{StatusCode: 400}, give
+			})
+			if err != give {
+				t.Errorf("Do error = %v, want the 400 as is: the answer is final", err)
+			}
+		})
+	})
+	t.Run("success", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			p := newPacer(t, fast())
+			ctx, cancel := context.WithCancel(t.Context())
+			attempts, resp, err := p.Do(ctx, func(context.Context) (*linker.Response, error) {
+				cancel()
+				return &linker.Response{StatusCode: 201}, nil
+			})
+			if attempts != 1 || err != nil || resp.StatusCode != 201 {
+				t.Errorf("Do = %d, %+v, %v; want the success reported", attempts, resp, err)
+			}
+		})
+	})
+	t.Run("already cancelled", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			p := newPacer(t, fast())
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			calls := 0
+			attempts, _, err := p.Do(ctx, func(context.Context) (*linker.Response, error) {
+				calls++
+				return nil, nil
+			})
+			if attempts != 0 || calls != 0 || !errors.Is(err, context.Canceled) {
+				t.Errorf("Do = %d attempts (%d calls), %v; want 0, context.Canceled", attempts, calls, err)
+			}
+		})
+	})
+}
+
+func TestDoConcurrentWorkersShareHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(t, fast())
+		start := time.Now()
+		reset := start.Add(3 * time.Second)
+		var (
+			mu   sync.Mutex
+			sent []time.Duration
+		)
+		op := func(context.Context) (*linker.Response, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			sent = append(sent, time.Since(start))
+			if len(sent) == 1 {
+				return &linker.Response{StatusCode: 429}, limitErr(reset)
+			}
+			return &linker.Response{StatusCode: 201}, nil
+		}
+		do := func() {
+			if attempts, _, err := p.Do(t.Context(), op); err != nil {
+				t.Errorf("Do = %d, %v; want success", attempts, err)
+			}
+		}
+		var wg sync.WaitGroup
+		wg.Go(do)
+		synctest.Wait() // the first worker got its 429 and is holding
+		for range 5 {
+			wg.Go(do)
+		}
+		wg.Wait()
+		if len(sent) != 7 {
+			t.Fatalf("%d requests sent, want 7 (6 workers, one retry)", len(sent))
+		}
+		for i, s := range sent[1:] {
+			within(t, fmt.Sprintf("request %d sent at", i+1), s, 3*time.Second, 3*time.Second+fast().MinBackoff)
+		}
+	})
+}
