@@ -1,0 +1,149 @@
+package batch
+
+import (
+	"bufio"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/gocarina/gocsv"
+)
+
+// Errors returned by NewReader and BuildPlan for a file that cannot be read
+// as linkbatch input at all.
+var (
+	// ErrNoHeader: the input is empty (or holds only blank lines).
+	ErrNoHeader = errors.New("input has no header row")
+	// ErrNoPrimaryColumn: the header has no primary_user_id column.
+	ErrNoPrimaryColumn = errors.New("header has no primary_user_id column")
+	// ErrNoSecondaryColumn: the header has neither a secondary_user_id nor a
+	// link_with column, so no row could name a secondary.
+	ErrNoSecondaryColumn = errors.New("header has neither a secondary_user_id nor a link_with column")
+	// ErrDuplicateColumn: a known column appears twice in the header.
+	ErrDuplicateColumn = errors.New("header names a column twice")
+)
+
+// utf8BOM is the byte order mark that some spreadsheets write first.
+const utf8BOM = "\ufeff"
+
+// Reader reads the rows of a linkbatch input file one at a time, through
+// gocsv and an encoding/csv reader of its own (gocsv's global settings are
+// not used). It holds one row in memory at a time.
+//
+// A Reader is not safe for concurrent use.
+type Reader struct {
+	csv *csv.Reader
+	um  *gocsv.Unmarshaller
+	err error // sticky: io.EOF or the I/O error that ended reading
+}
+
+// NewReader reads and checks the header of the input r. Columns are matched
+// by name, trimmed and case-insensitively, in any order; unknown columns are
+// ignored; a leading UTF-8 byte order mark and CRLF line ends are accepted.
+//
+// It returns ErrNoHeader, ErrNoPrimaryColumn, ErrNoSecondaryColumn or
+// ErrDuplicateColumn for a header that does not do, and an error wrapping
+// the reader's for a header that cannot be read or parsed.
+func NewReader(r io.Reader) (*Reader, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	if b, err := br.Peek(len(utf8BOM)); err == nil && string(b) == utf8BOM {
+		_, _ = br.Discard(len(utf8BOM)) // cannot fail: the bytes are buffered
+	}
+	cr := csv.NewReader(br)
+	cr.ReuseRecord = true
+	um, err := gocsv.NewUnmarshaller(cr, &Row{})
+	if errors.Is(err, io.EOF) {
+		return nil, ErrNoHeader
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read header: %w", err)
+	}
+	header, err := mapHeader(um.Headers)
+	if err != nil {
+		return nil, err
+	}
+	if err := um.RenormalizeHeaders(func([]string) []string { return header }); err != nil {
+		return nil, fmt.Errorf("map header: %w", err)
+	}
+	// Guard against a process-wide gocsv setting (tag name or header
+	// normalizer) that would keep a known column from reaching its field.
+	for _, h := range um.MismatchedHeaders {
+		if !strings.HasPrefix(h, "\x00") {
+			return nil, fmt.Errorf("map header: column %s does not reach its field (gocsv settings changed)", h)
+		}
+	}
+	cr.FieldsPerRecord = len(header)
+	return &Reader{csv: cr, um: um}, nil
+}
+
+// mapHeader returns the names under which gocsv is to see the header's
+// columns: the canonical name for a known column, and a unique name that
+// matches no field for the others.
+func mapHeader(raw []string) ([]string, error) {
+	known := []string{colPrimary, colSecondary, colSecondaryProvider, colConnectionID, colLinkWith}
+	out := make([]string, len(raw))
+	seen := make(map[string]bool, len(known))
+	for i, h := range raw {
+		name := strings.ToLower(strings.TrimSpace(h))
+		if !slices.Contains(known, name) {
+			out[i] = "\x00" + strconv.Itoa(i)
+			continue
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("%w: %s", ErrDuplicateColumn, name)
+		}
+		seen[name] = true
+		out[i] = name
+	}
+	switch {
+	case !seen[colPrimary]:
+		return nil, ErrNoPrimaryColumn
+	case !seen[colSecondary] && !seen[colLinkWith]:
+		return nil, ErrNoSecondaryColumn
+	}
+	return out, nil
+}
+
+// Next returns the next data row, or io.EOF after the last one.
+//
+// Problems of a single row do not stop reading: a row the CSV parser
+// rejects (a stray quote, a wrong number of fields) comes back with Err set
+// to the parser's *csv.ParseError and no fields, and a row that fails
+// Validate with Err set to its *FieldError. Row.Line is the physical line
+// where the row starts (the header is line 1). The error result is only
+// for what ends reading: io.EOF, or the input's I/O error, wrapped; Next
+// keeps returning it afterwards.
+func (r *Reader) Next() (Row, error) {
+	if r.err != nil {
+		return Row{}, r.err
+	}
+	v, err := r.um.Read()
+	if err != nil {
+		var pe *csv.ParseError
+		if errors.As(err, &pe) && isSyntaxError(pe.Err) {
+			return Row{Line: pe.StartLine, Err: pe}, nil
+		}
+		if errors.Is(err, io.EOF) {
+			r.err = io.EOF
+		} else {
+			r.err = fmt.Errorf("read input: %w", err)
+		}
+		return Row{}, r.err
+	}
+	row := *v.(*Row)
+	row.Line, _ = r.csv.FieldPos(0)
+	if err := row.Validate(); err != nil {
+		row.Err = err
+	}
+	return row, nil
+}
+
+// isSyntaxError reports whether err is one of the per-record errors of
+// encoding/csv, after which the next record can still be read.
+func isSyntaxError(err error) bool {
+	return errors.Is(err, csv.ErrBareQuote) || errors.Is(err, csv.ErrQuote) || errors.Is(err, csv.ErrFieldCount)
+}

@@ -1,0 +1,257 @@
+package batch
+
+import (
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/linkbatch/linkbatch/linker"
+)
+
+// Column names of the input file, as matched against its header (after
+// trimming and lowering the header's names).
+const (
+	colPrimary           = "primary_user_id"
+	colSecondary         = "secondary_user_id"
+	colSecondaryProvider = "secondary_provider"
+	colConnectionID      = "connection_id"
+	colLinkWith          = "link_with"
+)
+
+// Row is one data row of the input file.
+//
+// Secondary is the full id of the account to merge in ("provider|user_id"),
+// or, when SecondaryProvider is set, the identity's bare user_id (a leading
+// "<SecondaryProvider>|" is then dropped). LinkWith is the secondary's JWT,
+// sent alone; it never appears in String, GoString or any error.
+//
+// Err is non-nil when the row could not be read (a CSV syntax error or a
+// wrong number of fields; the other fields are then empty) or when it is
+// invalid (a *FieldError from Validate).
+type Row struct {
+	Line              int    `csv:"-"`
+	Primary           string `csv:"primary_user_id"`
+	Secondary         string `csv:"secondary_user_id"`
+	SecondaryProvider string `csv:"secondary_provider"`
+	ConnectionID      string `csv:"connection_id"`
+	LinkWith          string `csv:"link_with"`
+	Err               error  `csv:"-"`
+}
+
+// FieldError says which column of a row is wrong and why.
+type FieldError struct {
+	Field string // the column name, e.g. "secondary_user_id"
+	Msg   string // what is wrong, without the column's secret content
+}
+
+// Error returns "FIELD: MSG".
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+func fieldErr(field, msg string) *FieldError { return &FieldError{Field: field, Msg: msg} }
+
+// String describes the row by its line and ids, without its link_with JWT.
+func (r Row) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "line %d: %s <- ", r.Line, r.Primary)
+	switch {
+	case r.LinkWith != "":
+		b.WriteString("link_with JWT")
+	case r.SecondaryKey() != "":
+		b.WriteString(r.SecondaryKey())
+	default:
+		b.WriteString(r.Secondary)
+	}
+	if r.ConnectionID != "" {
+		b.WriteString(" via " + r.ConnectionID)
+	}
+	return b.String()
+}
+
+// GoString is String, so that %#v does not print the link_with JWT either.
+func (r Row) GoString() string { return "batch.Row(" + r.String() + ")" }
+
+// secondary returns the secondary's provider and identity user_id, as given
+// (unchecked); ok is false for link_with rows and rows without a secondary.
+func (r Row) secondary() (provider, userID string, ok bool) {
+	if r.LinkWith != "" || r.Secondary == "" {
+		return "", "", false
+	}
+	if r.SecondaryProvider != "" {
+		userID = r.Secondary
+		if rest, found := strings.CutPrefix(r.Secondary, r.SecondaryProvider); found && strings.HasPrefix(rest, "|") {
+			userID = rest[1:]
+		}
+		return r.SecondaryProvider, userID, true
+	}
+	provider, userID, found := strings.Cut(r.Secondary, "|")
+	return provider, userID, found
+}
+
+// SecondaryKey returns the secondary's full id, "provider|user_id", built
+// from SecondaryProvider and Secondary when the former is set. It returns ""
+// for link_with rows and when there is no provider to be found.
+func (r Row) SecondaryKey() string {
+	provider, userID, ok := r.secondary()
+	if !ok {
+		return ""
+	}
+	if r.SecondaryProvider == "" {
+		return r.Secondary
+	}
+	return provider + "|" + userID
+}
+
+// Validate checks the row without any request and returns the first problem
+// found as a *FieldError naming the column, or nil. The rules:
+//
+//   - primary_user_id is a full user id: "provider|user_id", with no
+//     control or invisible formatting characters, valid UTF-8 and no
+//     leading or trailing spaces (the provider of a primary is not checked
+//     against the API's enum: it is only the path of the request);
+//   - with link_with: secondary_user_id, secondary_provider and
+//     connection_id must be empty (the token alone names the secondary; a
+//     label next to it could name another account and would escape the
+//     plan's duplicate and conflict checks), and link_with must look like a
+//     JWS (three non-empty base64url parts joined by '.');
+//   - otherwise secondary_user_id is required and follows the primary's
+//     text rules; its provider (secondary_provider when given, else the
+//     text before the first '|') must be in the API's provider enum; the
+//     identity user_id (all the rest, '|' included) must not be empty;
+//     connection_id, when given, must match ^con_[A-Za-z0-9]{16}$; and the
+//     secondary must differ from the primary.
+func (r Row) Validate() error {
+	if err := checkUserID(colPrimary, r.Primary); err != nil {
+		return err
+	}
+	if r.LinkWith != "" {
+		switch {
+		case r.Secondary != "":
+			return fieldErr(colSecondary, "must be empty when link_with is given (the token names the secondary)")
+		case r.SecondaryProvider != "":
+			return fieldErr(colSecondaryProvider, "must be empty when link_with is given")
+		case r.ConnectionID != "":
+			return fieldErr(colConnectionID, "must be empty when link_with is given")
+		case !looksLikeJWT(r.LinkWith):
+			return fieldErr(colLinkWith, "is not a JWT (want three base64url parts joined by '.')")
+		}
+		return nil
+	}
+	if r.SecondaryProvider != "" {
+		if !linker.ValidProvider(r.SecondaryProvider) {
+			return fieldErr(colSecondaryProvider, fmt.Sprintf("provider %s is not a known identity provider", quote(r.SecondaryProvider)))
+		}
+		if err := checkText(colSecondary, r.Secondary); err != nil {
+			return err
+		}
+		if _, userID, _ := r.secondary(); userID == "" {
+			return fieldErr(colSecondary, linker.ErrEmptyIDPart.Error())
+		}
+	} else {
+		if err := checkUserID(colSecondary, r.Secondary); err != nil {
+			return err
+		}
+		if provider, _, _ := r.secondary(); !linker.ValidProvider(provider) {
+			return fieldErr(colSecondary, fmt.Sprintf("provider %s is not a known identity provider", quote(provider)))
+		}
+	}
+	if r.ConnectionID != "" && !linker.ValidConnectionID(r.ConnectionID) {
+		return fieldErr(colConnectionID, fmt.Sprintf("%s is not a connection id (want con_ and 16 letters or digits)", quote(r.ConnectionID)))
+	}
+	if r.SecondaryKey() == r.Primary {
+		return fieldErr(colSecondary, "is the primary itself")
+	}
+	return nil
+}
+
+// Request returns the link request the row asks for, or the error of
+// Validate.
+func (r Row) Request() (linker.LinkRequest, error) {
+	if err := r.Validate(); err != nil {
+		return linker.LinkRequest{}, err
+	}
+	if r.LinkWith != "" {
+		return linker.LinkRequest{PrimaryID: r.Primary, LinkWith: r.LinkWith}, nil
+	}
+	provider, userID, _ := r.secondary()
+	return linker.LinkRequest{PrimaryID: r.Primary, Provider: provider, UserID: userID, ConnectionID: r.ConnectionID}, nil
+}
+
+// checkUserID checks a full user id "provider|user_id".
+func checkUserID(field, id string) error {
+	if err := checkText(field, id); err != nil {
+		return err
+	}
+	if _, _, err := linker.ParseUserID(id); err != nil {
+		return fieldErr(field, err.Error())
+	}
+	return nil
+}
+
+// checkText rejects a blank value and text that would not reach the API as
+// written: invalid UTF-8 (JSON encoding would replace it), control and
+// invisible formatting characters, and surrounding spaces.
+func checkText(field, s string) error {
+	if strings.TrimSpace(s) == "" {
+		return fieldErr(field, linker.ErrEmptyID.Error())
+	}
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf { // fast path for ASCII
+			if c < 0x20 || c == 0x7f {
+				return fieldErr(field, linker.ErrControlChars.Error())
+			}
+			i++
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case c == utf8.RuneError && size == 1:
+			return fieldErr(field, "is not valid UTF-8")
+		case unicode.IsControl(c):
+			return fieldErr(field, linker.ErrControlChars.Error())
+		case unicode.Is(unicode.Cf, c):
+			return fieldErr(field, "contains invisible formatting characters")
+		}
+		i += size
+	}
+	if strings.TrimSpace(s) != s {
+		return fieldErr(field, "has leading or trailing spaces")
+	}
+	return nil
+}
+
+// looksLikeJWT reports whether s has the shape of a compact JWS: three
+// non-empty parts of the base64url alphabet joined by '.'.
+func looksLikeJWT(s string) bool {
+	parts := 0
+	partLen := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if partLen == 0 {
+				return false
+			}
+			parts++
+			partLen = 0
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+			partLen++
+		default:
+			return false
+		}
+	}
+	return parts == 2 && partLen > 0
+}
+
+// quote quotes a value for an error message, shortened when long.
+func quote(s string) string {
+	const maxLen = 40
+	if len(s) > maxLen {
+		cut := maxLen
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return fmt.Sprintf("%q...", s[:cut])
+	}
+	return fmt.Sprintf("%q", s)
+}
