@@ -1,0 +1,200 @@
+package batch
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Row outcomes, as written in the results file's status column.
+const (
+	StatusLinked        = "linked"         // the API linked the pair (201)
+	StatusAlreadyLinked = "already_linked" // the secondary was already among the primary's identities
+	StatusPlanned       = "planned"        // dry run: valid, would be sent
+	StatusInvalid       = "invalid"        // the row is malformed or clashes with another row; nothing sent
+	StatusSkipped       = "skipped"        // an exact duplicate of an earlier row; nothing sent
+	StatusFailed        = "failed"         // the API refused the link, or retries ran out
+)
+
+// Result is the outcome of one input row: one line of the results file.
+type Result struct {
+	Line       int
+	Primary    string
+	Secondary  string
+	Status     string
+	HTTPStatus int
+	Attempts   int
+	ErrorCode  string
+	Error      string
+	Duration   time.Duration
+	// Retryable marks a failed row whose failure was transient (retries
+	// exhausted on 429, 5xx or the network): a resumed run tries it again.
+	Retryable bool
+}
+
+// Final reports whether a resumed run keeps r as it is rather than processing
+// its line again.
+func (r Result) Final() bool {
+	switch r.Status {
+	case StatusLinked, StatusAlreadyLinked, StatusInvalid, StatusSkipped:
+		return true
+	case StatusFailed:
+		return !r.Retryable
+	}
+	return false
+}
+
+// ResultColumns is the header of the results file, in order.
+var ResultColumns = []string{
+	"line", "primary_user_id", "secondary_user_id", "status", "http_status",
+	"attempts", "error_code", "error", "duration_ms", "retryable",
+}
+
+func (r Result) record() []string {
+	httpStatus := ""
+	if r.HTTPStatus != 0 {
+		httpStatus = strconv.Itoa(r.HTTPStatus)
+	}
+	return []string{
+		strconv.Itoa(r.Line),
+		Defuse(r.Primary),
+		Defuse(r.Secondary),
+		r.Status,
+		httpStatus,
+		strconv.Itoa(r.Attempts),
+		Defuse(r.ErrorCode),
+		Defuse(r.Error),
+		strconv.FormatInt(r.Duration.Milliseconds(), 10),
+		strconv.FormatBool(r.Retryable),
+	}
+}
+
+// Defuse returns s made safe to open in a spreadsheet: a cell that starts
+// with a character a spreadsheet reads as a formula (= + - @, tab or carriage
+// return) gets a leading apostrophe.
+func Defuse(s string) string {
+	if s == "" {
+		return s
+	}
+	switch s[0] {
+	case '=', '+', '-', '@', '\t', '\r':
+		return "'" + s
+	}
+	return s
+}
+
+// ResultWriter writes results as CSV, flushing after every row so that a
+// crash loses at most the rows still in flight. It is safe for concurrent
+// use.
+type ResultWriter struct {
+	mu sync.Mutex
+	w  *csv.Writer
+}
+
+// NewResultWriter returns a writer to w. With header set it first writes the
+// header row.
+func NewResultWriter(w io.Writer, header bool) (*ResultWriter, error) {
+	rw := &ResultWriter{w: csv.NewWriter(w)}
+	if header {
+		if err := rw.write(ResultColumns); err != nil {
+			return nil, err
+		}
+	}
+	return rw, nil
+}
+
+// Write appends one result and flushes it. It returns the underlying
+// writer's error.
+func (rw *ResultWriter) Write(r Result) error {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	return rw.write(r.record())
+}
+
+func (rw *ResultWriter) write(rec []string) error {
+	if err := rw.w.Write(rec); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	rw.w.Flush()
+	if err := rw.w.Error(); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
+}
+
+// ReadResults reads a results file written by ResultWriter and calls fn for
+// each row, in file order. A row that does not parse is reported as an error
+// naming its line.
+func ReadResults(r io.Reader, fn func(Result) error) error {
+	cr := csv.NewReader(r)
+	cr.FieldsPerRecord = -1
+	header, err := cr.Read()
+	if err == io.EOF {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read results header: %w", err)
+	}
+	col := make(map[string]int, len(header))
+	for i, h := range header {
+		col[strings.TrimSpace(strings.ToLower(h))] = i
+	}
+	for _, name := range []string{"line", "status"} {
+		if _, ok := col[name]; !ok {
+			return fmt.Errorf("read results: no %q column", name)
+		}
+	}
+	get := func(rec []string, name string) string {
+		i, ok := col[name]
+		if !ok || i >= len(rec) {
+			return ""
+		}
+		return rec[i]
+	}
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read results: %w", err)
+		}
+		line, _ := cr.FieldPos(0)
+		res := Result{
+			Primary:   undefuse(get(rec, "primary_user_id")),
+			Secondary: undefuse(get(rec, "secondary_user_id")),
+			Status:    get(rec, "status"),
+			ErrorCode: undefuse(get(rec, "error_code")),
+			Error:     undefuse(get(rec, "error")),
+		}
+		if res.Line, err = strconv.Atoi(get(rec, "line")); err != nil || res.Line < 1 {
+			return fmt.Errorf("read results: line %d: bad line number %q", line, get(rec, "line"))
+		}
+		if s := get(rec, "http_status"); s != "" {
+			res.HTTPStatus, _ = strconv.Atoi(s)
+		}
+		res.Attempts, _ = strconv.Atoi(get(rec, "attempts"))
+		if ms, err := strconv.ParseInt(get(rec, "duration_ms"), 10, 64); err == nil {
+			res.Duration = time.Duration(ms) * time.Millisecond
+		}
+		res.Retryable, _ = strconv.ParseBool(get(rec, "retryable"))
+		if err := fn(res); err != nil {
+			return err
+		}
+	}
+}
+
+// undefuse reverses Defuse.
+func undefuse(s string) string {
+	if len(s) >= 2 && s[0] == '\'' {
+		switch s[1] {
+		case '=', '+', '-', '@', '\t', '\r':
+			return s[1:]
+		}
+	}
+	return s
+}

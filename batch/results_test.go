@@ -1,0 +1,88 @@
+package batch
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefuse(t *testing.T) {
+	tests := []struct{ give, want string }{
+		{"", ""},
+		{"auth0|123", "auth0|123"},
+		{"=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"},
+		{"+1", "'+1"},
+		{"-2+3", "'-2+3"},
+		{"@SUM(A1)", "'@SUM(A1)"},
+		{"\tx", "'\tx"},
+		{"\rx", "'\rx"},
+		{"a=b", "a=b"},
+	}
+	for _, tt := range tests {
+		if got := Defuse(tt.give); got != tt.want {
+			t.Errorf("Defuse(%q) = %q, want %q", tt.give, got, tt.want)
+		}
+		if got := undefuse(Defuse(tt.give)); got != tt.give {
+			t.Errorf("undefuse(Defuse(%q)) = %q", tt.give, got)
+		}
+	}
+}
+
+func TestResultWriterRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := NewResultWriter(&buf, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Result{
+		{Line: 2, Primary: "auth0|1", Secondary: "google-oauth2|2", Status: StatusLinked, HTTPStatus: 201, Attempts: 1, Duration: 42 * time.Millisecond},
+		{Line: 5, Primary: "=cmd|' /C calc'!A0", Secondary: "samlp|acme|bob,\"x\"", Status: StatusFailed, HTTPStatus: 503, Attempts: 6, Error: "503 Service Unavailable", Retryable: true},
+		{Line: 3, Primary: "auth0|3", Status: StatusInvalid, Error: "secondary_user_id: is empty"},
+	}
+	for _, r := range want {
+		if err := w.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := strings.SplitN(buf.String(), "\n", 2)[0]
+	if first != strings.Join(ResultColumns, ",") {
+		t.Errorf("header = %q", first)
+	}
+	if !strings.Contains(buf.String(), "'=cmd") {
+		t.Errorf("formula cell not defused:\n%s", buf.String())
+	}
+	var got []Result
+	if err := ReadResults(&buf, func(r Result) error { got = append(got, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("read %d results, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("result %d:\n got %+v\nwant %+v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestResultFinal(t *testing.T) {
+	tests := []struct {
+		give Result
+		want bool
+	}{
+		{Result{Status: StatusLinked}, true},
+		{Result{Status: StatusAlreadyLinked}, true},
+		{Result{Status: StatusInvalid}, true},
+		{Result{Status: StatusSkipped}, true},
+		{Result{Status: StatusFailed}, true},
+		{Result{Status: StatusFailed, Retryable: true}, false},
+		{Result{Status: StatusPlanned}, false},
+		{Result{Status: ""}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.give.Final(); got != tt.want {
+			t.Errorf("%+v.Final() = %v, want %v", tt.give, got, tt.want)
+		}
+	}
+}
