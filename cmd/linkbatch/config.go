@@ -1,0 +1,171 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/ratelimit"
+)
+
+// config is every setting of one 'linkbatch run', parsed once from flags
+// with the environment as a fallback, and checked by Validate.
+type config struct {
+	In, Out     string
+	Simulate    bool
+	Resume      bool
+	RetryFailed bool
+	LogLevel    string
+	LogFormat   string
+
+	Batch batch.Config
+	Pace  ratelimit.Config
+
+	// Connection to the tenant.
+	Domain       string
+	Token        string
+	ClientID     string
+	ClientSecret string
+	Audience     string
+
+	// secretFlags names the secrets given as flags, to warn about.
+	secretFlags []string
+}
+
+// Environment variables read as fallbacks, named as Auth0's own tools name them.
+const (
+	envDomain       = "AUTH0_DOMAIN"
+	envToken        = "AUTH0_TOKEN"
+	envClientID     = "AUTH0_CLIENT_ID"
+	envClientSecret = "AUTH0_CLIENT_SECRET"
+	envAudience     = "AUTH0_AUDIENCE"
+)
+
+const runUsage = `Usage: linkbatch run --in FILE --out FILE [flags]
+
+Links the secondary account of each input row into its primary account
+(POST /api/v2/users/{id}/identities) and writes one result row per input row.
+
+Example:
+  AUTH0_DOMAIN=acme.eu.auth0.com AUTH0_CLIENT_ID=... AUTH0_CLIENT_SECRET=... \
+    linkbatch run --in pairs.csv --out results.csv
+  linkbatch run --simulate --in samples/pairs.csv --out results.csv
+
+Flags:
+`
+
+// parseRunFlags parses the arguments of 'linkbatch run'. getenv supplies the
+// fallback environment.
+func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	cfg := &config{
+		LogLevel:  "info",
+		LogFormat: "json",
+		Batch:     batch.DefaultConfig(),
+		Pace:      ratelimit.DefaultConfig(),
+	}
+	fs := flag.NewFlagSet("linkbatch run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, runUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.In, "in", "", "input CSV `file` of pairs; - reads standard input")
+	fs.StringVar(&cfg.Out, "out", "", "results CSV `file` to write")
+	fs.BoolVar(&cfg.Batch.DryRun, "dry-run", false, "validate and plan only; send no write to the tenant (needs no credentials)")
+	fs.BoolVar(&cfg.Resume, "resume", false, "continue the run that wrote --out: keep its final rows, process the rest")
+	fs.BoolVar(&cfg.RetryFailed, "retry-failed", false, "with --resume, also retry rows that failed for a permanent reason")
+	fs.BoolVar(&cfg.Simulate, "simulate", false, "run against a built-in simulated tenant instead of AUTH0_DOMAIN")
+	fs.IntVar(&cfg.Batch.Workers, "workers", cfg.Batch.Workers, "requests in flight at once")
+	fs.Float64Var(&cfg.Pace.Rate, "rate", cfg.Pace.Rate, "requests per second for all workers together")
+	fs.IntVar(&cfg.Pace.Burst, "burst", cfg.Pace.Burst, "requests that may be sent at once before the rate applies")
+	fs.IntVar(&cfg.Pace.MaxRetries, "max-retries", cfg.Pace.MaxRetries, "retries of a row after 5xx answers or network errors")
+	fs.DurationVar(&cfg.Batch.Timeout, "timeout", cfg.Batch.Timeout, "limit on one HTTP request")
+	fs.DurationVar(&cfg.Batch.Grace, "grace", cfg.Batch.Grace, "after SIGINT/SIGTERM, how long rows in flight may finish")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: json or console")
+	fs.StringVar(&cfg.Domain, "domain", "", "tenant domain or URL (env "+envDomain+")")
+	fs.StringVar(&cfg.Token, "token", "", "Management API token; prefer env "+envToken+" (a flag shows in ps and shell history)")
+	fs.StringVar(&cfg.ClientID, "client-id", "", "client id for the client-credentials grant (env "+envClientID+")")
+	fs.StringVar(&cfg.ClientSecret, "client-secret", "", "client secret; prefer env "+envClientSecret+" (a flag shows in ps and shell history)")
+	fs.StringVar(&cfg.Audience, "audience", "", "token audience (env "+envAudience+"; default https://DOMAIN/api/v2/)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, name := range []string{"token", "client-secret"} {
+		if set[name] {
+			cfg.secretFlags = append(cfg.secretFlags, name)
+		}
+	}
+	fallback := func(v *string, env string) {
+		if *v == "" {
+			*v = strings.TrimSpace(getenv(env))
+		}
+	}
+	fallback(&cfg.Domain, envDomain)
+	fallback(&cfg.Token, envToken)
+	fallback(&cfg.ClientID, envClientID)
+	fallback(&cfg.ClientSecret, envClientSecret)
+	fallback(&cfg.Audience, envAudience)
+	return cfg, cfg.Validate()
+}
+
+// Validate checks the whole configuration and returns a *usageError naming
+// the first problem.
+func (c *config) Validate() error {
+	if c.In == "" {
+		return usagef("--in is required (a CSV file, or - for standard input)")
+	}
+	if c.Out == "" {
+		return usagef("--out is required (the results CSV file)")
+	}
+	if c.RetryFailed && !c.Resume {
+		return usagef("--retry-failed goes with --resume")
+	}
+	if c.Resume && c.Out == "-" {
+		return usagef("--resume needs --out to name a file")
+	}
+	if c.In != "-" && c.In == c.Out {
+		return usagef("--in and --out name the same file")
+	}
+	if err := c.Batch.Validate(); err != nil {
+		return usagef("%v", err)
+	}
+	if err := c.Pace.Validate(); err != nil {
+		return usagef("%v", err)
+	}
+	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
+		return usagef("--log-level: %v", err)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		return usagef("--log-format must be json or console, not %q", c.LogFormat)
+	}
+	if c.Simulate || c.Batch.DryRun {
+		return nil // no credentials needed
+	}
+	if c.Domain == "" {
+		return usagef("no tenant: set %s (or --domain), or use --simulate or --dry-run", envDomain)
+	}
+	hasCC := c.ClientID != "" || c.ClientSecret != ""
+	switch {
+	case c.Token != "" && hasCC:
+		return usagef("give either %s or %s and %s, not both", envToken, envClientID, envClientSecret)
+	case c.Token == "" && !hasCC:
+		return usagef("no credentials: set %s, or %s and %s", envToken, envClientID, envClientSecret)
+	case hasCC && (c.ClientID == "" || c.ClientSecret == ""):
+		return usagef("the client-credentials grant needs both %s and %s", envClientID, envClientSecret)
+	}
+	return nil
+}

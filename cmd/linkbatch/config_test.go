@@ -1,0 +1,102 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseRunFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string // substring; "" for success
+		check   func(*testing.T, *config)
+	}{
+		{name: "dry run needs no credentials", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run"}},
+		{name: "simulate needs no credentials", args: []string{"--in", "a.csv", "--out", "r.csv", "--simulate"}},
+		{name: "missing in", args: []string{"--out", "r.csv", "--dry-run"}, wantErr: "--in is required"},
+		{name: "missing out", args: []string{"--in", "a.csv", "--dry-run"}, wantErr: "--out is required"},
+		{name: "same file", args: []string{"--in", "a.csv", "--out", "a.csv", "--dry-run"}, wantErr: "same file"},
+		{name: "no tenant", args: []string{"--in", "a.csv", "--out", "r.csv"}, wantErr: "AUTH0_DOMAIN"},
+		{name: "no credentials", args: []string{"--in", "a.csv", "--out", "r.csv"}, env: map[string]string{envDomain: "x.auth0.com"}, wantErr: "no credentials"},
+		{name: "both kinds of credentials", args: []string{"--in", "a.csv", "--out", "r.csv"},
+			env: map[string]string{envDomain: "x.auth0.com", envToken: "t", envClientID: "c", envClientSecret: "s"}, wantErr: "not both"},
+		{name: "client id without secret", args: []string{"--in", "a.csv", "--out", "r.csv"},
+			env: map[string]string{envDomain: "x.auth0.com", envClientID: "c"}, wantErr: "needs both"},
+		{name: "token from env", args: []string{"--in", "a.csv", "--out", "r.csv"},
+			env: map[string]string{envDomain: "x.auth0.com", envToken: "tok"},
+			check: func(t *testing.T, c *config) {
+				if c.Token != "tok" || c.Domain != "x.auth0.com" || len(c.secretFlags) != 0 {
+					t.Errorf("token %q domain %q secretFlags %v", c.Token, c.Domain, c.secretFlags)
+				}
+			}},
+		{name: "flag wins over env and is flagged as exposed", args: []string{"--in", "a.csv", "--out", "r.csv", "--token", "flagtok"},
+			env: map[string]string{envDomain: "x.auth0.com", envToken: "envtok"},
+			check: func(t *testing.T, c *config) {
+				if c.Token != "flagtok" || len(c.secretFlags) != 1 || c.secretFlags[0] != "token" {
+					t.Errorf("token %q secretFlags %v", c.Token, c.secretFlags)
+				}
+			}},
+		{name: "durations are durations", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "--timeout", "1500ms", "--grace", "2s"},
+			check: func(t *testing.T, c *config) {
+				if c.Batch.Timeout.Milliseconds() != 1500 || c.Batch.Grace.Seconds() != 2 {
+					t.Errorf("timeout %s grace %s", c.Batch.Timeout, c.Batch.Grace)
+				}
+			}},
+		{name: "bad workers", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "--workers", "0"}, wantErr: "workers"},
+		{name: "bad log format", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "--log-format", "xml"}, wantErr: "log-format"},
+		{name: "bad log level", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "--log-level", "loud"}, wantErr: "log-level"},
+		{name: "retry-failed needs resume", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "--retry-failed"}, wantErr: "goes with --resume"},
+		{name: "resume needs a file", args: []string{"--in", "a.csv", "--out", "-", "--dry-run", "--resume"}, wantErr: "--resume needs"},
+		{name: "unknown flag", args: []string{"--in", "a.csv", "--frobnicate"}, wantErr: "frobnicate"},
+		{name: "stray argument", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "extra"}, wantErr: "unexpected argument"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseRunFlags(tt.args, env(tt.env), io.Discard)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if tt.check != nil {
+					tt.check(t, cfg)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+			}
+			var ue *usageError
+			if !errors.As(err, &ue) {
+				t.Errorf("error %v is not a usage error", err)
+			}
+		})
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	tests := []struct {
+		name string
+		give error
+		want int
+	}{
+		{"ok", nil, exitOK},
+		{"help", flag.ErrHelp, exitOK},
+		{"problems", errProblems, exitProblems},
+		{"usage", usagef("bad"), exitUsage},
+		{"aborted", errors.New("boom"), exitAborted},
+	}
+	for _, tt := range tests {
+		if got := exitCode(tt.give, io.Discard); got != tt.want {
+			t.Errorf("%s: exitCode = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}

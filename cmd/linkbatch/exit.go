@@ -1,0 +1,49 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+)
+
+// Exit codes, documented in README.md.
+const (
+	exitOK       = 0 // every row linked, already linked, planned or skipped
+	exitProblems = 1 // the run finished, but some rows are invalid or failed
+	exitUsage    = 2 // bad flags or configuration; nothing was sent
+	exitAborted  = 3 // the run stopped early: credentials refused, input unreadable, interrupted
+)
+
+// usageError is a problem with the command line or the configuration.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// errProblems is returned when the run finished with invalid or failed rows;
+// the rows themselves are in the results file.
+var errProblems = errors.New("some rows are invalid or failed; see the results file")
+
+// exitCode maps the error run returned to the process exit code, printing
+// it to stderr; it is the only place that decides the exit code.
+func exitCode(err error, stderr io.Writer) int {
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.Is(err, errProblems):
+		fmt.Fprintf(stderr, "linkbatch: %v\n", err)
+		return exitProblems
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "linkbatch: %v\nRun 'linkbatch run --help' for usage.\n", err)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "linkbatch: aborted: %v\n", err)
+		return exitAborted
+	}
+}

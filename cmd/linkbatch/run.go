@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/linker"
+	"github.com/linkbatch/linkbatch/ratelimit"
+)
+
+const mainUsage = `Usage: linkbatch <command> [flags]
+
+Commands:
+  run       link the pairs of a CSV file (see 'linkbatch run --help')
+  version   print the version
+`
+
+// run is the whole program but for the exit: main maps its error to an exit
+// code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, mainUsage)
+		return usagef("no command given")
+	}
+	switch args[0] {
+	case "run":
+		return runCommand(ctx, args[1:], stdin, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, versionString())
+		return nil
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, mainUsage)
+		return nil
+	default:
+		fmt.Fprint(stderr, mainUsage)
+		return usagef("unknown command %q", args[0])
+	}
+}
+
+func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cfg, err := parseRunFlags(args, os.Getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	defer func() { _ = log.Sync() }()
+	for _, name := range cfg.secretFlags {
+		log.Warn("a secret was given on the command line, where other users can see it in ps and it lands in shell history; prefer the environment variable",
+			zap.String("flag", "--"+name))
+	}
+
+	// The first SIGINT/SIGTERM stops new rows and lets rows in flight
+	// finish within --grace; a second one cancels them at once.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	kill := make(chan struct{})
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	sigDone := make(chan struct{})
+	defer close(sigDone)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-sigDone:
+				return
+			case s := <-sigs:
+				n++
+				if n == 1 {
+					log.Warn("signal received: no new rows are started; rows in flight may finish", zap.String("signal", s.String()), zap.Duration("grace", cfg.Batch.Grace))
+					stop()
+					continue
+				}
+				log.Warn("second signal: cancelling rows in flight", zap.String("signal", s.String()))
+				close(kill)
+				return
+			}
+		}
+	}()
+
+	open, cleanup, err := inputOpener(cfg.In, stdin)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	out, done, closeOut, err := openResults(cfg, open, stdout, log)
+	if err != nil {
+		return err
+	}
+
+	runner := &batch.Runner{Config: cfg.Batch, Log: log, Kill: kill}
+	if done != nil {
+		runner.Done = done.Has
+	}
+	var sim *simulation
+	if !cfg.Batch.DryRun {
+		hc := &http.Client{Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			MaxIdleConnsPerHost: cfg.Batch.Workers,
+			IdleConnTimeout:     90 * time.Second,
+			TLSHandshakeTimeout: 10 * time.Second,
+		}}
+		var base string
+		var tokens linker.TokenSource
+		if cfg.Simulate {
+			sim, err = startSimulation(open, log)
+			if err != nil {
+				_ = closeOut()
+				return err
+			}
+			defer sim.Close()
+			base = sim.URL
+			cfg.ClientID, cfg.ClientSecret, cfg.Token = sim.ClientID, sim.ClientSecret, ""
+		} else {
+			base = cfg.Domain
+		}
+		u, err := linker.ParseDomain(base)
+		if err != nil {
+			_ = closeOut()
+			return usagef("%s: %v", envDomain, err)
+		}
+		if cfg.Token != "" {
+			tokens = linker.StaticToken(cfg.Token)
+		} else {
+			tokens = linker.NewClientCredentials(u, cfg.ClientID, cfg.ClientSecret, cfg.Audience, hc)
+		}
+		runner.Client, err = linker.NewClient(u, tokens, linker.WithHTTPClient(hc))
+		if err != nil {
+			_ = closeOut()
+			return usagef("%v", err)
+		}
+		runner.Pacer, err = ratelimit.New(cfg.Pace)
+		if err != nil {
+			_ = closeOut()
+			return usagef("%v", err)
+		}
+	}
+
+	log.Info("start", zap.String("in", cfg.In), zap.String("out", cfg.Out), zap.Bool("dry_run", cfg.Batch.DryRun),
+		zap.Bool("simulate", cfg.Simulate), zap.Int("workers", cfg.Batch.Workers),
+		zap.Float64("rate", cfg.Pace.Rate), zap.Int("burst", cfg.Pace.Burst))
+	sum, runErr := runner.Run(ctx, open, out)
+	if err := closeOut(); err != nil && runErr == nil {
+		runErr = err
+	}
+	logSummary(log, cfg, sum, sim)
+	if runErr != nil {
+		return runErr
+	}
+	if sum.Problems() > 0 {
+		return fmt.Errorf("%w (%d invalid, %d failed)", errProblems, sum.Counts[batch.StatusInvalid], sum.Counts[batch.StatusFailed])
+	}
+	return nil
+}
+
+func newLogger(cfg *config, stderr io.Writer) *zap.Logger {
+	level, _ := zapcore.ParseLevel(cfg.LogLevel) // checked by Validate
+	var enc zapcore.Encoder
+	if cfg.LogFormat == "console" {
+		ec := zap.NewDevelopmentEncoderConfig()
+		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		ec := zap.NewProductionEncoderConfig()
+		ec.EncodeTime = zapcore.ISO8601TimeEncoder
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	// No sampling: every row's line must reach the log.
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), level))
+}
+
+func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation) {
+	fields := []zap.Field{
+		zap.Int("rows", sum.Rows),
+		zap.Int("linked", sum.Counts[batch.StatusLinked]),
+		zap.Int("already_linked", sum.Counts[batch.StatusAlreadyLinked]),
+		zap.Int("planned", sum.Counts[batch.StatusPlanned]),
+		zap.Int("invalid", sum.Counts[batch.StatusInvalid]),
+		zap.Int("skipped", sum.Counts[batch.StatusSkipped]),
+		zap.Int("failed", sum.Counts[batch.StatusFailed]),
+		zap.Int("kept", sum.Kept),
+		zap.Int("remaining", sum.Remaining),
+		zap.Int64("requests", sum.Requests),
+		zap.Int64("rate_limited", sum.RateLimited),
+		zap.Int64("retries", sum.Retries),
+		zap.Duration("elapsed", sum.Elapsed),
+		zap.String("results", cfg.Out),
+	}
+	if sim != nil {
+		fields = append(fields, zap.Object("simulated_tenant", sim))
+	}
+	if sum.Remaining > 0 && cfg.Out != "-" {
+		fields = append(fields, zap.String("next", "run the same command with --resume to process the remaining rows"))
+	}
+	log.Info("summary", fields...)
+}
+
+// inputOpener returns a function that opens the input afresh each time (the
+// run reads it twice). Standard input is first copied to a temporary file.
+func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), func(), error) {
+	if in != "-" {
+		if _, err := os.Stat(in); err != nil {
+			return nil, nil, usagef("--in: %v", err)
+		}
+		return func() (io.ReadCloser, error) { return os.Open(in) }, func() {}, nil
+	}
+	tmp, err := os.CreateTemp("", "linkbatch-stdin-*.csv")
+	if err != nil {
+		return nil, nil, fmt.Errorf("spool standard input: %w", err)
+	}
+	cleanup := func() { _ = os.Remove(tmp.Name()) }
+	if _, err := io.Copy(tmp, stdin); err != nil {
+		_ = tmp.Close()
+		cleanup()
+		return nil, nil, fmt.Errorf("spool standard input: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("spool standard input: %w", err)
+	}
+	return func() (io.ReadCloser, error) { return os.Open(tmp.Name()) }, cleanup, nil
+}
+
+// openResults opens the results file: a new one, or with --resume the one
+// an earlier run of the same input wrote, repaired and compacted to its final
+// rows. It returns the writer, the lines already final (nil for a new file),
+// and a close function that syncs the file to disk.
+func openResults(cfg *config, open func() (io.ReadCloser, error), stdout io.Writer, log *zap.Logger) (*batch.ResultWriter, *batch.LineSet, func() error, error) {
+	if cfg.Out == "-" {
+		w, err := batch.NewResultWriter(stdout, true)
+		return w, nil, func() error { return nil }, err
+	}
+	in, err := open()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("open input: %w", err)
+	}
+	fingerprint, err := batch.Fingerprint(in)
+	_ = in.Close()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sidecar := batch.SidecarPath(cfg.Out)
+	var done *batch.LineSet
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	header := true
+	if st, err := os.Stat(cfg.Out); err == nil && st.Size() > 0 {
+		if !cfg.Resume {
+			return nil, nil, nil, usagef("--out %s already exists and is not empty; add --resume to continue the run that wrote it, or choose another file", cfg.Out)
+		}
+		info, err := batch.ReadRunInfo(sidecar)
+		if err != nil {
+			return nil, nil, nil, usagef("cannot resume %s: %v", cfg.Out, err)
+		}
+		if err := batch.CheckResume(info, fingerprint, cfg.Batch.DryRun); err != nil {
+			return nil, nil, nil, usagef("cannot resume %s: %v", cfg.Out, err)
+		}
+		var rep batch.ResumeReport
+		done, rep, err = batch.PrepareResume(cfg.Out, cfg.RetryFailed)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("resume: %w", err)
+		}
+		log.Info("resuming", zap.String("results", cfg.Out), zap.Int("kept", rep.Kept),
+			zap.Int("dropped", rep.Dropped), zap.Bool("torn_row_repaired", rep.Torn))
+		flags = os.O_WRONLY | os.O_APPEND
+		header = false
+	} else if err := batch.WriteRunInfo(sidecar, batch.NewRunInfo(fingerprint, cfg.Batch.DryRun, time.Now())); err != nil {
+		return nil, nil, nil, err
+	}
+	f, err := os.OpenFile(cfg.Out, flags, 0o600)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("open results: %w", err)
+	}
+	w, err := batch.NewResultWriter(f, header)
+	if err != nil {
+		_ = f.Close()
+		return nil, nil, nil, err
+	}
+	return w, done, func() error {
+		if err := f.Sync(); err != nil {
+			_ = f.Close()
+			return fmt.Errorf("sync results: %w", err)
+		}
+		return f.Close()
+	}, nil
+}
