@@ -34,7 +34,16 @@ type Result struct {
 	// Retryable marks a failed row whose failure was transient (retries
 	// exhausted on 429, 5xx or the network): a resumed run tries it again.
 	Retryable bool
+	// Warning flags a pair that a reviewer should look at before linking
+	// (WarnEmailMismatch, WarnEmailUnverified), set when the users were read.
+	Warning string
 }
+
+// Warnings, as written in the results file's warning column.
+const (
+	WarnEmailMismatch   = "email_mismatch"   // the two users' emails differ, or one has none
+	WarnEmailUnverified = "email_unverified" // an email is not verified: linking on it risks an account takeover
+)
 
 // Final reports whether a resumed run keeps r as it is rather than processing
 // its line again.
@@ -51,7 +60,7 @@ func (r Result) Final() bool {
 // ResultColumns is the header of the results file, in order.
 var ResultColumns = []string{
 	"line", "primary_user_id", "secondary_user_id", "status", "http_status",
-	"attempts", "error_code", "error", "duration_ms", "retryable",
+	"attempts", "error_code", "error", "duration_ms", "retryable", "warning",
 }
 
 func (r Result) record() []string {
@@ -70,6 +79,7 @@ func (r Result) record() []string {
 		Defuse(r.Error),
 		strconv.FormatInt(r.Duration.Milliseconds(), 10),
 		strconv.FormatBool(r.Retryable),
+		r.Warning,
 	}
 }
 
@@ -182,6 +192,7 @@ func ReadResults(r io.Reader, fn func(Result) error) error {
 			res.Duration = time.Duration(ms) * time.Millisecond
 		}
 		res.Retryable, _ = strconv.ParseBool(get(rec, "retryable"))
+		res.Warning = get(rec, "warning")
 		if err := fn(res); err != nil {
 			return err
 		}

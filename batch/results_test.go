@@ -36,7 +36,7 @@ func TestResultWriterRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Result{
-		{Line: 2, Primary: "auth0|1", Secondary: "google-oauth2|2", Status: StatusLinked, HTTPStatus: 201, Attempts: 1, Duration: 42 * time.Millisecond},
+		{Line: 2, Primary: "auth0|1", Secondary: "google-oauth2|2", Status: StatusLinked, HTTPStatus: 201, Attempts: 1, Duration: 42 * time.Millisecond, Warning: WarnEmailUnverified},
 		{Line: 5, Primary: "=cmd|' /C calc'!A0", Secondary: "samlp|acme|bob,\"x\"", Status: StatusFailed, HTTPStatus: 503, Attempts: 6, Error: "503 Service Unavailable", Retryable: true},
 		{Line: 3, Primary: "auth0|3", Status: StatusInvalid, Error: "secondary_user_id: is empty"},
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +24,13 @@ type Config struct {
 	// Grace is how long rows already in flight may go on after the run's
 	// context is cancelled (a signal) before their requests are cancelled.
 	Grace time.Duration
+	// Verify reads both users of each valid row before anything else (GETs
+	// only): a dry run then reports rows already linked, users that do not
+	// exist, and email warnings.
+	Verify bool
+	// RequireVerifiedEmail reads both users first and refuses (invalid, no
+	// link sent) a pair whose emails differ or are not both verified.
+	RequireVerifiedEmail bool
 }
 
 // DefaultConfig returns the default batch settings.
@@ -55,6 +63,7 @@ var ErrInterrupted = errors.New("interrupted")
 type Summary struct {
 	Rows        int            // data rows in the input
 	Counts      map[string]int // results written, by status
+	Warnings    map[string]int // results written with a warning, by warning
 	Kept        int            // rows kept from an earlier run (resume)
 	Remaining   int            // rows with no final result yet
 	Requests    int64          // HTTP requests sent to the tenant
@@ -76,11 +85,30 @@ type Runner struct {
 	// Kill, when closed, cancels rows in flight at once, without waiting
 	// for the grace period (a second signal).
 	Kill <-chan struct{}
-	// Done, when set, reports lines that already have a final result (a
+	// Done, when set, holds the lines that already have a final result (a
 	// resumed run); they are not processed again.
-	Done func(line int) bool
+	Done *LineSet
+	// Hooks, when set, are told of the run's progress.
+	Hooks Hooks
 
 	readScopeOnce sync.Once
+}
+
+// Hooks are optional callbacks through which a caller follows a run (a
+// progress display, metrics). Attempt is called from the workers
+// concurrently; Plan and Result from one goroutine at a time. They must be
+// quick and must not block.
+type Hooks struct {
+	// Plan is called once the input has been checked, with the number of
+	// data rows and the number this run will process.
+	Plan func(rows, todo int)
+	// Attempt is called after each HTTP request with its kind ("link" or
+	// "get_user"), the HTTP status (0 when no answer came) and its latency.
+	Attempt func(kind string, status int, latency time.Duration)
+	// Result is called for each result written.
+	Result func(Result)
+	// Active is called with +1 when a row starts and -1 when it ends.
+	Active func(delta int)
 }
 
 // Run reads the input twice, once to validate it and find duplicates and
@@ -96,13 +124,16 @@ func (r *Runner) Run(ctx context.Context, open func() (io.ReadCloser, error), ou
 	if log == nil {
 		log = zap.NewNop()
 	}
-	sum := Summary{Counts: map[string]int{}}
+	sum := Summary{Counts: map[string]int{}, Warnings: map[string]int{}}
 
 	plan, err := readPlan(open)
 	if err != nil {
 		return sum, err
 	}
 	sum.Rows = plan.Rows()
+	if r.Hooks.Plan != nil {
+		r.Hooks.Plan(sum.Rows, sum.Rows-r.Done.Len())
+	}
 	in, err := open()
 	if err != nil {
 		return sum, fmt.Errorf("open input: %w", err)
@@ -145,7 +176,13 @@ func (r *Runner) Run(ctx context.Context, open func() (io.ReadCloser, error), ou
 	for range r.Config.Workers {
 		workers.Go(func() {
 			for row := range jobs {
+				if r.Hooks.Active != nil {
+					r.Hooks.Active(1)
+				}
 				res, keep, fatal := r.process(work, row)
+				if r.Hooks.Active != nil {
+					r.Hooks.Active(-1)
+				}
 				if fatal != nil {
 					stop(fatal)
 				}
@@ -171,7 +208,13 @@ func (r *Runner) Run(ctx context.Context, open func() (io.ReadCloser, error), ou
 			}
 			written++
 			sum.Counts[res.Status]++
+			if res.Warning != "" {
+				sum.Warnings[res.Warning]++
+			}
 			logResult(log, res)
+			if r.Hooks.Result != nil {
+				r.Hooks.Result(res)
+			}
 		}
 	})
 
@@ -195,7 +238,7 @@ read:
 			stop(readErr)
 			break
 		}
-		if r.Done != nil && r.Done(row.Line) {
+		if r.Done.Has(row.Line) {
 			sum.Kept++
 			continue
 		}
@@ -211,7 +254,7 @@ read:
 			}
 			continue
 		}
-		if r.Config.DryRun {
+		if r.Config.DryRun && !r.Config.Verify {
 			if !emit(Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary, Status: StatusPlanned}) {
 				break
 			}
@@ -262,38 +305,56 @@ func readPlan(open func() (io.ReadCloser, error)) (*Plan, error) {
 	return plan, nil
 }
 
-// process links one valid row. It returns the row's result and whether to
-// write it (a row cut short by cancellation or refused credentials has no
-// result), and a fatal error that must stop the run.
+// process handles one valid row: reads the users first when asked to, then
+// links. It returns the row's result and whether to write it (a row cut
+// short by cancellation or refused credentials has no result), and a fatal
+// error that must stop the run.
 func (r *Runner) process(ctx context.Context, row Row) (Result, bool, error) {
 	start := time.Now()
 	res := Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary}
+	res, keep, fatal := r.processRow(ctx, row, res)
+	res.Duration = time.Since(start)
+	return res, keep, fatal
+}
+
+func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, bool, error) {
 	req, err := row.Request()
 	if err != nil {
 		res.Status, res.Error = StatusInvalid, err.Error()
 		return res, true, nil
 	}
+	if r.Config.Verify || r.Config.RequireVerifiedEmail {
+		done, keep, fatal := r.inspect(ctx, req, &res)
+		if done || !keep || fatal != nil {
+			return res, keep, fatal
+		}
+	}
+	if r.Config.DryRun {
+		res.Status = StatusPlanned
+		return res, true, nil
+	}
 	attempts, resp, err := r.Pacer.Do(ctx, func(ctx context.Context) (*linker.Response, error) {
 		actx, cancel := context.WithTimeout(ctx, r.Config.Timeout)
 		defer cancel()
+		t0 := time.Now()
 		_, resp, err := r.Client.Link(actx, req)
+		r.attempt("link", resp, t0)
 		return resp, err
 	})
-	res.Attempts = attempts
+	res.Attempts += attempts
 	if resp != nil {
 		res.HTTPStatus = resp.StatusCode
 	}
 	switch {
 	case err == nil:
 		res.Status = StatusLinked
-		res.Duration = time.Since(start)
 		return res, true, nil
 	case ctx.Err() != nil:
 		return res, false, nil
 	case linker.IsAuth(err):
 		return res, false, fmt.Errorf("%w: %w", ErrCredentials, err)
 	case linker.IsMaybeAlreadyLinked(err) && req.LinkWith == "":
-		linked, verr := r.verify(ctx, req)
+		linked, verr := r.verify(ctx, req, &res)
 		switch {
 		case ctx.Err() != nil:
 			return res, false, nil
@@ -309,7 +370,6 @@ func (r *Runner) process(ctx context.Context, row Row) (Result, bool, error) {
 	default:
 		fail(&res, err)
 	}
-	res.Duration = time.Since(start)
 	return res, true, nil
 }
 
@@ -333,15 +393,8 @@ var errNoReadScope = errors.New("could not check whether the pair is already lin
 // verify reads the primary and reports whether the secondary identity is
 // among its identities: the answer to an ambiguous 400/409 (the pair may have
 // been linked by an earlier attempt whose answer was lost).
-func (r *Runner) verify(ctx context.Context, req linker.LinkRequest) (bool, error) {
-	var user *linker.User
-	_, _, err := r.Pacer.Do(ctx, func(ctx context.Context) (*linker.Response, error) {
-		actx, cancel := context.WithTimeout(ctx, r.Config.Timeout)
-		defer cancel()
-		u, resp, err := r.Client.GetUser(actx, req.PrimaryID, "identities")
-		user = u
-		return resp, err
-	})
+func (r *Runner) verify(ctx context.Context, req linker.LinkRequest, res *Result) (bool, error) {
+	user, err := r.getUser(ctx, req.PrimaryID, res)
 	if err != nil {
 		if linker.StatusOf(err) == 403 {
 			r.readScopeOnce.Do(func() {
@@ -356,6 +409,102 @@ func (r *Runner) verify(ctx context.Context, req linker.LinkRequest) (bool, erro
 	return linker.Has(user.Identities, req.Provider, req.UserID), nil
 }
 
+// inspect reads both users of a row before it is linked (--verify,
+// --require-verified-email). It reports done when the row's result is
+// settled without a link: the pair is already linked, a user does not
+// exist, or the emails fail --require-verified-email. keep and fatal are as
+// for process.
+func (r *Runner) inspect(ctx context.Context, req linker.LinkRequest, res *Result) (done, keep bool, fatal error) {
+	settle := func(status, msg string, httpStatus int) (bool, bool, error) {
+		res.Status, res.Error, res.HTTPStatus = status, msg, httpStatus
+		return true, true, nil
+	}
+	check := func(err error, field string) (bool, bool, error) {
+		switch {
+		case ctx.Err() != nil:
+			return true, false, nil
+		case linker.IsAuth(err):
+			return true, false, fmt.Errorf("%w: %w", ErrCredentials, err)
+		case linker.StatusOf(err) == 404:
+			return settle(StatusInvalid, field+": no such user in the tenant", 404)
+		}
+		fail(res, err)
+		return true, true, nil
+	}
+	primary, err := r.getUser(ctx, req.PrimaryID, res)
+	if err != nil {
+		return check(err, "primary_user_id")
+	}
+	if req.LinkWith == "" && linker.Has(primary.Identities, req.Provider, req.UserID) {
+		return settle(StatusAlreadyLinked, "", 200)
+	}
+	if req.LinkWith != "" {
+		if r.Config.RequireVerifiedEmail {
+			return settle(StatusInvalid, "link_with: the secondary's email cannot be read from its token; --require-verified-email refuses such rows", 0)
+		}
+		return false, true, nil
+	}
+	secondary, err := r.getUser(ctx, req.Provider+"|"+req.UserID, res)
+	if err != nil {
+		if linker.StatusOf(err) == 404 {
+			return settle(StatusInvalid, "secondary_user_id: no such user in the tenant (it may be linked into another account already)", 404)
+		}
+		return check(err, "secondary_user_id")
+	}
+	res.Warning = emailWarning(primary, secondary)
+	if r.Config.RequireVerifiedEmail && res.Warning != "" {
+		msg := "refused by --require-verified-email: the two users' emails differ"
+		if res.Warning == WarnEmailUnverified {
+			msg = "refused by --require-verified-email: an email is not verified"
+		}
+		return settle(StatusInvalid, msg, 0)
+	}
+	return false, true, nil
+}
+
+// emailWarning compares two users' emails: linking accounts whose emails
+// differ, or on an email nobody verified, risks an account takeover.
+func emailWarning(a, b *linker.User) string {
+	switch {
+	case a.Email == "" || b.Email == "" || !strings.EqualFold(a.Email, b.Email):
+		return WarnEmailMismatch
+	case !a.EmailVerified || !b.EmailVerified:
+		return WarnEmailUnverified
+	}
+	return ""
+}
+
+// getUser reads a user through the pacer, adding its requests to res.
+func (r *Runner) getUser(ctx context.Context, id string, res *Result) (*linker.User, error) {
+	var user *linker.User
+	n, resp, err := r.Pacer.Do(ctx, func(ctx context.Context) (*linker.Response, error) {
+		actx, cancel := context.WithTimeout(ctx, r.Config.Timeout)
+		defer cancel()
+		t0 := time.Now()
+		u, resp, err := r.Client.GetUser(actx, id, "user_id", "email", "email_verified", "identities")
+		r.attempt("get_user", resp, t0)
+		user = u
+		return resp, err
+	})
+	res.Attempts += n
+	if resp != nil {
+		res.HTTPStatus = resp.StatusCode
+	}
+	return user, err
+}
+
+// attempt reports one request to the Attempt hook.
+func (r *Runner) attempt(kind string, resp *linker.Response, start time.Time) {
+	if r.Hooks.Attempt == nil {
+		return
+	}
+	status := 0
+	if resp != nil {
+		status = resp.StatusCode
+	}
+	r.Hooks.Attempt(kind, status, time.Since(start))
+}
+
 func logResult(log *zap.Logger, res Result) {
 	fields := []zap.Field{
 		zap.Int("line", res.Line),
@@ -365,6 +514,9 @@ func logResult(log *zap.Logger, res Result) {
 		zap.Int("attempts", res.Attempts),
 		zap.Int("http_status", res.HTTPStatus),
 		zap.Int64("duration_ms", res.Duration.Milliseconds()),
+	}
+	if res.Warning != "" {
+		fields = append(fields, zap.String("warning", res.Warning))
 	}
 	switch res.Status {
 	case StatusInvalid, StatusFailed:

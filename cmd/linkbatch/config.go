@@ -79,6 +79,8 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.BoolVar(&cfg.Batch.DryRun, "dry-run", false, "validate and plan only; send no write to the tenant (needs no credentials)")
 	fs.BoolVar(&cfg.Resume, "resume", false, "continue the run that wrote --out: keep its final rows, process the rest")
 	fs.BoolVar(&cfg.RetryFailed, "retry-failed", false, "with --resume, also retry rows that failed for a permanent reason")
+	fs.BoolVar(&cfg.Batch.Verify, "verify", false, "read both users of each row first (GETs, needs read:users): report missing users, pairs already linked, and email warnings")
+	fs.BoolVar(&cfg.Batch.RequireVerifiedEmail, "require-verified-email", false, "read both users first and refuse (invalid, nothing sent) a pair whose emails differ or are not both verified")
 	fs.BoolVar(&cfg.Simulate, "simulate", false, "run against a built-in simulated tenant instead of AUTH0_DOMAIN")
 	fs.IntVar(&cfg.Batch.Workers, "workers", cfg.Batch.Workers, "requests in flight at once")
 	fs.Float64Var(&cfg.Pace.Rate, "rate", cfg.Pace.Rate, "requests per second for all workers together")
@@ -152,7 +154,7 @@ func (c *config) Validate() error {
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		return usagef("--log-format must be json or console, not %q", c.LogFormat)
 	}
-	if c.Simulate || c.Batch.DryRun {
+	if c.Simulate || (c.Batch.DryRun && !c.Batch.Verify) {
 		return nil // no credentials needed
 	}
 	if c.Domain == "" {

@@ -101,11 +101,9 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 
 	runner := &batch.Runner{Config: cfg.Batch, Log: log, Kill: kill}
-	if done != nil {
-		runner.Done = done.Has
-	}
+	runner.Done = done
 	var sim *simulation
-	if !cfg.Batch.DryRun {
+	if !cfg.Batch.DryRun || cfg.Batch.Verify {
 		hc := &http.Client{Transport: &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
 			MaxIdleConnsPerHost: cfg.Batch.Workers,
@@ -190,6 +188,8 @@ func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation
 		zap.Int("invalid", sum.Counts[batch.StatusInvalid]),
 		zap.Int("skipped", sum.Counts[batch.StatusSkipped]),
 		zap.Int("failed", sum.Counts[batch.StatusFailed]),
+		zap.Int(batch.WarnEmailMismatch, sum.Warnings[batch.WarnEmailMismatch]),
+		zap.Int(batch.WarnEmailUnverified, sum.Warnings[batch.WarnEmailUnverified]),
 		zap.Int("kept", sum.Kept),
 		zap.Int("remaining", sum.Remaining),
 		zap.Int64("requests", sum.Requests),

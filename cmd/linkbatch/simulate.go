@@ -56,6 +56,7 @@ func startSimulation(open func() (io.ReadCloser, error), log *zap.Logger) (*simu
 		return nil, fmt.Errorf("read input: %w", err)
 	}
 	users := 0
+	paired := map[string]bool{} // secondaries whose email is already set
 	for {
 		row, err := rd.Next()
 		if err == io.EOF {
@@ -73,6 +74,10 @@ func startSimulation(open func() (io.ReadCloser, error), log *zap.Logger) (*simu
 		if key := row.SecondaryKey(); key != "" {
 			srv.Seed(key)
 			users++
+			if !paired[key] {
+				paired[key] = true
+				sameEmail(srv, row.Primary, key, row.Line)
+			}
 		}
 	}
 	log.Info("simulated tenant started", zap.String("url", srv.URL), zap.Int("users_seeded", users),
@@ -94,4 +99,24 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// sameEmail gives the secondary the primary's email, as duplicate accounts
+// of one person have; a few pairs, chosen by line, get a different or an
+// unverified email instead, so that --verify has something to report.
+func sameEmail(srv *linkertest.Server, primary, secondary string, line int) {
+	p, ok1 := srv.User(primary)
+	u, ok2 := srv.User(secondary)
+	if !ok1 || !ok2 {
+		return
+	}
+	switch {
+	case line%11 == 6:
+		return // keeps its own, different email
+	case line%9 == 4:
+		u.Email, u.EmailVerified = p.Email, false
+	default:
+		u.Email, u.EmailVerified = p.Email, true
+	}
+	srv.AddUser(u)
 }
