@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"bufio"
 	"encoding/csv"
 	"fmt"
 	"io"
@@ -97,18 +98,20 @@ func Defuse(s string) string {
 	return s
 }
 
-// ResultWriter writes results as CSV, flushing after every row so that a
-// crash loses at most the rows still in flight. It is safe for concurrent
+// ResultWriter writes results as CSV. Write flushes every row; Append and
+// Flush let a caller flush several rows at once. It is safe for concurrent
 // use.
 type ResultWriter struct {
 	mu sync.Mutex
+	bw *bufio.Writer
 	w  *csv.Writer
 }
 
 // NewResultWriter returns a writer to w. With header set it first writes the
 // header row.
 func NewResultWriter(w io.Writer, header bool) (*ResultWriter, error) {
-	rw := &ResultWriter{w: csv.NewWriter(w)}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	rw := &ResultWriter{bw: bw, w: csv.NewWriter(bw)}
 	if header {
 		if err := rw.write(ResultColumns); err != nil {
 			return nil, err
@@ -125,12 +128,37 @@ func (rw *ResultWriter) Write(r Result) error {
 	return rw.write(r.record())
 }
 
+// Append appends one result without flushing it; Flush must follow. It lets
+// a caller that has several results at hand write them with one flush.
+func (rw *ResultWriter) Append(r Result) error {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if err := rw.w.Write(r.record()); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
+}
+
+// Flush writes out the results appended so far.
+func (rw *ResultWriter) Flush() error {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	return rw.flush()
+}
+
 func (rw *ResultWriter) write(rec []string) error {
 	if err := rw.w.Write(rec); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
+	return rw.flush()
+}
+
+func (rw *ResultWriter) flush() error {
 	rw.w.Flush()
 	if err := rw.w.Error(); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := rw.bw.Flush(); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
 	return nil

@@ -134,6 +134,9 @@ type ResumeReport struct {
 	Kept    int  // final rows kept
 	Dropped int  // rows removed: not final, or repeats of a line already final
 	Torn    bool // the file ended in a partly written row, which was cut off
+	// Invalid and Failed count the kept rows with those statuses: problems
+	// the resumed run still has to report.
+	Invalid, Failed int
 }
 
 // PrepareResume makes the results file at path ready to be appended to by a
@@ -180,6 +183,12 @@ func PrepareResume(path string, retryFailed bool) (*LineSet, ResumeReport, error
 		}
 		done.Add(r.Line)
 		rep.Kept++
+		switch r.Status {
+		case StatusInvalid:
+			rep.Invalid++
+		case StatusFailed:
+			rep.Failed++
+		}
 		return w.Write(r)
 	})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -52,8 +53,8 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
-	defer func() { _ = log.Sync() }()
+	log, stopLog := newLogger(cfg, stderr)
+	defer stopLog()
 	for _, name := range cfg.secretFlags {
 		log.Warn("a secret was given on the command line, where other users can see it in ps and it lands in shell history; prefer the environment variable",
 			zap.String("flag", "--"+name))
@@ -95,12 +96,34 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	defer cleanup()
 
-	out, done, closeOut, err := openResults(cfg, open, stdout, log)
+	if err := checkOut(cfg); err != nil {
+		return err
+	}
+	// Check the input and fingerprint it at once: two reads, on two cores.
+	var (
+		plan              *batch.Plan
+		fingerprint       string
+		planErr, printErr error
+		readers           sync.WaitGroup
+	)
+	readers.Go(func() { plan, planErr = batch.ReadPlan(open) })
+	if cfg.Out != "-" {
+		readers.Go(func() { fingerprint, printErr = fingerprintInput(open) })
+	}
+	readers.Wait()
+	if planErr != nil {
+		return planErr
+	}
+	if printErr != nil {
+		return printErr
+	}
+	var kept batch.ResumeReport
+	out, done, closeOut, err := openResults(cfg, fingerprint, stdout, log, &kept)
 	if err != nil {
 		return err
 	}
 
-	runner := &batch.Runner{Config: cfg.Batch, Log: log, Kill: kill}
+	runner := &batch.Runner{Config: cfg.Batch, Log: log, Kill: kill, Plan: plan}
 	runner.Done = done
 	var sim *simulation
 	if !cfg.Batch.DryRun || cfg.Batch.Verify {
@@ -157,13 +180,17 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if runErr != nil {
 		return runErr
 	}
-	if sum.Problems() > 0 {
-		return fmt.Errorf("%w (%d invalid, %d failed)", errProblems, sum.Counts[batch.StatusInvalid], sum.Counts[batch.StatusFailed])
+	// Rows kept from an earlier run are in the results file too.
+	invalid, failed := sum.Counts[batch.StatusInvalid]+kept.Invalid, sum.Counts[batch.StatusFailed]+kept.Failed
+	if invalid+failed > 0 {
+		return fmt.Errorf("%w (%d invalid, %d failed)", errProblems, invalid, failed)
 	}
 	return nil
 }
 
-func newLogger(cfg *config, stderr io.Writer) *zap.Logger {
+// newLogger returns the run's logger and a function that flushes and stops
+// it.
+func newLogger(cfg *config, stderr io.Writer) (*zap.Logger, func()) {
 	level, _ := zapcore.ParseLevel(cfg.LogLevel) // checked by Validate
 	var enc zapcore.Encoder
 	if cfg.LogFormat == "console" {
@@ -175,8 +202,11 @@ func newLogger(cfg *config, stderr io.Writer) *zap.Logger {
 		ec.EncodeTime = zapcore.ISO8601TimeEncoder
 		enc = zapcore.NewJSONEncoder(ec)
 	}
-	// No sampling: every row's line must reach the log.
-	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), level))
+	// No sampling: every row's line must reach the log. Lines are buffered
+	// and written at least every second (and by Sync at exit), so that a
+	// million rows do not cost a million writes.
+	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(stderr), Size: 256 << 10, FlushInterval: time.Second}
+	return zap.New(zapcore.NewCore(enc, ws, level)), func() { _ = ws.Stop() }
 }
 
 func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation) {
@@ -233,31 +263,45 @@ func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), fun
 	return func() (io.ReadCloser, error) { return os.Open(tmp.Name()) }, cleanup, nil
 }
 
+// checkOut refuses to overwrite a results file that is not empty unless
+// the run resumes it.
+func checkOut(cfg *config) error {
+	if cfg.Out == "-" || cfg.Resume {
+		return nil
+	}
+	if st, err := os.Stat(cfg.Out); err == nil && st.Size() > 0 {
+		return usagef("--out %s already exists and is not empty; add --resume to continue the run that wrote it, or choose another file", cfg.Out)
+	}
+	return nil
+}
+
+// fingerprintInput returns the SHA-256 of the input.
+func fingerprintInput(open func() (io.ReadCloser, error)) (string, error) {
+	in, err := open()
+	if err != nil {
+		return "", fmt.Errorf("open input: %w", err)
+	}
+	defer in.Close()
+	return batch.Fingerprint(in)
+}
+
 // openResults opens the results file: a new one, or with --resume the one
 // an earlier run of the same input wrote, repaired and compacted to its final
 // rows. It returns the writer, the lines already final (nil for a new file),
-// and a close function that syncs the file to disk.
-func openResults(cfg *config, open func() (io.ReadCloser, error), stdout io.Writer, log *zap.Logger) (*batch.ResultWriter, *batch.LineSet, func() error, error) {
+// and a close function that syncs the file to disk; kept is set to what a
+// resumed file held.
+func openResults(cfg *config, fingerprint string, stdout io.Writer, log *zap.Logger, kept *batch.ResumeReport) (*batch.ResultWriter, *batch.LineSet, func() error, error) {
 	if cfg.Out == "-" {
 		w, err := batch.NewResultWriter(stdout, true)
 		return w, nil, func() error { return nil }, err
-	}
-	in, err := open()
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("open input: %w", err)
-	}
-	fingerprint, err := batch.Fingerprint(in)
-	_ = in.Close()
-	if err != nil {
-		return nil, nil, nil, err
 	}
 	sidecar := batch.SidecarPath(cfg.Out)
 	var done *batch.LineSet
 	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
 	header := true
 	if st, err := os.Stat(cfg.Out); err == nil && st.Size() > 0 {
-		if !cfg.Resume {
-			return nil, nil, nil, usagef("--out %s already exists and is not empty; add --resume to continue the run that wrote it, or choose another file", cfg.Out)
+		if err := checkOut(cfg); err != nil {
+			return nil, nil, nil, err
 		}
 		info, err := batch.ReadRunInfo(sidecar)
 		if err != nil {
@@ -273,6 +317,7 @@ func openResults(cfg *config, open func() (io.ReadCloser, error), stdout io.Writ
 		}
 		log.Info("resuming", zap.String("results", cfg.Out), zap.Int("kept", rep.Kept),
 			zap.Int("dropped", rep.Dropped), zap.Bool("torn_row_repaired", rep.Torn))
+		*kept = rep
 		flags = os.O_WRONLY | os.O_APPEND
 		header = false
 	} else if err := batch.WriteRunInfo(sidecar, batch.NewRunInfo(fingerprint, cfg.Batch.DryRun, time.Now())); err != nil {

@@ -1,0 +1,87 @@
+package batch
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// writeBenchInput writes n valid, conflict-free rows to a file and returns
+// its path.
+func writeBenchInput(b *testing.B, n int) string {
+	b.Helper()
+	path := filepath.Join(b.TempDir(), "in.csv")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufioWriter(f)
+	fmt.Fprintln(w, "primary_user_id,secondary_user_id")
+	secondaries := []string{"google-oauth2|1077%012d", "github|%d", "samlp|acme|user%d@acme.com", "auth0|sec%024d"}
+	for i := range n {
+		fmt.Fprintf(w, "auth0|64b0%020d,"+secondaries[i%len(secondaries)]+"\n", i, i)
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// BenchmarkDryRun measures the local cost of a dry run: both passes over the
+// input, the results file and one JSON log line per row. It reports ns/row
+// and the heap in use at the end of the run per row.
+func BenchmarkDryRun(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
+			if testing.Short() && n > 100_000 {
+				b.Skip("short mode")
+			}
+			in := writeBenchInput(b, n)
+			open := func() (io.ReadCloser, error) { return os.Open(in) }
+			enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+			log := zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zapcore.InfoLevel))
+			var peak uint64
+			b.ResetTimer()
+			for range b.N {
+				out, err := os.Create(filepath.Join(b.TempDir(), "out.csv"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				w, err := NewResultWriter(out, true)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r := &Runner{Config: DefaultConfig(), Log: log}
+				r.Config.DryRun = true
+				r.Hooks.Plan = func(int, int) {
+					var ms runtime.MemStats
+					runtime.ReadMemStats(&ms)
+					peak = max(peak, ms.HeapInuse)
+				}
+				sum, err := r.Run(context.Background(), open, w)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if sum.Counts[StatusPlanned] != n {
+					b.Fatalf("planned %d of %d", sum.Counts[StatusPlanned], n)
+				}
+				_ = out.Close()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/row")
+			b.ReportMetric(float64(peak)/float64(n), "heap-bytes/row")
+		})
+	}
+}
+
+func bufioWriter(w io.Writer) *bufio.Writer { return bufio.NewWriterSize(w, 1<<16) }
