@@ -18,6 +18,7 @@ import (
 type config struct {
 	In, Out     string
 	Simulate    bool
+	Report      string
 	Resume      bool
 	RetryFailed bool
 	LogLevel    string
@@ -77,6 +78,7 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&cfg.In, "in", "", "input CSV `file` of pairs; - reads standard input")
 	fs.StringVar(&cfg.Out, "out", "", "results CSV `file` to write")
 	fs.BoolVar(&cfg.Batch.DryRun, "dry-run", false, "validate and plan only; send no write to the tenant (needs no credentials)")
+	fs.StringVar(&cfg.Report, "report", "", "at the end, write an HTML report of the run (totals, statuses, warnings, the first rows of each problem) to `file`")
 	fs.BoolVar(&cfg.Resume, "resume", false, "continue the run that wrote --out: keep its final rows, process the rest")
 	fs.BoolVar(&cfg.RetryFailed, "retry-failed", false, "with --resume, also retry rows that failed for a permanent reason")
 	fs.BoolVar(&cfg.Batch.Verify, "verify", false, "read both users of each row first (GETs, needs read:users): report missing users, pairs already linked, and email warnings")
@@ -135,6 +137,9 @@ func (c *config) Validate() error {
 	}
 	if c.RetryFailed && !c.Resume {
 		return usagef("--retry-failed goes with --resume")
+	}
+	if c.Report != "" && (c.Out == "-" || c.Report == c.Out || c.Report == c.In) {
+		return usagef("--report needs --out to name a file, and a file of its own")
 	}
 	if c.Resume && c.Out == "-" {
 		return usagef("--resume needs --out to name a file")

@@ -177,6 +177,13 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		runErr = err
 	}
 	logSummary(log, cfg, sum, sim)
+	if cfg.Report != "" {
+		if err := writeReport(cfg, sum, time.Now()); err != nil {
+			log.Warn("report not written", zap.Error(err)) // the run's outcome stands
+		} else {
+			log.Info("report written", zap.String("report", cfg.Report))
+		}
+	}
 	if runErr != nil {
 		return runErr
 	}
@@ -339,4 +346,26 @@ func openResults(cfg *config, fingerprint string, stdout io.Writer, log *zap.Log
 		}
 		return f.Close()
 	}, nil
+}
+
+// writeReport writes the HTML report of the run from its results file.
+func writeReport(cfg *config, sum batch.Summary, now time.Time) error {
+	in, err := os.Open(cfg.Out)
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	defer in.Close()
+	f, err := os.OpenFile(cfg.Report, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600) // it names users
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	err = batch.WriteReport(f, in, batch.ReportInfo{
+		Input: cfg.In, Results: cfg.Out, Generated: now,
+		DryRun: cfg.Batch.DryRun, Verify: cfg.Batch.Verify || cfg.Batch.RequireVerifiedEmail,
+		Summary: &sum,
+	})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -1,0 +1,673 @@
+package batch
+
+import (
+	"bufio"
+	"cmp"
+	"container/heap"
+	"fmt"
+	"html/template"
+	"io"
+	"maps"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// DefaultReportLimit is how many rows a report lists for each kind of problem
+// when ReportInfo.Limit is not set.
+const DefaultReportLimit = 20
+
+const (
+	// reportMaxKinds bounds the distinct kinds a report keeps per section
+	// (and the distinct statuses and warnings it counts); further kinds
+	// are counted together under one "other" kind.
+	reportMaxKinds = 40
+	// reportMaxText bounds, in characters, an id or a message shown.
+	reportMaxText = 160
+)
+
+// ReportInfo describes the run a report is about. Every field is optional.
+type ReportInfo struct {
+	// Title heads the page; the default names the kind of run and the input.
+	Title string
+	// Input and Results name the input and results files, as given.
+	Input, Results string
+	// Generated is when the report was made; the zero time leaves it out.
+	Generated time.Time
+	// DryRun is the run's --dry-run; Verify says the users were read
+	// (--verify or --require-verified-email), so that email warnings are
+	// known.
+	DryRun, Verify bool
+	// Summary, when the report is written by the run itself, adds the
+	// run's requests, rate-limit answers, retries, elapsed time, and the
+	// rows it left without a result. Its counts cover this run only; the
+	// report's counts come from the results file.
+	Summary *Summary
+	// Limit is how many rows are listed for each kind of problem, those
+	// with the lowest line numbers; 0 means DefaultReportLimit.
+	Limit int
+}
+
+// WriteReport reads a results file (as written by ResultWriter) from
+// results and writes to w a self-contained HTML page about it for a
+// reviewer: totals by status and warning, a status chart, what the email
+// warnings mean, and the first rows of each kind of problem (each kind of
+// invalid row, each failure, skipped and already linked rows, each warning),
+// with their line numbers. The page has no script and loads nothing.
+//
+// The results are read as a stream: memory stays bounded whatever their
+// number: counts, plus Limit rows for each of at most 40 kinds per section
+// (rarer kinds beyond those are counted together as "other"), with long ids
+// and messages cut. Everything taken from the file is HTML-escaped; control and
+// invisible formatting characters are shown as U+XXXX and anything shaped
+// like a JWT is removed.
+//
+// WriteReport returns an error wrapping ReadResults' when the results do not
+// parse, or the writer's. It is safe to call concurrently on distinct
+// writers and readers.
+func WriteReport(w io.Writer, results io.Reader, info ReportInfo) error {
+	limit := info.Limit
+	if limit <= 0 {
+		limit = DefaultReportLimit
+	}
+	agg := newReportAgg(limit)
+	if err := ReadResults(results, func(r Result) error { agg.add(r); return nil }); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	bw := bufio.NewWriter(w)
+	if err := reportTemplate.Execute(bw, agg.page(info)); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// Report sections, in page order after the warnings.
+const (
+	secInvalid = iota
+	secFailed
+	secSkipped
+	secAlreadyLinked
+	secWarning
+)
+
+// reportAgg counts results and keeps, for each kind of problem, the rows
+// with the lowest line numbers. It is not safe for concurrent use.
+type reportAgg struct {
+	limit    int
+	rows     int
+	statuses map[string]int
+	warnings map[string]int
+	// warnedLinked counts linked rows with a warning.
+	warnedLinked int
+	kinds        map[kindKey]*reportKind
+	perSec       map[int]int // kinds per section
+}
+
+type kindKey struct {
+	section int
+	name    string
+}
+
+type reportKind struct {
+	kindKey
+	count     int
+	retryable int
+	sample    rowHeap
+}
+
+func newReportAgg(limit int) *reportAgg {
+	return &reportAgg{
+		limit:    limit,
+		statuses: map[string]int{},
+		warnings: map[string]int{},
+		kinds:    map[kindKey]*reportKind{},
+		perSec:   map[int]int{},
+	}
+}
+
+// otherKind names the kind that collects what does not fit in bounded maps.
+const otherKind = "other"
+
+func (a *reportAgg) add(r Result) {
+	a.rows++
+	bump(a.statuses, r.Status)
+	if r.Warning != "" {
+		bump(a.warnings, r.Warning)
+		if r.Status == StatusLinked {
+			a.warnedLinked++
+		}
+		a.kind(secWarning, r.Warning).add(r, a.limit)
+	}
+	switch r.Status {
+	case StatusInvalid:
+		a.kind(secInvalid, invalidKind(r.Error)).add(r, a.limit)
+	case StatusFailed:
+		a.kind(secFailed, failedKind(r)).add(r, a.limit)
+	case StatusSkipped:
+		a.kind(secSkipped, StatusSkipped).add(r, a.limit)
+	case StatusAlreadyLinked:
+		a.kind(secAlreadyLinked, StatusAlreadyLinked).add(r, a.limit)
+	}
+}
+
+// bump counts key in m, or under otherKind once m is full.
+func bump(m map[string]int, key string) {
+	if _, ok := m[key]; !ok && len(m) >= reportMaxKinds {
+		key = otherKind
+	}
+	m[key]++
+}
+
+func (a *reportAgg) kind(section int, name string) *reportKind {
+	key := kindKey{section, name}
+	if k, ok := a.kinds[key]; ok {
+		return k
+	}
+	if a.perSec[section] >= reportMaxKinds {
+		key.name = otherKind
+		if k, ok := a.kinds[key]; ok {
+			return k
+		}
+	}
+	k := &reportKind{kindKey: key}
+	a.kinds[key] = k
+	a.perSec[section]++
+	return k
+}
+
+func (k *reportKind) add(r Result, limit int) {
+	k.count++
+	if r.Retryable {
+		k.retryable++
+	}
+	if len(k.sample) == limit {
+		if r.Line >= k.sample[0].Line {
+			return
+		}
+		heap.Pop(&k.sample)
+	}
+	heap.Push(&k.sample, reportRow{
+		Line:      r.Line,
+		Primary:   shown(r.Primary),
+		Secondary: shown(r.Secondary),
+		Status:    shown(r.Status),
+		Detail:    shown(r.Error),
+		Retryable: r.Retryable,
+	})
+}
+
+// rowHeap is a max-heap by line: the first row is the one to drop when a
+// lower line comes.
+type rowHeap []reportRow
+
+func (h rowHeap) Len() int           { return len(h) }
+func (h rowHeap) Less(i, j int) bool { return h[i].Line > h[j].Line }
+func (h rowHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *rowHeap) Push(x any)        { *h = append(*h, x.(reportRow)) }
+func (h *rowHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+var (
+	quotedRE = regexp.MustCompile(`"(?:[^"\\]|\\.)*"(?:\.\.\.)?`)
+	numberRE = regexp.MustCompile(`\b(line|lines|column) \d+`)
+	jwtRE    = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*`)
+)
+
+// jwtRemark replaces a JWT in the text shown.
+const jwtRemark = "[token removed]"
+
+// invalidKind groups the messages of invalid rows: quoted values and line
+// and column numbers are replaced, so that 'provider "x" is not known' on
+// many lines is one kind.
+func invalidKind(msg string) string {
+	if msg == "" {
+		return "(no message)"
+	}
+	msg = quotedRE.ReplaceAllString(msg, `"…"`)
+	msg = numberRE.ReplaceAllString(msg, "$1 N")
+	return shown(msg)
+}
+
+// failedKind groups failed rows by the API's answer.
+func failedKind(r Result) string {
+	switch {
+	case r.HTTPStatus != 0 && r.ErrorCode != "":
+		return "HTTP " + strconv.Itoa(r.HTTPStatus) + " " + shown(r.ErrorCode)
+	case r.HTTPStatus != 0:
+		return "HTTP " + strconv.Itoa(r.HTTPStatus)
+	}
+	return "no answer from the API"
+}
+
+// shown makes s fit to show: JWT-shaped text removed, control and invisible
+// formatting characters (which could reorder or hide text) and invalid
+// UTF-8 written as U+XXXX, and cut to reportMaxText characters.
+func shown(s string) string {
+	if strings.Contains(s, "eyJ") {
+		s = jwtRE.ReplaceAllString(s, jwtRemark)
+	}
+	var b strings.Builder
+	n := 0
+	for i, c := range s {
+		if n == reportMaxText {
+			b.WriteString("…")
+			break
+		}
+		n++
+		switch {
+		case c == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
+			fmt.Fprintf(&b, "[%02X]", s[i])
+		case unicode.IsControl(c) || unicode.Is(unicode.Cf, c):
+			fmt.Fprintf(&b, "[%U]", c)
+		default:
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
+}
+
+// The page model.
+type (
+	reportPage struct {
+		Title, Heading string
+		Input, Results string
+		Generated      string
+		Mode           string
+		Rows           int
+		Tone           string // ok, warn or bad
+		Attention      []string
+		Cards          []reportCard
+		Bars           []reportBar
+		WarningBars    []reportBar
+		Warnings       []reportSection
+		Problems       []reportSection
+		Run            []reportFact
+		Limit          int
+		Verified       bool
+	}
+	reportCard struct {
+		Label, Class, Anchor string
+		Count                int
+	}
+	reportBar struct {
+		Label, Class, Width, Pct string
+		Count                    int
+	}
+	reportSection struct {
+		ID, Title, Kind, Class string
+		Explain                []string
+		Count, Retryable       int
+		Rows                   []reportRow
+		More                   int
+		Details                bool // some row has a detail to show
+		Statuses               bool // show each row's status
+	}
+	reportRow struct {
+		Line                               int
+		Primary, Secondary, Status, Detail string
+		Retryable                          bool
+	}
+	reportFact struct{ Label, Value string }
+)
+
+// statusOrder is the order of statuses on the page; others follow by name.
+var statusOrder = []string{StatusLinked, StatusPlanned, StatusAlreadyLinked, StatusSkipped, StatusInvalid, StatusFailed}
+
+// warningText explains each warning to a reviewer.
+var warningText = map[string][]string{
+	WarnEmailUnverified: {
+		"At least one of the two users has an email address that nobody proved to own. Some sign-up paths and identity providers accept any address without checking it, so an attacker can create an account carrying a victim's address.",
+		"Linking on such an address hands the attacker a way into the victim's merged account (or the victim's into the attacker's). Auth0's account-linking documentation warns against linking accounts on unverified emails for exactly this reason: it is an account-takeover path.",
+		"Confirm each pair by other means before linking, or run with --require-verified-email, which refuses these rows.",
+	},
+	WarnEmailMismatch: {
+		"The two users' email addresses differ, or one of them has none. The pair may still be one person (a work and a personal address), but nothing in the tenant shows it.",
+		"If the pair in the input is wrong, linking gives one person's sign-in access to another person's account, and the secondary's metadata is discarded. Check where the pair came from before linking.",
+	},
+}
+
+var warningClass = map[string]string{WarnEmailUnverified: "w-unverified", WarnEmailMismatch: "w-mismatch"}
+
+func (a *reportAgg) page(info ReportInfo) reportPage {
+	p := reportPage{Rows: a.rows, Limit: a.limit, Verified: info.Verify || len(a.warnings) > 0}
+	input := info.Input
+	if input == "-" {
+		input = "standard input"
+	}
+	p.Input, p.Results = shown(input), shown(info.Results)
+	kind := "run"
+	switch {
+	case info.DryRun && info.Verify:
+		kind, p.Mode = "dry run", "Dry run with --verify: nothing was linked; both users of each pair were read from the tenant."
+	case info.DryRun:
+		kind, p.Mode = "dry run", "Dry run: nothing was linked and the tenant was not read."
+	default:
+		p.Mode = "Run: link requests were sent to the tenant."
+	}
+	p.Heading = shown(info.Title)
+	if p.Heading == "" {
+		p.Heading = "linkbatch " + kind + " report"
+		if input != "" {
+			p.Heading += ": " + shown(filepath.Base(input))
+		}
+	}
+	p.Title = p.Heading
+	if !info.Generated.IsZero() {
+		p.Generated = info.Generated.Format("2006-01-02 15:04 MST")
+		p.Title += " (" + info.Generated.Format("2006-01-02") + ")"
+	}
+
+	// Problems: each section's kinds, the most frequent first.
+	kinds := slices.SortedFunc(maps.Values(a.kinds), func(x, y *reportKind) int {
+		return cmp.Or(cmp.Compare(x.section, y.section), cmp.Compare(y.count, x.count), cmp.Compare(x.name, y.name))
+	})
+	first := map[string]string{} // status -> id of its first section
+	for i, k := range kinds {
+		sec := reportSection{ID: "k" + strconv.Itoa(i), Title: k.name, Count: k.count, Retryable: k.retryable}
+		switch k.section {
+		case secInvalid:
+			sec.Kind, sec.Class = StatusInvalid, "s-invalid"
+			if k.name == otherKind {
+				sec.Title = "other messages"
+			}
+		case secFailed:
+			sec.Kind, sec.Class = StatusFailed, "s-failed"
+		case secSkipped:
+			sec.Kind, sec.Class, sec.Title = StatusSkipped, "s-skipped", "exact duplicates of an earlier row"
+		case secAlreadyLinked:
+			sec.Kind, sec.Class, sec.Title = StatusAlreadyLinked, "s-already_linked", "the secondary is already one of the primary's identities"
+		default: // secWarning: listed with its explanation below
+			continue
+		}
+		sec.fill(k)
+		if _, ok := first[sec.Kind]; !ok {
+			first[sec.Kind] = sec.ID
+		}
+		p.Problems = append(p.Problems, sec)
+	}
+
+	// Totals and the chart: statuses in a fixed order, then by name.
+	statuses := slices.SortedFunc(maps.Keys(a.statuses), func(x, y string) int {
+		return cmp.Or(cmp.Compare(rank(x), rank(y)), cmp.Compare(x, y))
+	})
+	p.Cards = append(p.Cards, reportCard{Label: "rows", Class: "c-rows", Count: a.rows})
+	for _, s := range statuses {
+		p.Cards = append(p.Cards, reportCard{Label: shown(s), Class: "c-" + statusClass(s), Count: a.statuses[s], Anchor: first[s]})
+		p.Bars = append(p.Bars, bar(shown(s), "s-"+statusClass(s), a.statuses[s], a.rows))
+	}
+
+	// Warnings: both known ones whenever the users were read, zero or not.
+	warnings := slices.Collect(maps.Keys(a.warnings))
+	if p.Verified {
+		for _, w := range []string{WarnEmailUnverified, WarnEmailMismatch} {
+			if !slices.Contains(warnings, w) {
+				warnings = append(warnings, w)
+			}
+		}
+	}
+	slices.SortFunc(warnings, func(x, y string) int { return cmp.Or(cmp.Compare(wrank(x), wrank(y)), cmp.Compare(x, y)) })
+	for i, w := range warnings {
+		cls := cmp.Or(warningClass[w], "w-other")
+		sec := reportSection{ID: "w" + strconv.Itoa(i), Title: shown(w), Class: cls, Explain: warningText[w], Count: a.warnings[w], Statuses: true}
+		if k := a.kinds[kindKey{secWarning, w}]; k != nil {
+			sec.fill(k)
+		}
+		p.Warnings = append(p.Warnings, sec)
+		p.Cards = append(p.Cards, reportCard{Label: sec.Title, Class: "c-" + cls, Count: sec.Count, Anchor: sec.ID})
+		p.WarningBars = append(p.WarningBars, bar(sec.Title, cls, sec.Count, a.rows))
+	}
+
+	// What needs attention.
+	bad := a.statuses[StatusInvalid] + a.statuses[StatusFailed]
+	warned := 0
+	for _, n := range a.warnings {
+		warned += n
+	}
+	if bad > 0 {
+		p.Tone = "bad"
+		p.Attention = append(p.Attention, fmt.Sprintf("%s %s invalid or failed: nothing was linked for them. See the problems below.", thousands(bad), plural(bad, "row is", "rows are")))
+	}
+	switch {
+	case warned > 0 && info.DryRun:
+		p.Tone = cmp.Or(p.Tone, "warn")
+		p.Attention = append(p.Attention, fmt.Sprintf("%s %s an email warning, and a run would link them all the same: review them before linking, or run with --require-verified-email to refuse them.", thousands(warned), plural(warned, "pair has", "pairs have")))
+	case a.warnedLinked > 0:
+		p.Tone = cmp.Or(p.Tone, "warn")
+		p.Attention = append(p.Attention, fmt.Sprintf("%s linked %s an email warning: check that each is one person.", thousands(a.warnedLinked), plural(a.warnedLinked, "pair had", "pairs had")))
+	case warned > 0:
+		p.Tone = cmp.Or(p.Tone, "warn")
+		p.Attention = append(p.Attention, fmt.Sprintf("%s %s an email warning (none of them linked).", thousands(warned), plural(warned, "pair had", "pairs had")))
+	}
+	if info.Summary != nil && info.Summary.Remaining > 0 {
+		p.Tone = "bad"
+		n := info.Summary.Remaining
+		p.Attention = append(p.Attention, fmt.Sprintf("%s input %s no result yet: the run stopped early. Run the same command with --resume.", thousands(n), plural(n, "row has", "rows have")))
+	}
+	if !p.Verified {
+		p.Tone = cmp.Or(p.Tone, "warn")
+		p.Attention = append(p.Attention, "The users were not read (no --verify): missing users, pairs already linked and email warnings are not known.")
+	}
+	p.Tone = cmp.Or(p.Tone, "ok")
+	if len(p.Attention) == 0 {
+		p.Attention = append(p.Attention, "No problems and no warnings.")
+	}
+
+	if s := info.Summary; s != nil {
+		p.Run = []reportFact{
+			{"input rows", thousands(s.Rows)},
+			{"kept from an earlier run", thousands(s.Kept)},
+			{"rows with no result", thousands(s.Remaining)},
+			{"requests sent", thousands(int(s.Requests))},
+			{"429 answers", thousands(int(s.RateLimited))},
+			{"retries", thousands(int(s.Retries))},
+			{"elapsed", s.Elapsed.Round(time.Millisecond).String()},
+		}
+	}
+	return p
+}
+
+func rank(status string) int {
+	if i := slices.Index(statusOrder, status); i >= 0 {
+		return i
+	}
+	return len(statusOrder)
+}
+
+func wrank(w string) int {
+	switch w {
+	case WarnEmailUnverified:
+		return 0
+	case WarnEmailMismatch:
+		return 1
+	}
+	return 2
+}
+
+// statusClass returns the CSS class suffix of a status: only known statuses
+// get their own colour.
+func statusClass(s string) string {
+	if slices.Contains(statusOrder, s) {
+		return s
+	}
+	return "other"
+}
+
+func bar(label, class string, n, total int) reportBar {
+	pct, width := 0.0, 0.0
+	if total > 0 {
+		pct = 100 * float64(n) / float64(total)
+	}
+	if n > 0 {
+		width = max(pct, 0.6) // keep a sliver visible
+	}
+	return reportBar{Label: label, Class: class, Count: n,
+		Pct: strconv.FormatFloat(pct, 'f', 1, 64), Width: strconv.FormatFloat(width, 'f', 2, 64)}
+}
+
+// fill sets sec's rows to k's kept rows, by line.
+func (sec *reportSection) fill(k *reportKind) {
+	sec.Rows = slices.SortedFunc(slices.Values(k.sample), func(x, y reportRow) int { return cmp.Compare(x.Line, y.Line) })
+	sec.More = k.count - len(sec.Rows)
+	sec.Details = slices.ContainsFunc(sec.Rows, func(r reportRow) bool { return r.Detail != "" || r.Retryable })
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// thousands writes n with comma separators: 1,000,000.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	if neg {
+		b.WriteByte('-')
+	}
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{"n": thousands}).Parse(reportHTML))
+
+const reportHTML = `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>{{.Title}}</title>
+<style>
+:root { --fg:#1d2330; --muted:#5b6475; --line:#dfe3ea; --bg:#f6f7f9; --card:#fff;
+  --linked:#1f8a4c; --planned:#2f6fd6; --already:#1a9aa0; --skipped:#8a93a3; --invalid:#c9372c; --failed:#8e1b3a;
+  --unverified:#d9480f; --mismatch:#e6a100; --other:#6d5bd0; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg); font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; }
+main { max-width:1120px; margin:0 auto; padding:28px 32px 48px; }
+h1 { font-size:26px; margin:0 0 6px; }
+h2 { font-size:19px; margin:34px 0 12px; padding-bottom:6px; border-bottom:2px solid var(--line); }
+h3 { font-size:16px; margin:0; display:flex; gap:10px; align-items:baseline; flex-wrap:wrap; }
+code, .mono { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace; font-size:13px; }
+.meta { color:var(--muted); margin:0; }
+.meta b { color:var(--fg); font-weight:600; }
+.banner { margin:18px 0 8px; padding:12px 16px; border-radius:8px; border-left:6px solid; background:var(--card); }
+.banner p { margin:4px 0; }
+.banner.ok { border-color:var(--linked); } .banner.warn { border-color:var(--mismatch); } .banner.bad { border-color:var(--invalid); }
+.cards { display:flex; flex-wrap:wrap; gap:10px; margin:16px 0; }
+.card { background:var(--card); border:1px solid var(--line); border-top:4px solid var(--skipped); border-radius:8px; padding:8px 14px; min-width:120px; color:inherit; text-decoration:none; }
+a.card:hover { border-color:var(--fg); }
+.card .n { display:block; font-size:24px; font-weight:700; font-variant-numeric:tabular-nums; }
+.card .l { color:var(--muted); font-size:13px; }
+.c-rows { border-top-color:var(--fg); } .c-linked { border-top-color:var(--linked); } .c-planned { border-top-color:var(--planned); }
+.c-already_linked { border-top-color:var(--already); } .c-skipped { border-top-color:var(--skipped); } .c-invalid { border-top-color:var(--invalid); }
+.c-failed { border-top-color:var(--failed); } .c-other, .c-w-other { border-top-color:var(--other); }
+.c-w-unverified { border-top-color:var(--unverified); } .c-w-mismatch { border-top-color:var(--mismatch); }
+.chart { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 16px; }
+.bar { display:grid; grid-template-columns:150px 1fr 170px; gap:12px; align-items:center; margin:5px 0; }
+.bar .track { background:#eceff3; border-radius:4px; height:18px; overflow:hidden; }
+.bar .fill { height:100%; border-radius:4px; }
+.bar .v { font-variant-numeric:tabular-nums; text-align:right; color:var(--muted); white-space:nowrap; }
+.bar .v b { color:var(--fg); }
+.chart hr { border:0; border-top:1px dashed var(--line); margin:10px 0; }
+.s-linked { background:var(--linked); } .s-planned { background:var(--planned); } .s-already_linked { background:var(--already); }
+.s-skipped { background:var(--skipped); } .s-invalid { background:var(--invalid); } .s-failed { background:var(--failed); } .s-other { background:var(--other); }
+.w-unverified { background:var(--unverified); } .w-mismatch { background:var(--mismatch); } .w-other { background:var(--other); }
+.kind { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 16px; margin:12px 0; }
+.tag { display:inline-block; color:#fff; border-radius:4px; padding:1px 8px; font-size:12px; font-weight:600; letter-spacing:.02em; }
+.count { color:var(--muted); font-weight:400; }
+.explain p { margin:8px 0; max-width:86ch; }
+table { border-collapse:collapse; width:100%; margin-top:10px; font-size:13px; table-layout:fixed; }
+col.c-line { width:64px; } col.c-id { width:29%; } col.c-status { width:120px; }
+table.index { table-layout:auto; background:var(--card); border:1px solid var(--line); border-radius:8px; margin:0 0 6px; }
+table.index td.n { text-align:right; font-variant-numeric:tabular-nums; width:90px; }
+table.index a { color:inherit; }
+th, td { text-align:left; padding:5px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
+th { color:var(--muted); font-weight:600; background:#fafbfc; }
+td.line { text-align:right; font-variant-numeric:tabular-nums; width:56px; }
+td.id { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace; word-break:break-all; }
+.more { color:var(--muted); font-size:13px; margin:8px 0 0; }
+.none { color:var(--muted); }
+dl.run { display:grid; grid-template-columns:repeat(auto-fill, minmax(200px, 1fr)); gap:10px 18px; background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 16px; margin:0; }
+dl.run div { display:flex; flex-direction:column; } dl.run dt { color:var(--muted); font-size:13px; } dl.run dd { margin:0; font-weight:600; font-variant-numeric:tabular-nums; }
+footer { color:var(--muted); font-size:13px; margin-top:36px; }
+@media print { body { background:#fff; } .kind, .chart, .card { break-inside:avoid; } }
+</style>
+</head>
+<body>
+<main>
+<h1>{{.Heading}}</h1>
+<p class="meta">{{if .Input}}Input <b class="mono">{{.Input}}</b> · {{end}}{{if .Results}}results <b class="mono">{{.Results}}</b> · {{end}}{{if .Generated}}generated <b>{{.Generated}}</b>{{end}}</p>
+<p class="meta">{{.Mode}}</p>
+
+<section class="banner {{.Tone}}" aria-label="summary">
+{{range .Attention}}<p>{{.}}</p>
+{{end}}</section>
+
+<h2>Totals</h2>
+<div class="cards" id="totals">
+{{range .Cards}}{{if .Anchor}}<a class="card {{.Class}}" href="#{{.Anchor}}">{{else}}<div class="card {{.Class}}">{{end}}<span class="n" data-total="{{.Label}}">{{n .Count}}</span><span class="l">{{.Label}}</span>{{if .Anchor}}</a>{{else}}</div>{{end}}
+{{end}}</div>
+
+<h2>Status breakdown</h2>
+<div class="chart">
+{{range .Bars}}<div class="bar"><span>{{.Label}}</span><div class="track"><div class="fill {{.Class}}" style="width: {{.Width}}%"></div></div><span class="v"><b>{{n .Count}}</b> · {{.Pct}}%</span></div>
+{{else}}<p class="none">The results file has no rows.</p>
+{{end}}{{if .WarningBars}}<hr>
+{{range .WarningBars}}<div class="bar"><span>{{.Label}}</span><div class="track"><div class="fill {{.Class}}" style="width: {{.Width}}%"></div></div><span class="v"><b>{{n .Count}}</b> · {{.Pct}}%</span></div>
+{{end}}{{end}}</div>
+
+<h2>Email warnings</h2>
+{{if not .Verified}}<p class="none">The users were not read, so the emails were not compared. Run with --verify to see these warnings.</p>
+{{end}}{{range .Warnings}}<div class="kind" id="{{.ID}}">
+<h3><span class="tag {{.Class}}">{{.Title}}</span> <span class="count">{{n .Count}} {{if eq .Count 1}}pair{{else}}pairs{{end}}</span></h3>
+{{if .Explain}}<div class="explain">{{range .Explain}}<p>{{.}}</p>{{end}}</div>{{end}}
+{{template "rows" .}}</div>
+{{end}}{{if .Verified}}<p class="more">Auth0 on linking accounts safely: <a href="https://auth0.com/docs/manage-users/user-accounts/user-account-linking" rel="noreferrer">User Account Linking</a>.</p>{{end}}
+
+<h2>Problems</h2>
+{{if .Problems}}<table class="index" id="problems">
+<thead><tr><th>status</th><th>kind</th><th>rows</th></tr></thead>
+<tbody>
+{{range .Problems}}<tr><td><span class="tag {{.Class}}">{{.Kind}}</span></td><td><a href="#{{.ID}}"><code>{{.Title}}</code></a></td><td class="n">{{n .Count}}</td></tr>
+{{end}}</tbody>
+</table>
+{{end}}{{range .Problems}}<div class="kind" id="{{.ID}}">
+<h3><span class="tag {{.Class}}">{{.Kind}}</span> <code>{{.Title}}</code> <span class="count">{{n .Count}} {{if eq .Count 1}}row{{else}}rows{{end}}{{if .Retryable}}, {{n .Retryable}} retryable with --resume{{end}}</span></h3>
+{{template "rows" .}}</div>
+{{else}}<p class="none">No invalid, failed, skipped or already linked rows.</p>
+{{end}}
+{{if .Run}}<h2>This run</h2>
+<dl class="run">{{range .Run}}<div><dt>{{.Label}}</dt><dd>{{.Value}}</dd></div>{{end}}</dl>
+{{end}}
+<footer>Each list shows the first {{.Limit}} rows of its kind by input line; the results file holds every row (line 1 of the input is its header). Ids and messages are shown as written, with control and invisible characters spelled out as U+XXXX. Made by linkbatch; this page runs no script and loads nothing.</footer>
+</main>
+</body>
+</html>
+{{define "rows"}}{{if .Rows}}<table>
+<colgroup><col class="c-line"><col class="c-id"><col class="c-id">{{if .Statuses}}<col{{if .Details}} class="c-status"{{end}}>{{end}}{{if .Details}}<col>{{end}}</colgroup>
+<thead><tr><th>line</th><th>primary_user_id</th><th>secondary_user_id</th>{{if .Statuses}}<th>status</th>{{end}}{{if .Details}}<th>detail</th>{{end}}</tr></thead>
+<tbody>
+{{range .Rows}}<tr><td class="line">{{.Line}}</td><td class="id">{{.Primary}}</td><td class="id">{{.Secondary}}</td>{{if $.Statuses}}<td>{{.Status}}</td>{{end}}{{if $.Details}}<td>{{.Detail}}{{if .Retryable}} <i>(retryable)</i>{{end}}</td>{{end}}</tr>
+{{end}}</tbody>
+</table>
+{{if .More}}<p class="more">… and {{n .More}} more in the results file.</p>{{end}}{{else}}<p class="none">None.</p>{{end}}{{end}}`
