@@ -1,11 +1,15 @@
 // Package ratelimit paces every request linkbatch sends to the tenant and
 // decides which failed requests are sent again.
 //
-// One [Pacer] is shared by all workers. It combines a token bucket (the
-// client-side request rate) with a shared hold-off that a 429 answer sets:
-// once the tenant says "too many requests", no worker sends anything until
-// the tenant's reset time. [CheckRetry] is the retry policy and [Backoff] the
-// pause between retries of transient failures; [Pacer.Do] ties them together.
+// One [Pacer] is shared by all workers, for reads and writes alike. Unless
+// told a rate, it learns the tenant's Management API limit from the
+// x-ratelimit-* headers of the answers: it starts at the smallest plan's
+// level, spends the tenant's burst at once as soon as the bucket size is
+// known, then sends at the refill rate it measures, keeping its own bucket no
+// fuller than the tenant's. A 429 answer holds every worker back until the
+// tenant can take the next request. [CheckRetry] is the retry policy and
+// [Backoff] the pause between retries of transient failures; [Pacer.Do] ties
+// them together.
 package ratelimit
 
 import (
@@ -14,21 +18,55 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/linkbatch/linkbatch/linker"
 )
 
+const (
+	// startRate is the pace, in requests per second, until the tenant's
+	// refill rate is learned: the smallest plan's sustained limit.
+	startRate = 2
+	// minRate is the slowest pace: other clients may take the whole
+	// refill for a while, but a request now and then shows when they stop.
+	minRate = 0.1
+	// marginStep is how many tokens each 429 adds to the cushion the
+	// Pacer leaves in the tenant's bucket; marginDecay is how much each
+	// accepted request takes off again.
+	marginStep  = 1
+	marginDecay = 1.0 / 512
+	// Each 429 also slows the pace by slowdown, down to minFactor of the
+	// learned rate; each accepted request gives back speedup of it.
+	slowdown  = 0.8
+	minFactor = 0.25
+	speedup   = 1.0 / 512
+	// refusedKept bounds the list of recent 429 answers kept by sequence.
+	refusedKept = 1024
+	// latenciesKept is how many recent request latencies are kept.
+	latenciesKept = 64
+	// forgetAfter is when a request let through is taken for one whose
+	// answer will never be reported.
+	forgetAfter = 5 * time.Minute
+)
+
 // Config sets how a [Pacer] paces and retries. Start from [DefaultConfig];
-// zero values are not replaced by defaults (MaxRetries 0 means no retries).
+// zero values of the retry settings are not replaced by defaults
+// (MaxRetries 0 means no retries).
 type Config struct {
-	// Rate is the number of requests per second for all workers together.
+	// Rate is the most requests per second for all workers together; 0
+	// means no cap of its own: learn the tenant's rate. Either way the
+	// Pacer slows down to what the tenant shows it can take.
 	Rate float64
-	// Burst is how many requests may be sent at once after a quiet spell.
+	// Burst is the most requests sent at once after a quiet spell; 0 means
+	// the tenant's bucket size, once its answers have shown it (1 while
+	// they have not).
 	Burst int
+	// Share is the fraction of the tenant's learned rate and bucket that
+	// the Pacer uses, leaving the rest to other clients of the tenant;
+	// 0 means 1 (all of it).
+	Share float64
 	// MaxRetries is how many times one call is retried after a transient
 	// failure (5xx, 408, transport error); 429 answers do not count.
 	MaxRetries int
@@ -36,7 +74,8 @@ type Config struct {
 	// gives up.
 	MaxRateLimited int
 	// MinBackoff and MaxBackoff bound the pause between retries. MinBackoff
-	// is also the largest jitter each worker adds to a 429 hold-off.
+	// is also the largest jitter each worker adds to a 429 hold-off whose
+	// length came from the tenant's reset time.
 	MinBackoff, MaxBackoff time.Duration
 	// MaxHold caps one 429 hold-off, in case a reset lies far in the future.
 	MaxHold time.Duration
@@ -44,13 +83,13 @@ type Config struct {
 	Seed uint64
 }
 
-// DefaultConfig returns the defaults: 2 requests/s with a burst of 2 (the
-// Management API limit of the smallest plan), 5 retries, 30 absorbed 429s,
-// backoff between 250ms and 30s, holds of at most 60s and seed 0.
+// DefaultConfig returns the defaults: the rate and burst learned from the
+// tenant (Rate and Burst 0), all of it used (Share 1), 5 retries, 30
+// absorbed 429s, backoff between 250ms and 30s, holds of at most 60s and
+// seed 0.
 func DefaultConfig() Config {
 	return Config{
-		Rate:           2,
-		Burst:          2,
+		Share:          1,
 		MaxRetries:     5,
 		MaxRateLimited: 30,
 		MinBackoff:     250 * time.Millisecond,
@@ -63,11 +102,14 @@ func DefaultConfig() Config {
 // nil.
 func (c Config) Validate() error {
 	var errs []error
-	if !(c.Rate > 0) || math.IsInf(c.Rate, 1) {
-		errs = append(errs, fmt.Errorf("rate must be a finite number > 0, got %v", c.Rate))
+	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 1) {
+		errs = append(errs, fmt.Errorf("rate must be 0 (learn it) or a finite number > 0, got %v", c.Rate))
 	}
-	if c.Burst < 1 {
-		errs = append(errs, fmt.Errorf("burst must be >= 1, got %d", c.Burst))
+	if c.Burst < 0 {
+		errs = append(errs, fmt.Errorf("burst must be 0 (learn it) or >= 1, got %d", c.Burst))
+	}
+	if !(c.Share >= 0 && c.Share <= 1) {
+		errs = append(errs, fmt.Errorf("share must be within (0, 1] (0 means 1), got %v", c.Share))
 	}
 	if c.MaxRetries < 0 {
 		errs = append(errs, fmt.Errorf("max retries must be >= 0, got %d", c.MaxRetries))
@@ -102,17 +144,73 @@ type Stats struct {
 // concurrent use by any number of workers and starts no goroutines.
 //
 // Every request goes through [Pacer.Wait] before it is sent and reports its
-// outcome to [Pacer.Observe] afterwards; [Pacer.Do] does both, with retries.
-// Observe is the only way responses influence pacing.
+// outcome to [Pacer.Observe] afterwards, exactly once; [Pacer.Do] does both,
+// with retries, and knows which answer belongs to which request. Observe is
+// the only way responses influence pacing.
+//
+// Requests are let through, first come first served, by two token buckets.
+// The policy bucket holds the caps: Config.Rate and Burst when set, and
+// Share of the tenant's learned rate and bucket size. The mirror bucket
+// models the tenant's own bucket. Until the tenant has answered it lets one
+// request through at a time, at Config.Rate or, when that is 0, 2 per
+// second. From then on its size is the tenant's bucket size (times Share);
+// its level follows the x-ratelimit-remaining of the latest answers, less
+// the requests still pending that the tenant may have counted after them,
+// plus the refill since, so the tenant's whole bucket is spent at once and
+// the Pacer never thinks it fuller than the tenant says; and it refills at
+// the rate learned from those answers (see [Pacer.Learned]), 2 per second
+// until then. When the tenant's first answer carries no rate-limit headers
+// and Config.Rate is set, the mirror is switched off and the configured
+// rate and burst apply as they are.
 type Pacer struct {
-	cfg Config
-	lim *rate.Limiter
+	cfg   Config
+	share float64
 
 	mu        sync.Mutex
 	rnd       *rand.Rand // jitter; not safe for concurrent use, guarded by mu
-	holdUntil time.Time  // no request leaves before this instant
-	limited   int        // consecutive 429s, for holds without a reset time
-	stats     Stats
+	policy    bucket
+	mirror    bucket
+	mirroring bool // the mirror bucket is in force
+	seen      bool // an answer carried x-ratelimit-* headers
+	limit     int  // the tenant's bucket size, 0 until seen
+	est       *estimator
+	margin    float64 // tokens left in the tenant's bucket as a cushion
+	factor    float64 // share of the learned rate paced at, after 429s
+	queue     []*waiter
+	wake      chan struct{}   // closed when waits may have become shorter
+	sent      int64           // requests let through; the last one's sequence number
+	pending   []grant         // requests let through, answer not reported yet
+	readings  []reading       // of recent answers with rate-limit headers
+	latencies []time.Duration // of recent requests, newest last
+	refused   []int64         // sequence numbers of recent 429 answers, ascending
+	nRefused  int64           // 429 answers in all
+
+	holdUntil  time.Time // no request leaves before this instant
+	holdJitter bool      // each worker adds its own jitter to holdUntil
+	limited    int       // consecutive 429s, for holds without a reset time
+	stats      Stats
+}
+
+// waiter is one Wait in line.
+type waiter struct {
+	drawn   bool
+	jitter  time.Duration
+	seen    time.Time // the hold-off release was computed for
+	release time.Time // end of that hold-off for this waiter, jitter included
+}
+
+// grant is one request let through: its sequence number and when.
+type grant struct {
+	seq int64
+	at  time.Time
+}
+
+// reading is what one answer said of the tenant's bucket.
+type reading struct {
+	arrived   time.Time
+	handled   time.Time // when the tenant handled the request, estimated
+	sent      time.Time // when the request was let through; zero if unknown
+	remaining float64
 }
 
 // New returns a Pacer for cfg, or the error of cfg.Validate.
@@ -120,18 +218,107 @@ func New(cfg Config) (*Pacer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Pacer{
-		cfg: cfg,
-		lim: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
-		rnd: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-	}, nil
+	now := time.Now()
+	p := &Pacer{
+		cfg:       cfg,
+		share:     cfg.Share,
+		rnd:       rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		est:       newEstimator(),
+		wake:      make(chan struct{}),
+		mirroring: true,
+		factor:    1,
+	}
+	if p.share == 0 {
+		p.share = 1
+	}
+	p.policy = newBucket(math.Inf(1), 1, now)
+	probe := float64(startRate)
+	if cfg.Rate > 0 {
+		p.policy = newBucket(cfg.Rate, float64(max(cfg.Burst, 1)), now)
+		probe = cfg.Rate
+	}
+	p.mirror = newBucket(probe, 1, now)
+	return p, nil
 }
 
-// Limit returns the current request rate, in requests per second.
-func (p *Pacer) Limit() float64 { return float64(p.lim.Limit()) }
+// Limit returns the current pace, in requests per second: the configured
+// Rate, or the rate learned from the tenant when that is lower.
+func (p *Pacer) Limit() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.limitLocked()
+}
 
-// Burst returns the current burst size.
-func (p *Pacer) Burst() int { return p.lim.Burst() }
+func (p *Pacer) limitLocked() float64 {
+	r := p.policy.rate
+	// Below a configured rate, a rate not learned yet only paces between
+	// answers; the answers show what the tenant can take.
+	if p.mirroring && (p.policy.unlimited() || p.est.net().known) {
+		r = min(r, p.mirror.rate)
+	}
+	return r
+}
+
+// Burst returns the current burst size: 1 until the tenant has shown its
+// bucket size, then the smaller of that (times Share) and the configured
+// Burst.
+func (p *Pacer) Burst() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := math.Inf(1)
+	if !p.policy.unlimited() {
+		b = p.policy.cap
+	}
+	if p.mirroring {
+		b = min(b, p.mirror.cap)
+	}
+	if math.IsInf(b, 1) {
+		return 1
+	}
+	return max(1, int(b))
+}
+
+// Learned returns what the tenant's answers have shown of its bucket: the
+// refill rate in requests per second, the bucket size (0 until seen), and
+// whether the rate is known precisely enough to pace by. Other clients of
+// the tenant spend part of the refill; the rate left to this Pacer is what
+// [Pacer.Limit] reports.
+func (p *Pacer) Learned() (rate float64, burst int, known bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rate, known = p.est.learned()
+	return rate, p.limit, known && p.limit > 0
+}
+
+// Concurrency returns how many requests should be in flight to keep up the
+// pace when a request takes latency: a quarter more than pace times latency,
+// rounded up, plus one, so that a full tenant bucket is spent quickly too;
+// at least 1 and at most maxInFlight when that is > 0. Until the tenant's
+// rate is known it returns maxInFlight (when > 0): the Pacer holds back what
+// the tenant cannot take, and needs requests in flight to measure its rate.
+// Callers that size a worker pool may ask again as the pace is learned;
+// workers beyond the need only wait in Wait.
+func (p *Pacer) Concurrency(latency time.Duration, maxInFlight int) int {
+	p.mu.Lock()
+	rate := p.limitLocked()
+	unknown := p.mirroring && !p.est.net().known
+	p.mu.Unlock()
+	if unknown && maxInFlight > 0 {
+		return maxInFlight
+	}
+	return concurrency(rate, latency, maxInFlight)
+}
+
+func concurrency(rate float64, latency time.Duration, most int) int {
+	n := 1
+	if latency > 0 && rate > 0 && !math.IsInf(rate, 1) {
+		n = int(math.Ceil(1.25*rate*latency.Seconds())) + 1
+	}
+	if most > 0 {
+		n = min(n, most)
+	}
+	return max(n, 1)
+}
 
 // Stats returns a snapshot of the counters.
 func (p *Pacer) Stats() Stats {
@@ -141,84 +328,378 @@ func (p *Pacer) Stats() Stats {
 }
 
 // Wait blocks until one request may be sent: it waits out the shared 429
-// hold-off (plus a jitter of up to MinBackoff of its own, so held workers do
-// not all wake at once), then takes a token from the rate limiter. A hold-off
-// set while it queued for the token is waited out too. Wait returns
-// ctx.Err() as soon as ctx is done, giving its token back if it had reserved
-// one; it does not fail early when ctx's deadline is nearer than the wait.
+// hold-off (plus, when the hold-off came from the tenant's reset time, a
+// jitter of up to MinBackoff of its own, so held workers do not all wake at
+// once), then takes a token from the buckets, first come first served. A
+// hold-off or a slower pace set while it waited applies to it too, and a
+// faster one lets it go sooner. Wait returns ctx.Err() as soon as ctx is
+// done, having taken nothing; it does not fail early when ctx's deadline is
+// nearer than the wait.
 func (p *Pacer) Wait(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := p.waitHold(ctx); err != nil {
-		return err
-	}
-	r := p.lim.Reserve()
-	if !r.OK() {
-		return fmt.Errorf("ratelimit: no token with burst %d", p.lim.Burst())
-	}
-	if err := sleep(ctx, r.Delay()); err != nil {
-		r.Cancel()
-		return err
-	}
-	return p.waitHold(ctx)
+	_, err := p.wait(ctx)
+	return err
 }
 
-// waitHold returns once no hold-off is in force, or ctx.Err().
-func (p *Pacer) waitHold(ctx context.Context) error {
-	var jitter time.Duration
-	drawn := false
+func (p *Pacer) wait(ctx context.Context) (grant, error) {
+	if err := ctx.Err(); err != nil {
+		return grant{}, err
+	}
+	w := &waiter{}
+	p.mu.Lock()
+	p.queue = append(p.queue, w)
 	for {
-		p.mu.Lock()
-		d := time.Until(p.holdUntil)
-		if d > 0 && !drawn {
-			jitter = time.Duration(p.rnd.Int64N(int64(p.cfg.MinBackoff) + 1))
-			drawn = true
-		}
-		p.mu.Unlock()
+		now := time.Now()
+		d := p.delay(w, now)
 		if d <= 0 {
-			return nil
+			p.policy.take(now)
+			if p.mirroring {
+				p.mirror.take(now)
+			}
+			p.dequeue(w)
+			p.sent++
+			g := grant{seq: p.sent, at: now}
+			p.pending = append(p.pending, g)
+			p.mu.Unlock()
+			return g, nil
 		}
-		if err := sleep(ctx, d+jitter); err != nil {
-			return err
+		wake := p.wake
+		p.mu.Unlock()
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			p.mu.Lock()
+			p.dequeue(w)
+			p.notify()
+			p.mu.Unlock()
+			return grant{}, ctx.Err()
+		case <-t.C:
+		case <-wake:
+			t.Stop()
+		}
+		p.mu.Lock()
+	}
+}
+
+// delay returns how long w still has to wait at now.
+func (p *Pacer) delay(w *waiter, now time.Time) time.Duration {
+	if p.holdUntil.After(now) && !p.holdUntil.Equal(w.seen) {
+		w.seen, w.release = p.holdUntil, p.holdUntil
+		if p.holdJitter {
+			if !w.drawn {
+				w.jitter = time.Duration(p.rnd.Int64N(int64(p.cfg.MinBackoff) + 1))
+				w.drawn = true
+			}
+			w.release = w.release.Add(w.jitter)
 		}
 	}
+	return max(w.release.Sub(now), p.tokenDelay(now, slices.Index(p.queue, w)+1))
+}
+
+func (p *Pacer) dequeue(w *waiter) {
+	if i := slices.Index(p.queue, w); i >= 0 {
+		p.queue = slices.Delete(p.queue, i, i+1)
+	}
+}
+
+// notify wakes every waiter to look again.
+func (p *Pacer) notify() {
+	close(p.wake)
+	p.wake = make(chan struct{})
 }
 
 // Observe takes the outcome of one attempt: resp and err as the request
-// returned them. A *linker.RateLimitError (wrapped or not) holds every worker
-// back until its Reset, measured from resp.Date when the server sent one so
-// that clock skew does not matter; without a usable Reset the hold lasts a
-// backoff that grows with consecutive 429s. A hold never exceeds MaxHold and
-// never shortens one already in force. Observe is safe for concurrent use.
+// returned them. It is safe for concurrent use. Each Observe settles the
+// oldest request let through by Wait whose outcome is still due; answers
+// that overtake each other blur what the Pacer learns, which [Pacer.Do]
+// avoids.
+//
+// The x-ratelimit-* headers of resp teach the Pacer the tenant's bucket size
+// and refill rate and set the level of its mirror bucket (see [Pacer]).
+//
+// A *linker.RateLimitError (wrapped or not) holds every worker back, and
+// makes the Pacer leave one more token in the tenant's bucket as a cushion
+// (up to a quarter of the bucket) and slow its pace by a fifth (down to a
+// quarter); both wear off as accepted requests pass. Once the tenant's rate
+// is known, the hold-off ends when the tenant has refilled one token. Before
+// that, it is estimated from the answer's headers (the missing tokens are
+// back by x-ratelimit-reset); without them it lasts until the error's
+// Reset, measured from resp.Date when the server sent one so that clock
+// skew does not matter, each worker adding a jitter of up to MinBackoff;
+// without a usable Reset it lasts a backoff that grows with consecutive
+// 429s. A hold never exceeds MaxHold and never shortens one already in
+// force.
 func (p *Pacer) Observe(resp *linker.Response, err error) {
+	p.observe(grant{}, resp, err)
+}
+
+// observe is Observe for the attempt g let through; a zero g stands for
+// the oldest request whose answer is still due.
+func (p *Pacer) observe(g grant, resp *linker.Response, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	now := time.Now()
+	last := max(1, len(p.queue))
+	before := p.tokenDelay(now, last)
 	p.stats.Requests++
+	g = p.settle(now, g)
 	var rl *linker.RateLimitError
-	if !errors.As(err, &rl) {
+	limited := errors.As(err, &rl)
+	if limited {
+		p.refuse(g.seq)
+	}
+	if resp != nil {
+		p.learn(now, g, resp, limited)
+	}
+	if limited {
+		p.hold(now, resp, rl)
+	} else {
 		p.limited = 0
+	}
+	// A wait that became longer is found out when it ends; one that became
+	// shorter needs a wake-up. The last in line gains the most.
+	if len(p.queue) > 0 && p.tokenDelay(now, last) < before-time.Millisecond {
+		p.notify()
+	}
+}
+
+// tokenDelay returns how long the k-th waiter in line waits for tokens.
+func (p *Pacer) tokenDelay(now time.Time, k int) time.Duration {
+	d := p.policy.delay(now, k)
+	if p.mirroring {
+		d = max(d, p.mirror.delay(now, k))
+	}
+	return d
+}
+
+// settle takes g off the list of pending requests and returns it; a zero g
+// stands for the oldest pending request (or, when none is, the last one let
+// through, time unknown).
+func (p *Pacer) settle(now time.Time, g grant) grant {
+	i := 0
+	if g.seq == 0 {
+		if len(p.pending) == 0 {
+			return grant{seq: p.sent}
+		}
+		g = p.pending[0]
+	} else {
+		var found bool
+		if i, found = slices.BinarySearchFunc(p.pending, g.seq, func(q grant, seq int64) int { return int(q.seq - seq) }); !found {
+			i = -1
+		}
+	}
+	if i >= 0 {
+		p.pending = slices.Delete(p.pending, i, i+1)
+	}
+	stale := 0
+	for stale < len(p.pending) && now.Sub(p.pending[stale].at) > forgetAfter {
+		stale++
+	}
+	p.pending = slices.Delete(p.pending, 0, stale)
+	return g
+}
+
+// pendingSince returns how many pending requests were let through at or
+// after t (all of them when t is zero).
+func (p *Pacer) pendingSince(t time.Time) int {
+	i, _ := slices.BinarySearchFunc(p.pending, t, func(q grant, t time.Time) int { return q.at.Compare(t) })
+	return len(p.pending) - i
+}
+
+// refuse records that request seq was refused with 429.
+func (p *Pacer) refuse(seq int64) {
+	p.nRefused++
+	i, _ := slices.BinarySearch(p.refused, seq)
+	p.refused = slices.Insert(p.refused, i, seq)
+	if len(p.refused) > refusedKept {
+		p.refused = slices.Delete(p.refused, 0, len(p.refused)-refusedKept)
+	}
+}
+
+// refusedUpTo returns how many requests up to seq were refused with 429.
+func (p *Pacer) refusedUpTo(seq int64) int64 {
+	later := len(p.refused) - sortSearchAfter(p.refused, seq)
+	return p.nRefused - int64(later)
+}
+
+// sortSearchAfter returns the index of the first element of s above v.
+func sortSearchAfter(s []int64, v int64) int {
+	i, found := slices.BinarySearch(s, v)
+	for found && i < len(s) && s[i] == v {
+		i++
+	}
+	return i
+}
+
+// learn takes the x-ratelimit-* headers of one answer to request g.
+func (p *Pacer) learn(now time.Time, g grant, resp *linker.Response, limited bool) {
+	h := resp.RateLimit
+	if !h.Known || h.Limit <= 0 {
+		if !p.seen && p.cfg.Rate > 0 {
+			p.mirroring = false
+		}
 		return
 	}
+	if !p.seen || !p.mirroring {
+		p.seen, p.mirroring = true, true
+		p.mirror = newBucket(p.slowRate(), 1, now)
+	}
+	p.limit = h.Limit
+	rem := min(max(h.Remaining, 0), h.Limit)
+	at := now
+	if !g.at.IsZero() {
+		at = g.at.Add(now.Sub(g.at) / 2)
+	}
+	p.est.add(sample{
+		at:        at,
+		spent:     float64(g.seq - p.refusedUpTo(g.seq)),
+		limit:     h.Limit,
+		remaining: rem,
+		reset:     h.Reset,
+		date:      resp.Date,
+	})
+	p.retune(now)
+
+	// The level: the tokens the tenant had when it handled a request
+	// answered lately, plus its refill since, less one for each request
+	// still pending that it may have handled after that one. Requests
+	// let through together, or within the spread of latencies, race each
+	// other, so each answer in the span of one latency counts, the lowest
+	// wins. A level within one token above that is left as it is: it
+	// carries the fraction of a token that remaining rounds away.
+	if !g.at.IsZero() {
+		p.latencies = append(p.latencies, now.Sub(g.at))
+		if len(p.latencies) > latenciesKept {
+			p.latencies = slices.Delete(p.latencies, 0, len(p.latencies)-latenciesKept)
+		}
+	}
+	var slowest, fastest time.Duration
+	if len(p.latencies) > 0 {
+		slowest, fastest = slices.Max(p.latencies), slices.Min(p.latencies)
+	}
+	p.readings = append(p.readings, reading{arrived: now, handled: at, sent: g.at, remaining: float64(rem)})
+	old := 0
+	for old < len(p.readings)-1 && now.Sub(p.readings[old].arrived) > slowest {
+		old++
+	}
+	p.readings = slices.Delete(p.readings, 0, old)
+	low := math.Inf(1)
+	for _, a := range p.readings {
+		since := a.sent
+		if !since.IsZero() {
+			since = since.Add(-(slowest - fastest) / 2)
+		}
+		low = min(low, a.remaining+p.mirror.rate*now.Sub(a.handled).Seconds()-float64(p.pendingSince(since)))
+	}
+	low -= (1 - p.share) * float64(h.Limit)
+	if !limited {
+		low -= p.margin
+		p.margin = max(0, p.margin-marginDecay)
+		p.factor = min(1, p.factor+speedup)
+	}
+	switch cur := p.mirror.level(now); {
+	case cur < low:
+		p.mirror.setLevel(now, low)
+	case cur > low+1:
+		p.mirror.setLevel(now, low+0.5)
+	}
+}
+
+// slowRate is the pace before the tenant's rate is known.
+func (p *Pacer) slowRate() float64 {
+	if p.cfg.Rate > 0 {
+		return min(p.cfg.Rate, startRate)
+	}
+	return startRate
+}
+
+// retune sets the buckets' rates and sizes from what was learned.
+func (p *Pacer) retune(now time.Time) {
+	net := p.est.net()
+	r := p.slowRate()
+	switch {
+	case net.known:
+		r = net.rate
+	case net.rate-2*net.se > r:
+		// Not precise yet, but surely faster than the slow pace.
+		r = net.rate - 2*net.se
+	}
+	r = max(r*p.factor, minRate)
+	size := max(1, p.share*float64(p.limit))
+	if p.cfg.Burst > 0 {
+		size = min(size, float64(p.cfg.Burst))
+	}
+	p.mirror.setCap(now, size)
+	p.mirror.setRate(now, r)
+
+	rate := math.Inf(1)
+	if p.cfg.Rate > 0 {
+		rate = p.cfg.Rate
+	}
+	// Until the rate is known, a share is kept by the tokens left in the
+	// tenant's bucket alone: the refill can only be measured while the
+	// bucket is not full, so the Pacer has to draw on it for a while.
+	if learned, ok := p.est.learned(); ok && p.share < 1 {
+		rate = min(rate, max(p.share*learned, minRate))
+	}
+	if !math.IsInf(rate, 1) {
+		p.policy.setCap(now, size)
+		p.policy.setRate(now, rate)
+	}
+}
+
+// hold sets the shared hold-off after a 429 answer.
+func (p *Pacer) hold(now time.Time, resp *linker.Response, rl *linker.RateLimitError) {
 	p.stats.RateLimited++
 	p.limited++
-	now := time.Now()
 	var d time.Duration
-	if !rl.Reset.IsZero() {
-		from := now
-		if resp != nil && !resp.Date.IsZero() {
-			from = resp.Date
-		}
-		d = rl.Reset.Sub(from)
+	jitter := false
+	if p.seen {
+		p.margin = min(p.margin+marginStep, float64(p.limit)/4)
+		p.factor = max(minFactor, p.factor*slowdown)
+		p.retune(now)
 	}
-	if d <= 0 {
-		d = Backoff(p.limited, p.cfg.MinBackoff, p.cfg.MaxBackoff, p.rnd)
+	if net := p.est.net(); p.seen && net.known {
+		d = time.Duration(float64(time.Second) / max(net.rate, minRate))
+	} else if d = tokenWait(now, resp); d <= 0 {
+		jitter = true
+		if !rl.Reset.IsZero() {
+			from := now
+			if resp != nil && !resp.Date.IsZero() {
+				from = resp.Date
+			}
+			d = rl.Reset.Sub(from)
+		}
+		if d <= 0 {
+			d = Backoff(p.limited, p.cfg.MinBackoff, p.cfg.MaxBackoff, p.rnd)
+		}
 	}
 	until := now.Add(min(d, p.cfg.MaxHold))
 	if until.After(p.holdUntil) {
 		p.stats.Hold += until.Sub(later(p.holdUntil, now))
 		p.holdUntil = until
+		p.holdJitter = jitter
 	}
+}
+
+// tokenWait estimates, from the headers of a 429 answer, how long the
+// tenant takes to refill one token: the missing tokens are back by the
+// reset time. The estimate errs long (the reset is rounded up, Date down).
+// It returns 0 when the headers do not tell.
+func tokenWait(now time.Time, resp *linker.Response) time.Duration {
+	if resp == nil || !resp.RateLimit.Known || resp.RateLimit.Reset.IsZero() {
+		return 0
+	}
+	h := resp.RateLimit
+	missing := h.Limit - max(h.Remaining, 0)
+	if missing <= 0 {
+		return 0
+	}
+	from := now
+	if !resp.Date.IsZero() {
+		from = resp.Date
+	}
+	return h.Reset.Sub(from) / time.Duration(missing)
 }
 
 // Do runs op until it succeeds, fails for good, or runs out of retries,
@@ -238,12 +719,13 @@ func (p *Pacer) Observe(resp *linker.Response, err error) {
 func (p *Pacer) Do(ctx context.Context, op func(ctx context.Context) (*linker.Response, error)) (attempts int, resp *linker.Response, err error) {
 	var retries, limited int
 	for {
-		if werr := p.Wait(ctx); werr != nil {
+		g, werr := p.wait(ctx)
+		if werr != nil {
 			return attempts, resp, stopped(werr, attempts, err)
 		}
 		attempts++
 		resp, err = op(ctx)
-		p.Observe(resp, err)
+		p.observe(g, resp, err)
 		if !CheckRetry(ctx, resp, err) {
 			if err != nil && ctx.Err() != nil && retryable(err) {
 				return attempts, resp, stopped(ctx.Err(), attempts, err)

@@ -49,11 +49,17 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"defaults", func(*Config) {}, ""},
 		{"no retries", func(c *Config) { c.MaxRetries, c.MaxRateLimited = 0, 0 }, ""},
-		{"zero rate", func(c *Config) { c.Rate = 0 }, "rate must be"},
+		{"explicit rate and burst", func(c *Config) { c.Rate, c.Burst = 16, 50 }, ""},
+		{"explicit rate, learned burst", func(c *Config) { c.Rate = 16 }, ""},
+		{"half share", func(c *Config) { c.Share = 0.5 }, ""},
+		{"zero share means all", func(c *Config) { c.Share = 0 }, ""},
 		{"negative rate", func(c *Config) { c.Rate = -1 }, "rate must be"},
 		{"NaN rate", func(c *Config) { c.Rate = math.NaN() }, "rate must be"},
 		{"infinite rate", func(c *Config) { c.Rate = math.Inf(1) }, "rate must be"},
-		{"zero burst", func(c *Config) { c.Burst = 0 }, "burst must be >= 1"},
+		{"negative burst", func(c *Config) { c.Burst = -1 }, "burst must be"},
+		{"share above 1", func(c *Config) { c.Share = 1.5 }, "share must be"},
+		{"negative share", func(c *Config) { c.Share = -0.5 }, "share must be"},
+		{"NaN share", func(c *Config) { c.Share = math.NaN() }, "share must be"},
 		{"negative retries", func(c *Config) { c.MaxRetries = -1 }, "max retries"},
 		{"negative 429 budget", func(c *Config) { c.MaxRateLimited = -1 }, "max rate-limited"},
 		{"zero min backoff", func(c *Config) { c.MinBackoff = 0 }, "min backoff"},
@@ -82,21 +88,55 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestValidateNamesEveryProblem(t *testing.T) {
-	err := Config{}.Validate()
-	for _, want := range []string{"rate", "burst", "min backoff", "max hold"} {
+	err := Config{Rate: -1, Burst: -1, Share: 2}.Validate()
+	for _, want := range []string{"rate", "burst", "share", "min backoff", "max hold"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("Validate() of the zero Config = %v, want it to mention %q", err, want)
+			t.Errorf("Validate() = %v, want it to mention %q", err, want)
 		}
 	}
 }
 
-func TestNewExposesLimiter(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Rate, cfg.Burst = 16, 50
-	p := newPacer(t, cfg)
-	if p.Limit() != 16 || p.Burst() != 50 {
-		t.Errorf("Limit, Burst = %v, %d; want 16, 50", p.Limit(), p.Burst())
+func TestLimitAndBurst(t *testing.T) {
+	tests := []struct {
+		name               string
+		rate               float64
+		burst              int
+		answer             *linker.Response // nil: no answer yet
+		wantLimit          float64
+		wantBurst, learned int
+	}{
+		{name: "learned, before any answer", wantLimit: startRate, wantBurst: 1},
+		{name: "explicit, before any answer", rate: 16, burst: 50, wantLimit: 16, wantBurst: 1},
+		{name: "explicit, answer without headers", rate: 16, burst: 50, answer: &linker.Response{StatusCode: 201}, wantLimit: 16, wantBurst: 50},
+		{name: "learned, answer without headers", answer: &linker.Response{StatusCode: 201}, wantLimit: startRate, wantBurst: 1},
+		{name: "learned, tenant bucket of 50", answer: answer(50, 49), wantLimit: startRate, wantBurst: 50, learned: 50},
+		{name: "explicit burst above the tenant's", rate: 16, burst: 80, answer: answer(50, 49), wantLimit: 16, wantBurst: 50, learned: 50},
+		{name: "explicit burst below the tenant's", rate: 16, burst: 10, answer: answer(50, 49), wantLimit: 16, wantBurst: 10, learned: 50},
+		{name: "explicit rate below the start", rate: 1, answer: answer(50, 49), wantLimit: 1, wantBurst: 50, learned: 50},
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Rate, cfg.Burst = tt.rate, tt.burst
+			p := newPacer(t, cfg)
+			if tt.answer != nil {
+				p.Observe(tt.answer, nil)
+			}
+			if p.Limit() != tt.wantLimit || p.Burst() != tt.wantBurst {
+				t.Errorf("Limit, Burst = %v, %d; want %v, %d", p.Limit(), p.Burst(), tt.wantLimit, tt.wantBurst)
+			}
+			if _, burst, known := p.Learned(); burst != tt.learned || known {
+				t.Errorf("Learned() burst, known = %d, %v; want %d, false", burst, known, tt.learned)
+			}
+		})
+	}
+}
+
+// answer is a 201 whose headers show a bucket of limit with remaining left.
+func answer(limit, remaining int) *linker.Response {
+	return &linker.Response{StatusCode: 201, RateLimit: linker.RateLimit{
+		Known: true, Limit: limit, Remaining: remaining, Reset: time.Now().Add(time.Second),
+	}}
 }
 
 func TestWaitPaces(t *testing.T) {
@@ -117,6 +157,9 @@ func TestWaitPaces(t *testing.T) {
 				cfg := DefaultConfig()
 				cfg.Rate, cfg.Burst = tt.rate, tt.burst
 				p := newPacer(t, cfg)
+				// The tenant's answers carry no rate-limit headers: the
+				// configured rate and burst apply as they are.
+				p.Observe(&linker.Response{StatusCode: 201}, nil)
 				start := time.Now()
 				var (
 					mu     sync.Mutex
@@ -686,6 +729,177 @@ func TestDoConcurrentWorkersShareHold(t *testing.T) {
 		}
 		for i, s := range sent[1:] {
 			within(t, fmt.Sprintf("request %d sent at", i+1), s, 3*time.Second, 3*time.Second+fast().MinBackoff)
+		}
+	})
+}
+
+// warmUp sends n requests through p to m, two at a time, each taking 20ms,
+// so that p learns the tenant's rate.
+func warmUp(t *testing.T, p *Pacer, m *tenantModel, n int) {
+	t.Helper()
+	rows := make(chan int, n)
+	for i := range n {
+		rows <- i
+	}
+	close(rows)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for range rows {
+				if _, _, err := p.Do(t.Context(), func(ctx context.Context) (*linker.Response, error) {
+					return m.call(ctx, 10*time.Millisecond, 10*time.Millisecond)
+				}); err != nil {
+					t.Errorf("Do: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestHoldAfter429EndsAtNextToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(t, DefaultConfig())
+		m := newTenantModel(10, 20, 0)
+		warmUp(t, p, m, 120)
+		rate, _, known := p.Learned()
+		if !known || math.Abs(rate/10-1) > 0.05 {
+			t.Fatalf("Learned() rate = %.3f (known %v), want about 10", rate, known)
+		}
+
+		// Another client empties the bucket; the next answer is a 429
+		// whose reset, 5s away, would have every worker wait 5s, and
+		// whose headers alone (20 tokens missing by then) would say 250ms
+		// a token.
+		start := time.Now()
+		reset := start.Add(5 * time.Second)
+		p.Observe(&linker.Response{StatusCode: 429, Date: start, RateLimit: linker.RateLimit{
+			Known: true, Limit: 20, Remaining: 0, Reset: reset,
+		}}, limitErr(reset))
+		token := time.Duration(float64(time.Second) / rate)
+		pace := time.Duration(float64(time.Second) / p.Limit()) // slowed by the 429
+
+		// Five workers were waiting: the first leaves when one token is
+		// back, the others a paced token apart.
+		var (
+			mu   sync.Mutex
+			woke []time.Duration
+			wg   sync.WaitGroup
+		)
+		for range 5 {
+			wg.Go(func() {
+				if err := p.Wait(t.Context()); err != nil {
+					t.Errorf("Wait: %v", err)
+				}
+				mu.Lock()
+				woke = append(woke, time.Since(start))
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		slices.Sort(woke)
+		within(t, "first request after the 429", woke[0], token-time.Millisecond, pace+time.Millisecond)
+		for i := 1; i < len(woke); i++ {
+			within(t, fmt.Sprintf("gap before request %d", i+1), woke[i]-woke[i-1], pace/2, pace+time.Millisecond)
+		}
+	})
+}
+
+func TestHoldAfter429WithUnknownRateUsesHeaders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(t, fast())
+		start := time.Now()
+		// 20 tokens missing, full again in 4s: one token takes 200ms.
+		reset := start.Add(4 * time.Second)
+		p.Observe(&linker.Response{StatusCode: 429, Date: start, RateLimit: linker.RateLimit{
+			Known: true, Limit: 20, Remaining: 0, Reset: reset,
+		}}, limitErr(reset))
+		if err := p.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		within(t, "hold", time.Since(start), 200*time.Millisecond, 200*time.Millisecond)
+	})
+}
+
+func TestFirstAnswerReleasesBurst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(t, DefaultConfig())
+		start := time.Now()
+		if err := p.Wait(t.Context()); err != nil { // the probe
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		if err := p.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("second Wait before any answer = %v, want it held back", err)
+		}
+		cancel()
+		// The tenant answers: a bucket of 50, 49 left.
+		p.Observe(answer(50, 49), nil)
+		for i := range 49 {
+			if err := p.Wait(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if got := time.Since(start); got != 100*time.Millisecond {
+				t.Fatalf("request %d of the burst left at %v, want at once (100ms)", i+2, got)
+			}
+		}
+		ctx, cancel = context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		if err := p.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Wait after the tenant's 49 tokens = %v, want it held back", err)
+		}
+	})
+}
+
+func TestMirrorDrainsToRemaining(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.Rate, cfg.Burst = 100, 100
+		p := newPacer(t, cfg)
+		p.Observe(answer(100, 99), nil)
+		// Another client took most of the bucket: 3 tokens are left.
+		p.Observe(answer(100, 3), nil)
+		start := time.Now()
+		for i := range 4 {
+			if err := p.Wait(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if got := time.Since(start); (i < 3) != (got == 0) {
+				t.Errorf("request %d left at %v; want the first 3 at once, the 4th later", i+1, got)
+			}
+		}
+	})
+}
+
+func TestConcurrency(t *testing.T) {
+	tests := []struct {
+		name    string
+		rate    float64
+		latency time.Duration
+		max     int
+		want    int
+	}{
+		{name: "16/s at 250ms", rate: 16, latency: 250 * time.Millisecond, want: 6},
+		{name: "100/s at 250ms", rate: 100, latency: 250 * time.Millisecond, want: 33},
+		{name: "capped", rate: 100, latency: 250 * time.Millisecond, max: 8, want: 8},
+		{name: "2/s at 20ms", rate: 2, latency: 20 * time.Millisecond, want: 2},
+		{name: "no latency", rate: 16, want: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Rate, cfg.Burst = tt.rate, 1
+			p := newPacer(t, cfg)
+			p.Observe(&linker.Response{StatusCode: 201}, nil) // no headers: the rate is as configured
+			if got := p.Concurrency(tt.latency, tt.max); got != tt.want {
+				t.Errorf("Concurrency(%v, %d) = %d, want %d", tt.latency, tt.max, got, tt.want)
+			}
+		})
+	}
+	t.Run("rate not learned yet", func(t *testing.T) {
+		p := newPacer(t, DefaultConfig())
+		if got := p.Concurrency(250*time.Millisecond, 64); got != 64 {
+			t.Errorf("Concurrency before the rate is known = %d, want the maximum, 64", got)
 		}
 	})
 }

@@ -1,0 +1,216 @@
+package ratelimit
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// sample is what one response said about the tenant's token bucket.
+type sample struct {
+	// at is when the tenant handled the request, on the local clock (the
+	// middle of the exchange when its start is known, else its end).
+	at time.Time
+	// spent is how many of this Pacer's requests the tenant had counted
+	// once it handled this one: requests sent up to and including it, less
+	// those refused with 429.
+	spent     float64
+	limit     int       // x-ratelimit-limit
+	remaining int       // x-ratelimit-remaining, within [0, limit]
+	reset     time.Time // x-ratelimit-reset, server clock; zero if absent
+	date      time.Time // Date, server clock; zero if absent
+}
+
+// rateEstimate is a refill rate learned from samples.
+type rateEstimate struct {
+	rate  float64 // tokens per second
+	se    float64 // standard error of rate
+	known bool    // precise enough to pace by
+}
+
+// estimator learns the refill rate of the tenant's bucket. It is not safe
+// for concurrent use (the Pacer guards it) and accepts samples in any order.
+//
+// The refill rate available to this Pacer is the slope of remaining + spent
+// over time: every token the bucket gains is either still there or was spent
+// by one of our requests. Tokens taken by other clients of the tenant are
+// neither, so this "net" rate is what is left for us. The line only holds
+// while the bucket is not full, so a sample that shows a full (or nearly
+// full) bucket starts a new segment and earlier samples are dropped. The
+// slope is fitted by least squares, which averages out the whole-token
+// rounding of remaining and the noise of responses that arrive out of order.
+//
+// The gross rate, at which the bucket refills whoever spends it, comes from
+// x-ratelimit-reset: the limit-remaining missing tokens are back by reset.
+// Both counts are rounded (remaining down, reset up to a second), so the
+// estimate sums the missing tokens and the seconds to reset over many
+// samples, each taken at the middle of its rounding interval. The server
+// clock is related to the local one by the largest Date-minus-arrival seen.
+type estimator struct {
+	window    time.Duration // oldest sample kept, relative to the newest
+	maxPoints int
+	pts       []sample  // current segment, sorted by at
+	deep      []sample  // samples of a bucket at least two short, sorted by at
+	from      time.Time // segment start: samples handled before are stale
+	limit     int       // bucket size of the segment
+	last      rateEstimate
+	skew      time.Duration // server clock minus local clock, at least
+	skewKnown bool
+}
+
+const (
+	estimateWindow     = 20 * time.Second
+	estimatePoints     = 1024
+	minNetPoints       = 5
+	minNetSpan         = time.Second
+	maxRelativeError   = 0.08
+	minGrossPoints     = 10
+	minGrossSpan       = 2 * time.Second
+	grossAboveNetSign  = 1.1
+	grossBelowNetTimes = 2
+)
+
+func newEstimator() *estimator {
+	return &estimator{window: estimateWindow, maxPoints: estimatePoints}
+}
+
+// add records one sample.
+func (e *estimator) add(s sample) {
+	if !s.date.IsZero() {
+		if d := s.date.Sub(s.at); !e.skewKnown || d > e.skew {
+			e.skew, e.skewKnown = d, true
+		}
+	}
+	if s.limit != e.limit {
+		e.keep()
+		e.pts, e.deep, e.limit, e.from = e.pts[:0], e.deep[:0], s.limit, time.Time{}
+	}
+	if !s.reset.IsZero() && s.remaining <= s.limit-2 {
+		e.deep = e.insert(e.deep, s)
+	}
+	if s.at.Before(e.from) {
+		return
+	}
+	if s.remaining >= s.limit-1 {
+		// The bucket was full just before this request (it had at least
+		// limit tokens before taking one): refill was lost, so only what
+		// follows lies on one line.
+		e.keep()
+		e.from = s.at
+		e.pts = slices.DeleteFunc(e.pts, func(p sample) bool { return p.at.Before(s.at) })
+	}
+	e.pts = e.insert(e.pts, s)
+}
+
+// insert adds s to pts, sorted by at, and drops the samples that fell out of
+// the window.
+func (e *estimator) insert(pts []sample, s sample) []sample {
+	i, _ := slices.BinarySearchFunc(pts, s.at, func(p sample, t time.Time) int { return p.at.Compare(t) })
+	for i < len(pts) && !pts[i].at.After(s.at) {
+		i++
+	}
+	pts = slices.Insert(pts, i, s)
+	oldest := pts[len(pts)-1].at.Add(-e.window)
+	drop := 0
+	for drop < len(pts) && (pts[drop].at.Before(oldest) || len(pts)-drop > e.maxPoints) {
+		drop++
+	}
+	return slices.Delete(pts, 0, drop)
+}
+
+// keep remembers the estimate of the current segment before it is dropped.
+func (e *estimator) keep() {
+	if est := e.fit(); est.known {
+		e.last = est
+	}
+}
+
+// net returns the refill rate left for this Pacer: the current segment's
+// when it is known, else the last known one, else the current segment's
+// rough figure (not known).
+func (e *estimator) net() rateEstimate {
+	if est := e.fit(); est.known || !e.last.known {
+		return est
+	}
+	return e.last
+}
+
+// fit fits remaining + spent over time on the current segment.
+func (e *estimator) fit() rateEstimate {
+	n := len(e.pts)
+	if n < 3 {
+		return rateEstimate{}
+	}
+	t0 := e.pts[0].at
+	var sx, sy float64
+	for _, p := range e.pts {
+		sx += p.at.Sub(t0).Seconds()
+		sy += float64(p.remaining) + p.spent
+	}
+	mx, my := sx/float64(n), sy/float64(n)
+	var sxx, sxy float64
+	for _, p := range e.pts {
+		dx := p.at.Sub(t0).Seconds() - mx
+		sxx += dx * dx
+		sxy += dx * (float64(p.remaining) + p.spent - my)
+	}
+	if sxx <= 0 {
+		return rateEstimate{}
+	}
+	slope := sxy / sxx
+	var ss float64
+	for _, p := range e.pts {
+		r := float64(p.remaining) + p.spent - my - slope*(p.at.Sub(t0).Seconds()-mx)
+		ss += r * r
+	}
+	// The residuals include the rounding of remaining, whose spread is at
+	// least that of a uniform draw from [0, 1).
+	se := math.Sqrt(max(ss/float64(n-2), 1.0/12) / sxx)
+	span := e.pts[n-1].at.Sub(t0)
+	known := n >= minNetPoints && span >= minNetSpan && slope > 0 && se <= maxRelativeError*slope
+	return rateEstimate{rate: slope, se: se, known: known}
+}
+
+// gross returns the rate at which the bucket refills, from the reset times
+// of the samples in the window, and whether there were enough of them.
+func (e *estimator) gross() (float64, bool) {
+	if !e.skewKnown {
+		return 0, false
+	}
+	var missing, secs float64
+	var n int
+	var first, last time.Time
+	for _, p := range e.deep {
+		h := p.reset.Sub(p.at.Add(e.skew)).Seconds() - 0.5
+		if h <= 0 {
+			continue
+		}
+		missing += float64(p.limit-p.remaining) - 0.5
+		secs += h
+		if n == 0 {
+			first = p.at
+		}
+		last = p.at
+		n++
+	}
+	if n < minGrossPoints || last.Sub(first) < minGrossSpan || secs <= 0 {
+		return 0, false
+	}
+	return missing / secs, true
+}
+
+// learned returns the tenant's refill rate, and whether it is known: the
+// net rate, unless the reset times show the bucket refilling clearly faster
+// (other clients spend the difference). A gross rate above twice the net
+// one is taken for a misreading of the reset time and ignored.
+func (e *estimator) learned() (float64, bool) {
+	net := e.net()
+	g, ok := e.gross()
+	switch {
+	case !net.known:
+		return net.rate, false
+	case ok && g > grossAboveNetSign*net.rate && g <= grossBelowNetTimes*net.rate:
+		return g, true
+	}
+	return net.rate, true
+}
