@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap/zapcore"
@@ -85,8 +87,9 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.BoolVar(&cfg.Batch.RequireVerifiedEmail, "require-verified-email", false, "read both users first and refuse (invalid, nothing sent) a pair whose emails differ or are not both verified")
 	fs.BoolVar(&cfg.Simulate, "simulate", false, "run against a built-in simulated tenant instead of AUTH0_DOMAIN")
 	fs.IntVar(&cfg.Batch.Workers, "workers", cfg.Batch.Workers, "requests in flight at once")
-	fs.Float64Var(&cfg.Pace.Rate, "rate", cfg.Pace.Rate, "requests per second for all workers together")
-	fs.IntVar(&cfg.Pace.Burst, "burst", cfg.Pace.Burst, "requests that may be sent at once before the rate applies")
+	fs.Var((*rateFlag)(&cfg.Pace.Rate), "rate", "requests per second for all workers together: auto learns the tenant's limit from its rate-limit headers; a number caps it")
+	fs.IntVar(&cfg.Pace.Burst, "burst", cfg.Pace.Burst, "requests that may be sent at once; 0 uses the tenant's bucket size")
+	fs.Float64Var(&cfg.Pace.Share, "share", 1, "use at most this fraction (0 < F <= 1) of the tenant's limit, leaving the rest to other clients")
 	fs.IntVar(&cfg.Pace.MaxRetries, "max-retries", cfg.Pace.MaxRetries, "retries of a row after 5xx answers or network errors")
 	fs.DurationVar(&cfg.Batch.Timeout, "timeout", cfg.Batch.Timeout, "limit on one HTTP request")
 	fs.DurationVar(&cfg.Batch.Grace, "grace", cfg.Batch.Grace, "after SIGINT/SIGTERM, how long rows in flight may finish")
@@ -174,5 +177,31 @@ func (c *config) Validate() error {
 	case hasCC && (c.ClientID == "" || c.ClientSecret == ""):
 		return usagef("the client-credentials grant needs both %s and %s", envClientID, envClientSecret)
 	}
+	return nil
+}
+
+// rateFlag is the --rate flag: "auto" (stored as 0: learn the tenant's
+// limit) or a positive number of requests per second.
+type rateFlag float64
+
+var _ flag.Value = (*rateFlag)(nil)
+
+func (r *rateFlag) String() string {
+	if r == nil || *r == 0 {
+		return "auto"
+	}
+	return strconv.FormatFloat(float64(*r), 'g', -1, 64)
+}
+
+func (r *rateFlag) Set(s string) error {
+	if strings.EqualFold(strings.TrimSpace(s), "auto") {
+		*r = 0
+		return nil
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || v <= 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+		return fmt.Errorf("want auto or a positive number of requests per second")
+	}
+	*r = rateFlag(v)
 	return nil
 }

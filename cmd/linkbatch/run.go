@@ -171,7 +171,7 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 
 	log.Info("start", zap.String("in", cfg.In), zap.String("out", cfg.Out), zap.Bool("dry_run", cfg.Batch.DryRun),
 		zap.Bool("simulate", cfg.Simulate), zap.Int("workers", cfg.Batch.Workers),
-		zap.Float64("rate", cfg.Pace.Rate), zap.Int("burst", cfg.Pace.Burst))
+		zap.Stringer("rate", (*rateFlag)(&cfg.Pace.Rate)), zap.Int("burst", cfg.Pace.Burst), zap.Float64("share", cfg.Pace.Share))
 	sum, runErr := runner.Run(ctx, open, out)
 	if err := closeOut(); err != nil && runErr == nil {
 		runErr = err
