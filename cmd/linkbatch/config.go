@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 
@@ -24,7 +25,12 @@ type config struct {
 	Resume      bool
 	RetryFailed bool
 	LogLevel    string
-	LogFormat   string
+	// ProgressEvery is the interval of progress log lines when stderr is
+	// not a terminal; NoProgress turns progress off.
+	ProgressEvery time.Duration
+	NoProgress    bool
+	MetricsAddr   string
+	LogFormat     string
 
 	Batch batch.Config
 	Pace  ratelimit.Config
@@ -93,6 +99,9 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.IntVar(&cfg.Pace.MaxRetries, "max-retries", cfg.Pace.MaxRetries, "retries of a row after 5xx answers or network errors")
 	fs.DurationVar(&cfg.Batch.Timeout, "timeout", cfg.Batch.Timeout, "limit on one HTTP request")
 	fs.DurationVar(&cfg.Batch.Grace, "grace", cfg.Batch.Grace, "after SIGINT/SIGTERM, how long rows in flight may finish")
+	fs.DurationVar(&cfg.ProgressEvery, "progress-every", 30*time.Second, "when stderr is not a terminal, log a progress line this often")
+	fs.BoolVar(&cfg.NoProgress, "no-progress", false, "show no progress bar and log no progress lines")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this `address` (e.g. :9090); off when empty")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: json or console")
 	fs.StringVar(&cfg.Domain, "domain", "", "tenant domain or URL (env "+envDomain+")")
@@ -158,6 +167,9 @@ func (c *config) Validate() error {
 	}
 	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
 		return usagef("--log-level: %v", err)
+	}
+	if c.ProgressEvery < 0 {
+		return usagef("--progress-every must not be negative, not %s", c.ProgressEvery)
 	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		return usagef("--log-format must be json or console, not %q", c.LogFormat)

@@ -53,7 +53,11 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	log, stopLog := newLogger(cfg, stderr)
+	// On a terminal a progress bar is drawn on stderr's last line; the
+	// status writer keeps log lines above it.
+	tty := !cfg.NoProgress && isTerminal(stderr)
+	status := newStatusWriter(stderr)
+	log, stopLog := newLogger(cfg, status)
 	defer stopLog()
 	for _, name := range cfg.secretFlags {
 		log.Warn("a secret was given on the command line, where other users can see it in ps and it lands in shell history; prefer the environment variable",
@@ -169,14 +173,49 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 	}
 
+	var hooks []batch.Hooks
+	if cfg.MetricsAddr != "" {
+		m := newMetrics(runner.Pacer)
+		stopMetrics, err := serveMetrics(context.WithoutCancel(ctx), cfg.MetricsAddr, m.Handler(), log)
+		if err != nil {
+			_ = closeOut()
+			return usagef("--metrics-addr: %v", err)
+		}
+		defer func() {
+			if err := stopMetrics(); err != nil {
+				log.Warn("metrics server stopped with an error", zap.Error(err))
+			}
+		}()
+		hooks = append(hooks, m.Hooks())
+	}
+	every := cfg.ProgressEvery
+	if cfg.NoProgress {
+		every = 0
+	}
+	prog := newProgress(progressOptions{Out: status, TTY: tty, Every: every, Log: log, Pacer: runner.Pacer})
+	runner.Hooks = combineHooks(append(hooks, prog.Hooks())...)
+	// Progress and metrics go on through the grace period after a signal.
+	progCtx, stopProg := context.WithCancel(context.WithoutCancel(ctx))
+	var progWG sync.WaitGroup
+	progWG.Go(func() { prog.Run(progCtx) })
+
 	log.Info("start", zap.String("in", cfg.In), zap.String("out", cfg.Out), zap.Bool("dry_run", cfg.Batch.DryRun),
 		zap.Bool("simulate", cfg.Simulate), zap.Int("workers", cfg.Batch.Workers),
 		zap.Stringer("rate", (*rateFlag)(&cfg.Pace.Rate)), zap.Int("burst", cfg.Pace.Burst), zap.Float64("share", cfg.Pace.Share))
 	sum, runErr := runner.Run(ctx, open, out)
+	stopProg()
+	progWG.Wait()
+	_ = log.Sync() // buffered row lines go above the final bar line
+	prog.Finish()
 	if err := closeOut(); err != nil && runErr == nil {
 		runErr = err
 	}
-	logSummary(log, cfg, sum, sim)
+	extra := newSummaryExtra(cfg.Out, runner.Pacer)
+	logSummary(log, cfg, sum, sim, extra.zapFields(sum)...)
+	if tty {
+		_ = log.Sync()
+		writeSummaryTable(stderr, sum, extra)
+	}
 	if cfg.Report != "" {
 		if err := writeReport(cfg, sum, time.Now()); err != nil {
 			log.Warn("report not written", zap.Error(err)) // the run's outcome stands
@@ -216,7 +255,7 @@ func newLogger(cfg *config, stderr io.Writer) (*zap.Logger, func()) {
 	return zap.New(zapcore.NewCore(enc, ws, level)), func() { _ = ws.Stop() }
 }
 
-func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation) {
+func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation, rates ...zap.Field) {
 	fields := []zap.Field{
 		zap.Int("rows", sum.Rows),
 		zap.Int("linked", sum.Counts[batch.StatusLinked]),
@@ -235,6 +274,7 @@ func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation
 		zap.Duration("elapsed", sum.Elapsed),
 		zap.String("results", cfg.Out),
 	}
+	fields = append(fields, rates...)
 	if sim != nil {
 		fields = append(fields, zap.Object("simulated_tenant", sim))
 	}
