@@ -60,13 +60,64 @@ const runUsage = `Usage: linkbatch run --in FILE --out FILE [flags]
 Links the secondary account of each input row into its primary account
 (POST /api/v2/users/{id}/identities) and writes one result row per input row.
 
-Example:
+Examples:
+  linkbatch run --simulate --in samples/pairs.csv --out results.csv     # no tenant needed
+  linkbatch run --dry-run --verify --in pairs.csv --out audit.csv --report audit.html
   AUTH0_DOMAIN=acme.eu.auth0.com AUTH0_CLIENT_ID=... AUTH0_CLIENT_SECRET=... \
     linkbatch run --in pairs.csv --out results.csv
-  linkbatch run --simulate --in samples/pairs.csv --out results.csv
-
-Flags:
+  linkbatch run --in pairs.csv --out results.csv --resume               # after an interruption
 `
+
+// flagGroups orders the flags of 'linkbatch run' in its help.
+var flagGroups = []struct {
+	title string
+	names []string
+}{
+	{"Input and results", []string{"in", "out", "resume", "retry-failed", "report"}},
+	{"Safety", []string{"dry-run", "verify", "require-verified-email", "simulate"}},
+	{"Tenant and credentials (flags override the AUTH0_* environment)", []string{"domain", "token", "client-id", "client-secret", "audience"}},
+	{"Pacing and retries", []string{"rate", "burst", "share", "workers", "max-retries", "timeout", "grace"}},
+	{"Logs, progress and metrics", []string{"log-level", "log-format", "progress-every", "no-progress", "metrics-addr"}},
+}
+
+// printGroupedDefaults prints the flags of fs in their groups.
+func printGroupedDefaults(w io.Writer, fs *flag.FlagSet) {
+	seen := map[string]bool{}
+	print := func(f *flag.Flag) {
+		seen[f.Name] = true
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintf(w, "%-28s %s", line, usage)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	}
+	for _, g := range flagGroups {
+		fmt.Fprintf(w, "\n%s:\n", g.title)
+		for _, n := range g.names {
+			if f := fs.Lookup(n); f != nil {
+				print(f)
+			}
+		}
+	}
+	var rest []*flag.Flag
+	fs.VisitAll(func(f *flag.Flag) {
+		if !seen[f.Name] {
+			rest = append(rest, f)
+		}
+	})
+	if len(rest) > 0 {
+		fmt.Fprintf(w, "\nOther:\n")
+		for _, f := range rest {
+			print(f)
+		}
+	}
+	fmt.Fprintf(w, "\nExit codes: 0 all rows done; 1 some rows invalid or failed; 2 usage or configuration error; 3 aborted.\n")
+}
 
 // parseRunFlags parses the arguments of 'linkbatch run'. getenv supplies the
 // fallback environment.
@@ -81,7 +132,7 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
-		fs.PrintDefaults()
+		printGroupedDefaults(stderr, fs)
 	}
 	fs.StringVar(&cfg.In, "in", "", "input CSV `file` of pairs; - reads standard input")
 	fs.StringVar(&cfg.Out, "out", "", "results CSV `file` to write")
@@ -93,7 +144,7 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.BoolVar(&cfg.Batch.RequireVerifiedEmail, "require-verified-email", false, "read both users first and refuse (invalid, nothing sent) a pair whose emails differ or are not both verified")
 	fs.BoolVar(&cfg.Simulate, "simulate", false, "run against a built-in simulated tenant instead of AUTH0_DOMAIN")
 	fs.IntVar(&cfg.Batch.Workers, "workers", cfg.Batch.Workers, "requests in flight at once")
-	fs.Var((*rateFlag)(&cfg.Pace.Rate), "rate", "requests per second for all workers together: auto learns the tenant's limit from its rate-limit headers; a number caps it")
+	fs.Var((*rateFlag)(&cfg.Pace.Rate), "rate", "requests per second for all workers together, `auto|N`: auto learns the tenant's limit from its rate-limit headers; N caps it")
 	fs.IntVar(&cfg.Pace.Burst, "burst", cfg.Pace.Burst, "requests that may be sent at once; 0 uses the tenant's bucket size")
 	fs.Float64Var(&cfg.Pace.Share, "share", 1, "use at most this fraction (0 < F <= 1) of the tenant's limit, leaving the rest to other clients")
 	fs.IntVar(&cfg.Pace.MaxRetries, "max-retries", cfg.Pace.MaxRetries, "retries of a row after 5xx answers or network errors")

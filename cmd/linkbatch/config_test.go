@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/linker"
 )
 
 func env(m map[string]string) func(string) string {
@@ -79,6 +84,37 @@ func TestParseRunFlags(t *testing.T) {
 				t.Errorf("error %v is not a usage error", err)
 			}
 		})
+	}
+}
+
+func TestHint(t *testing.T) {
+	scope := &linker.APIError{Status: 403, Message: "Insufficient scope; expected: update:users, update:current_user_identities."}
+	expired := &linker.APIError{Status: 401, Message: "Invalid token."}
+	tests := []struct {
+		name string
+		give error
+		want string // substring; "" for no hint
+	}{
+		{"missing scope", fmt.Errorf("%w: %w", batch.ErrCredentials, scope), "update:users scope"},
+		{"bad token", fmt.Errorf("%w: %w", batch.ErrCredentials, expired), "AUTH0_TOKEN"},
+		{"interrupted", fmt.Errorf("%w: 3 rows have no result yet", batch.ErrInterrupted), "--resume"},
+		{"other", errors.New("disk full"), ""},
+	}
+	for _, tt := range tests {
+		got := hint(tt.give)
+		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("%s: hint = %q, want one containing %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout bytes.Buffer
+	if err := run(t.Context(), []string{"version"}, nil, &stdout, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stdout.String(), "linkbatch ") || !strings.Contains(stdout.String(), "go1.") {
+		t.Errorf("version = %q", stdout.String())
 	}
 }
 

@@ -5,6 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+
+	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/linker"
 )
 
 // Exit codes, documented in README.md.
@@ -44,6 +48,24 @@ func exitCode(err error, stderr io.Writer) int {
 		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "linkbatch: aborted: %v\n", err)
+		if h := hint(err); h != "" {
+			fmt.Fprintf(stderr, "linkbatch: %s\n", h)
+		}
 		return exitAborted
 	}
+}
+
+// hint says what to do next about an error that aborted a run.
+func hint(err error) string {
+	switch {
+	case errors.Is(err, batch.ErrCredentials) && linker.StatusOf(err) == http.StatusForbidden:
+		return "grant the application the update:users scope (and read:users, used to check ambiguous answers and by --verify): " +
+			"Auth0 dashboard > Applications > APIs > Auth0 Management API > Machine to Machine Applications; then run the same command with --resume"
+	case errors.Is(err, batch.ErrCredentials):
+		return "check " + envToken + " (it may have expired or been revoked) or " + envClientID + "/" + envClientSecret +
+			"; then run the same command with --resume"
+	case errors.Is(err, batch.ErrInterrupted):
+		return "run the same command with --resume to process the remaining rows"
+	}
+	return ""
 }

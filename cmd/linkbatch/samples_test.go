@@ -71,7 +71,7 @@ func sampleRunFlags(t *testing.T) map[string]bool {
 		t.Fatalf("run --help: %v", err)
 	}
 	names := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^  -([a-z][a-z0-9-]*)`).FindAllStringSubmatch(help.String(), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^  --([a-z][a-z0-9-]*)`).FindAllStringSubmatch(help.String(), -1) {
 		names[m[1]] = true
 	}
 	if !names["in"] || !names["grace"] {
