@@ -5,8 +5,8 @@
 // told a rate, it learns the tenant's Management API limit from the
 // x-ratelimit-* headers of the answers: it starts at the smallest plan's
 // level, spends the tenant's burst at once as soon as the bucket size is
-// known, then sends at the refill rate it measures, keeping its own bucket no
-// fuller than the tenant's. A 429 answer holds every worker back until the
+// known, then sends at the refill rate it measures, keeping its shared
+// golang.org/x/time/rate limiter no fuller than the tenant's bucket. A 429 answer holds every worker back until the
 // tenant can take the next request. [CheckRetry] is the retry policy and
 // [Backoff] the pause between retries of transient failures; [Pacer.Do] ties
 // them together.
@@ -21,6 +21,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/linkbatch/linkbatch/linker"
 )
@@ -148,42 +150,55 @@ type Stats struct {
 // with retries, and knows which answer belongs to which request. Observe is
 // the only way responses influence pacing.
 //
-// Requests are let through, first come first served, by two token buckets.
-// The policy bucket holds the caps: Config.Rate and Burst when set, and
-// Share of the tenant's learned rate and bucket size. The mirror bucket
-// models the tenant's own bucket. Until the tenant has answered it lets one
-// request through at a time, at Config.Rate or, when that is 0, 2 per
-// second. From then on its size is the tenant's bucket size (times Share);
-// its level follows the x-ratelimit-remaining of the latest answers, less
-// the requests still pending that the tenant may have counted after them,
-// plus the refill since, so the tenant's whole bucket is spent at once and
-// the Pacer never thinks it fuller than the tenant says; and it refills at
-// the rate learned from those answers (see [Pacer.Learned]), 2 per second
-// until then. When the tenant's first answer carries no rate-limit headers
-// and Config.Rate is set, the mirror is switched off and the configured
-// rate and burst apply as they are.
+// Requests are let through, first come first served, by one
+// golang.org/x/time/rate limiter shared by all workers: the gate. Its rate
+// and burst are the smaller of two sets of caps. The policy caps are
+// Config.Rate and Burst when set, and Share of the tenant's learned rate and
+// bucket size. The mirror caps model the tenant's own bucket: until the
+// tenant has answered they let one request through at a time, at
+// Config.Rate or, when that is 0, 2 per second; from then on the burst is
+// the tenant's bucket size (times Share) and the rate the refill learned
+// from the answers (see [Pacer.Learned]), 2 per second until then. The
+// gate's level follows the x-ratelimit-remaining of the latest answers,
+// less the requests still pending that the tenant may have counted after
+// them, plus the refill since, so the tenant's whole bucket is spent at once
+// and the Pacer never thinks it fuller than the tenant says; it is never
+// raised above what the policy caps alone would allow. When the tenant's
+// first answer carries no rate-limit headers and Config.Rate is set, the
+// mirror is switched off and the configured rate and burst apply as they
+// are.
 type Pacer struct {
 	cfg   Config
 	share float64
 
-	mu        sync.Mutex
-	rnd       *rand.Rand // jitter; not safe for concurrent use, guarded by mu
-	policy    bucket
-	mirror    bucket
-	mirroring bool // the mirror bucket is in force
-	seen      bool // an answer carried x-ratelimit-* headers
-	limit     int  // the tenant's bucket size, 0 until seen
-	est       *estimator
-	margin    float64 // tokens left in the tenant's bucket as a cushion
-	factor    float64 // share of the learned rate paced at, after 429s
-	queue     []*waiter
-	wake      chan struct{}   // closed when waits may have become shorter
-	sent      int64           // requests let through; the last one's sequence number
-	pending   []grant         // requests let through, answer not reported yet
-	readings  []reading       // of recent answers with rate-limit headers
-	latencies []time.Duration // of recent requests, newest last
-	refused   []int64         // sequence numbers of recent 429 answers, ascending
-	nRefused  int64           // 429 answers in all
+	mu  sync.Mutex
+	rnd *rand.Rand // jitter; not safe for concurrent use, guarded by mu
+	// gate is the limiter every request waits on. It is replaced, never
+	// changed behind a waiter's back: each waiter in line holds a
+	// reservation on the current gate (see reset).
+	gate *rate.Limiter
+	// allowance is the policy caps alone: a limiter no one waits on, charged
+	// for every request let through, that bounds how far the gate is raised.
+	// It is nil while there are no policy caps.
+	allowance  *rate.Limiter
+	policyRate float64 // +Inf while there are no policy caps
+	policyCap  float64
+	mirrorRate float64 // the tenant's refill usable by this Pacer
+	mirrorCap  float64 // the tenant's bucket size usable by this Pacer
+	mirroring  bool    // the mirror caps are in force
+	seen       bool    // an answer carried x-ratelimit-* headers
+	limit      int     // the tenant's bucket size, 0 until seen
+	est        *estimator
+	margin     float64         // tokens left in the tenant's bucket as a cushion
+	factor     float64         // share of the learned rate paced at, after 429s
+	queue      []*waiter       // waiters holding a reservation on the gate, in order
+	changed    chan struct{}   // closed when waits may have become shorter
+	sent       int64           // requests let through; the last one's sequence number
+	pending    []grant         // requests let through, answer not reported yet
+	readings   []reading       // of recent answers with rate-limit headers
+	latencies  []time.Duration // of recent requests, newest last
+	refused    []int64         // sequence numbers of recent 429 answers, ascending
+	nRefused   int64           // 429 answers in all
 
 	holdUntil  time.Time // no request leaves before this instant
 	holdJitter bool      // each worker adds its own jitter to holdUntil
@@ -193,6 +208,7 @@ type Pacer struct {
 
 // waiter is one Wait in line.
 type waiter struct {
+	r       *rate.Reservation // on the current gate; nil while held back
 	drawn   bool
 	jitter  time.Duration
 	seen    time.Time // the hold-off release was computed for
@@ -218,27 +234,46 @@ func New(cfg Config) (*Pacer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	now := time.Now()
 	p := &Pacer{
-		cfg:       cfg,
-		share:     cfg.Share,
-		rnd:       rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		est:       newEstimator(),
-		wake:      make(chan struct{}),
-		mirroring: true,
-		factor:    1,
+		cfg:        cfg,
+		share:      cfg.Share,
+		rnd:        rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		est:        newEstimator(),
+		changed:    make(chan struct{}),
+		mirroring:  true,
+		factor:     1,
+		policyRate: math.Inf(1),
+		policyCap:  1,
+		mirrorRate: startRate,
+		mirrorCap:  1,
 	}
 	if p.share == 0 {
 		p.share = 1
 	}
-	p.policy = newBucket(math.Inf(1), 1, now)
-	probe := float64(startRate)
 	if cfg.Rate > 0 {
-		p.policy = newBucket(cfg.Rate, float64(max(cfg.Burst, 1)), now)
-		probe = cfg.Rate
+		p.policyRate, p.policyCap = cfg.Rate, float64(max(cfg.Burst, 1))
+		p.allowance = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
+		p.mirrorRate = cfg.Rate
 	}
-	p.mirror = newBucket(probe, 1, now)
+	r, b := p.pace()
+	p.gate = rate.NewLimiter(r, b)
 	return p, nil
+}
+
+// pace returns the gate's rate and burst: the smaller of the policy and
+// the mirror caps.
+func (p *Pacer) pace() (rate.Limit, int) {
+	r, b := p.policyRate, math.Inf(1)
+	if !math.IsInf(r, 1) {
+		b = p.policyCap
+	}
+	if p.mirroring {
+		r, b = min(r, p.mirrorRate), min(b, p.mirrorCap)
+	}
+	if math.IsInf(b, 1) {
+		b = 1
+	}
+	return rate.Limit(r), max(1, int(b))
 }
 
 // Limit returns the current pace, in requests per second: the configured
@@ -250,11 +285,11 @@ func (p *Pacer) Limit() float64 {
 }
 
 func (p *Pacer) limitLocked() float64 {
-	r := p.policy.rate
+	r := p.policyRate
 	// Below a configured rate, a rate not learned yet only paces between
 	// answers; the answers show what the tenant can take.
-	if p.mirroring && (p.policy.unlimited() || p.est.net().known) {
-		r = min(r, p.mirror.rate)
+	if p.mirroring && (math.IsInf(r, 1) || p.est.net().known) {
+		r = min(r, p.mirrorRate)
 	}
 	return r
 }
@@ -265,17 +300,8 @@ func (p *Pacer) limitLocked() float64 {
 func (p *Pacer) Burst() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	b := math.Inf(1)
-	if !p.policy.unlimited() {
-		b = p.policy.cap
-	}
-	if p.mirroring {
-		b = min(b, p.mirror.cap)
-	}
-	if math.IsInf(b, 1) {
-		return 1
-	}
-	return max(1, int(b))
+	_, b := p.pace()
+	return b
 }
 
 // Learned returns what the tenant's answers have shown of its bucket: the
@@ -330,7 +356,7 @@ func (p *Pacer) Stats() Stats {
 // Wait blocks until one request may be sent: it waits out the shared 429
 // hold-off (plus, when the hold-off came from the tenant's reset time, a
 // jitter of up to MinBackoff of its own, so held workers do not all wake at
-// once), then takes a token from the buckets, first come first served. A
+// once), then takes a token from the gate, first come first served. A
 // hold-off or a slower pace set while it waited applies to it too, and a
 // faster one lets it go sooner. Wait returns ctx.Err() as soon as ctx is
 // done, having taken nothing; it does not fail early when ctx's deadline is
@@ -346,43 +372,46 @@ func (p *Pacer) wait(ctx context.Context) (grant, error) {
 	}
 	w := &waiter{}
 	p.mu.Lock()
-	p.queue = append(p.queue, w)
 	for {
 		now := time.Now()
-		d := p.delay(w, now)
+		d := p.holdDelay(w, now)
 		if d <= 0 {
-			p.policy.take(now)
-			if p.mirroring {
-				p.mirror.take(now)
+			if w.r == nil {
+				w.r = p.gate.ReserveN(now, 1)
+				p.queue = append(p.queue, w)
 			}
-			p.dequeue(w)
-			p.sent++
-			g := grant{seq: p.sent, at: now}
-			p.pending = append(p.pending, g)
-			p.mu.Unlock()
-			return g, nil
+			if d = w.r.DelayFrom(now); d <= 0 {
+				p.dequeue(w)
+				if p.allowance != nil {
+					p.allowance.ReserveN(now, 1)
+				}
+				p.sent++
+				g := grant{seq: p.sent, at: now}
+				p.pending = append(p.pending, g)
+				p.mu.Unlock()
+				return g, nil
+			}
 		}
-		wake := p.wake
+		changed := p.changed
 		p.mu.Unlock()
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			p.mu.Lock()
-			p.dequeue(w)
-			p.notify()
+			p.leave(w, time.Now())
 			p.mu.Unlock()
 			return grant{}, ctx.Err()
 		case <-t.C:
-		case <-wake:
+		case <-changed:
 			t.Stop()
 		}
 		p.mu.Lock()
 	}
 }
 
-// delay returns how long w still has to wait at now.
-func (p *Pacer) delay(w *waiter, now time.Time) time.Duration {
+// holdDelay returns how long the 429 hold-off still keeps w back at now.
+func (p *Pacer) holdDelay(w *waiter, now time.Time) time.Duration {
 	if p.holdUntil.After(now) && !p.holdUntil.Equal(w.seen) {
 		w.seen, w.release = p.holdUntil, p.holdUntil
 		if p.holdJitter {
@@ -393,7 +422,7 @@ func (p *Pacer) delay(w *waiter, now time.Time) time.Duration {
 			w.release = w.release.Add(w.jitter)
 		}
 	}
-	return max(w.release.Sub(now), p.tokenDelay(now, slices.Index(p.queue, w)+1))
+	return w.release.Sub(now)
 }
 
 func (p *Pacer) dequeue(w *waiter) {
@@ -402,10 +431,86 @@ func (p *Pacer) dequeue(w *waiter) {
 	}
 }
 
+// leave takes w out of line and gives its token back to the gate.
+func (p *Pacer) leave(w *waiter, now time.Time) {
+	if w.r == nil {
+		return
+	}
+	level := p.level(now)
+	p.dequeue(w)
+	w.r = nil
+	p.reset(now, level)
+}
+
+// level returns the tokens in the gate at now, those reserved by the
+// waiters in line given back.
+func (p *Pacer) level(now time.Time) float64 {
+	return min(p.gate.TokensAt(now)+float64(len(p.queue)), float64(p.gate.Burst()))
+}
+
+// reset brings the gate's rate and burst in line with the caps and sets its
+// level at now to level (NaN: as it is, the tokens reserved by the waiters
+// in line given back). The waiters in line then reserve again, in order, on
+// a new gate, or, during a hold-off, leave the line until it ends; those
+// that may go sooner are woken. With no one in line and the level as it
+// is, the gate is only retuned.
+func (p *Pacer) reset(now time.Time, level float64) {
+	r, b := p.pace()
+	if math.IsNaN(level) {
+		level = p.level(now)
+	}
+	level = min(level, float64(b))
+	if p.holdUntil.After(now) {
+		for _, w := range p.queue {
+			w.r = nil
+		}
+		p.queue = p.queue[:0]
+	}
+	if len(p.queue) == 0 && math.Abs(level-min(p.gate.TokensAt(now), float64(b))) < 1e-9 {
+		if p.gate.Limit() != r {
+			p.gate.SetLimitAt(now, r)
+		}
+		if p.gate.Burst() != b {
+			p.gate.SetBurstAt(now, b)
+		}
+		return
+	}
+	p.gate = newGate(now, r, b, level)
+	sooner := false
+	for _, w := range p.queue {
+		before := w.r.DelayFrom(now)
+		w.r = p.gate.ReserveN(now, 1)
+		sooner = sooner || w.r.DelayFrom(now) < before
+	}
+	if sooner {
+		p.notify()
+	}
+}
+
+// newGate returns a limiter of rate r and burst b that holds level tokens
+// (at most b, possibly fewer than 0) at now. A new limiter starts full; it
+// is drained by whole tokens a little before now, so that its refill until
+// now makes up the fraction.
+func newGate(now time.Time, r rate.Limit, b int, level float64) *rate.Limiter {
+	g := rate.NewLimiter(r, b)
+	missing := float64(b) - level
+	if missing <= 0 {
+		return g
+	}
+	n := int(math.Ceil(missing))
+	at := now.Add(-time.Duration(math.Round((float64(n) - missing) / float64(r) * float64(time.Second))))
+	for n > 0 {
+		k := min(n, b)
+		g.ReserveN(at, k)
+		n -= k
+	}
+	return g
+}
+
 // notify wakes every waiter to look again.
 func (p *Pacer) notify() {
-	close(p.wake)
-	p.wake = make(chan struct{})
+	close(p.changed)
+	p.changed = make(chan struct{})
 }
 
 // Observe takes the outcome of one attempt: resp and err as the request
@@ -415,7 +520,7 @@ func (p *Pacer) notify() {
 // avoids.
 //
 // The x-ratelimit-* headers of resp teach the Pacer the tenant's bucket size
-// and refill rate and set the level of its mirror bucket (see [Pacer]).
+// and refill rate and set the level of its gate (see [Pacer]).
 //
 // A *linker.RateLimitError (wrapped or not) holds every worker back, and
 // makes the Pacer leave one more token in the tenant's bucket as a cushion
@@ -439,8 +544,6 @@ func (p *Pacer) observe(g grant, resp *linker.Response, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
-	last := max(1, len(p.queue))
-	before := p.tokenDelay(now, last)
 	p.stats.Requests++
 	g = p.settle(now, g)
 	var rl *linker.RateLimitError
@@ -448,28 +551,16 @@ func (p *Pacer) observe(g grant, resp *linker.Response, err error) {
 	if limited {
 		p.refuse(g.seq)
 	}
+	level := math.NaN()
 	if resp != nil {
-		p.learn(now, g, resp, limited)
+		level = p.learn(now, g, resp, limited)
 	}
 	if limited {
 		p.hold(now, resp, rl)
 	} else {
 		p.limited = 0
 	}
-	// A wait that became longer is found out when it ends; one that became
-	// shorter needs a wake-up. The last in line gains the most.
-	if len(p.queue) > 0 && p.tokenDelay(now, last) < before-time.Millisecond {
-		p.notify()
-	}
-}
-
-// tokenDelay returns how long the k-th waiter in line waits for tokens.
-func (p *Pacer) tokenDelay(now time.Time, k int) time.Duration {
-	d := p.policy.delay(now, k)
-	if p.mirroring {
-		d = max(d, p.mirror.delay(now, k))
-	}
-	return d
+	p.reset(now, level)
 }
 
 // settle takes g off the list of pending requests and returns it; a zero g
@@ -531,18 +622,22 @@ func sortSearchAfter(s []int64, v int64) int {
 	return i
 }
 
-// learn takes the x-ratelimit-* headers of one answer to request g.
-func (p *Pacer) learn(now time.Time, g grant, resp *linker.Response, limited bool) {
+// learn takes the x-ratelimit-* headers of one answer to request g. It
+// returns the level the gate should have at now, or NaN to leave it as it
+// is.
+func (p *Pacer) learn(now time.Time, g grant, resp *linker.Response, limited bool) float64 {
 	h := resp.RateLimit
 	if !h.Known || h.Limit <= 0 {
-		if !p.seen && p.cfg.Rate > 0 {
+		if !p.seen && p.cfg.Rate > 0 && p.mirroring {
+			// The configured caps alone apply from now on.
 			p.mirroring = false
+			return p.allowance.TokensAt(now)
 		}
-		return
+		return math.NaN()
 	}
 	if !p.seen || !p.mirroring {
 		p.seen, p.mirroring = true, true
-		p.mirror = newBucket(p.slowRate(), 1, now)
+		p.mirrorRate, p.mirrorCap = p.slowRate(), 1
 	}
 	p.limit = h.Limit
 	rem := min(max(h.Remaining, 0), h.Limit)
@@ -589,7 +684,7 @@ func (p *Pacer) learn(now time.Time, g grant, resp *linker.Response, limited boo
 		if !since.IsZero() {
 			since = since.Add(-(slowest - fastest) / 2)
 		}
-		low = min(low, a.remaining+p.mirror.rate*now.Sub(a.handled).Seconds()-float64(p.pendingSince(since)))
+		low = min(low, a.remaining+p.mirrorRate*now.Sub(a.handled).Seconds()-float64(p.pendingSince(since)))
 	}
 	low -= (1 - p.share) * float64(h.Limit)
 	if !limited {
@@ -597,12 +692,17 @@ func (p *Pacer) learn(now time.Time, g grant, resp *linker.Response, limited boo
 		p.margin = max(0, p.margin-marginDecay)
 		p.factor = min(1, p.factor+speedup)
 	}
-	switch cur := p.mirror.level(now); {
+	// The gate is raised no further than the policy caps allow.
+	switch cur := p.level(now); {
 	case cur < low:
-		p.mirror.setLevel(now, low)
+		if p.allowance != nil {
+			low = max(cur, min(low, p.allowance.TokensAt(now)))
+		}
+		return low
 	case cur > low+1:
-		p.mirror.setLevel(now, low+0.5)
+		return low + 0.5
 	}
+	return math.NaN()
 }
 
 // slowRate is the pace before the tenant's rate is known.
@@ -613,7 +713,8 @@ func (p *Pacer) slowRate() float64 {
 	return startRate
 }
 
-// retune sets the buckets' rates and sizes from what was learned.
+// retune sets the caps from what was learned; reset applies them to the
+// gate.
 func (p *Pacer) retune(now time.Time) {
 	net := p.est.net()
 	r := p.slowRate()
@@ -629,23 +730,28 @@ func (p *Pacer) retune(now time.Time) {
 	if p.cfg.Burst > 0 {
 		size = min(size, float64(p.cfg.Burst))
 	}
-	p.mirror.setCap(now, size)
-	p.mirror.setRate(now, r)
+	p.mirrorCap, p.mirrorRate = size, r
 
-	rate := math.Inf(1)
+	most := math.Inf(1)
 	if p.cfg.Rate > 0 {
-		rate = p.cfg.Rate
+		most = p.cfg.Rate
 	}
 	// Until the rate is known, a share is kept by the tokens left in the
 	// tenant's bucket alone: the refill can only be measured while the
 	// bucket is not full, so the Pacer has to draw on it for a while.
 	if learned, ok := p.est.learned(); ok && p.share < 1 {
-		rate = min(rate, max(p.share*learned, minRate))
+		most = min(most, max(p.share*learned, minRate))
 	}
-	if !math.IsInf(rate, 1) {
-		p.policy.setCap(now, size)
-		p.policy.setRate(now, rate)
+	if math.IsInf(most, 1) {
+		return
 	}
+	p.policyCap, p.policyRate = size, most
+	if p.allowance == nil {
+		p.allowance = rate.NewLimiter(rate.Limit(most), max(1, int(size)))
+		return
+	}
+	p.allowance.SetBurstAt(now, max(1, int(size)))
+	p.allowance.SetLimitAt(now, rate.Limit(most))
 }
 
 // hold sets the shared hold-off after a 429 answer.
