@@ -1,0 +1,53 @@
+package batch
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchTableEnv names the file BenchmarkPacing appends its Markdown table
+// to; unset, no table is written.
+const benchTableEnv = "LINKBATCH_BENCH_TABLE"
+
+// benchTableRow is one scenario's line of the Markdown table.
+type benchTableRow struct {
+	scenario    string
+	rows        int
+	floor       time.Duration
+	makespan    time.Duration
+	rateLimited float64 // 429 answers per request
+	reqPerRow   float64
+	failed      float64
+}
+
+// appendBenchTable appends rows, under a header, to the file named by
+// LINKBATCH_BENCH_TABLE, when it is set.
+func appendBenchTable(b *testing.B, rows []benchTableRow) {
+	b.Helper()
+	path := os.Getenv(benchTableEnv)
+	if path == "" || len(rows) == 0 {
+		return
+	}
+	var sb strings.Builder
+	sb.WriteString("| scenario | rows | floor s | makespan s | makespan/floor | 429/req | req/row | failed |\n")
+	sb.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&sb, "| %s | %d | %.2f | %.2f | %.3f | %.4f | %.3f | %g |\n",
+			r.scenario, r.rows, r.floor.Seconds(), r.makespan.Seconds(),
+			r.makespan.Seconds()/r.floor.Seconds(), r.rateLimited, r.reqPerRow, r.failed)
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		b.Errorf("bench table: %v", err)
+		return
+	}
+	if _, err := f.WriteString(sb.String()); err != nil {
+		b.Errorf("bench table: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		b.Errorf("bench table: %v", err)
+	}
+}
