@@ -436,15 +436,7 @@ func TestReliabilitySIGTERMDrainsAndResumes(t *testing.T) {
 	}
 	t.Logf("%d rows done at the signal", len(got))
 
-	srv.SetFaults(linkertest.Faults{})
-	out := runBinary(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
-	if out.code != exitOK {
-		t.Fatalf("resume: exit %d, want 0\n%s", out.code, out.stderr)
-	}
-	checkAllLinked(t, srv, pairs, out)
-	if len(out.results) != len(pairs) {
-		t.Errorf("%d result rows for %d input rows", len(out.results), len(pairs))
-	}
+	resumeToEnd(t, srv, tok, args, pairs)
 }
 
 // rowsAfterSignal counts the rows logged after the signal was.
@@ -489,15 +481,7 @@ func TestReliabilitySecondSIGTERMExitsAtOnce(t *testing.T) {
 		}
 	}
 
-	srv.SetFaults(linkertest.Faults{})
-	out := runBinary(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
-	if out.code != exitOK {
-		t.Fatalf("resume: exit %d, want 0\n%s", out.code, out.stderr)
-	}
-	checkAllLinked(t, srv, pairs, out)
-	if len(out.results) != len(pairs) {
-		t.Errorf("%d result rows for %d input rows", len(out.results), len(pairs))
-	}
+	resumeToEnd(t, srv, tok, args, pairs)
 }
 
 func TestReliabilityTokensExpireEveryTwoSeconds(t *testing.T) {
@@ -688,15 +672,7 @@ func TestReliabilityResumeRetriesTransientFailures(t *testing.T) {
 	}
 	t.Logf("%d rows failed transiently", transient)
 
-	srv.SetFaults(linkertest.Faults{})
-	out := runBinary(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
-	if out.code != exitOK {
-		t.Fatalf("resume: exit %d, want 0\n%s", out.code, out.stderr)
-	}
-	checkAllLinked(t, srv, pairs, out)
-	if len(out.results) != len(pairs) {
-		t.Errorf("%d result rows for %d input rows", len(out.results), len(pairs))
-	}
+	out := resumeToEnd(t, srv, tok, args, pairs)
 	already := 0
 	for line, r := range out.results {
 		if prev := first.results[line]; prev.Final() && r != prev {
@@ -747,15 +723,7 @@ func TestReliabilityInterruptedResumeTellsRemaining(t *testing.T) {
 		t.Errorf("stderr does not say %d rows have no result yet:\n%s", len(pairs)-final, stderr)
 	}
 
-	srv.SetFaults(linkertest.Faults{})
-	out := runBinary(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
-	if out.code != exitOK {
-		t.Fatalf("resume: exit %d, want 0\n%s", out.code, out.stderr)
-	}
-	checkAllLinked(t, srv, pairs, out)
-	if len(out.results) != len(pairs) {
-		t.Errorf("%d result rows for %d input rows", len(out.results), len(pairs))
-	}
+	resumeToEnd(t, srv, tok, args, pairs)
 }
 
 func TestReliabilityRetryFailed(t *testing.T) {
@@ -798,4 +766,21 @@ func TestReliabilityRetryFailed(t *testing.T) {
 	if len(out.results) != len(pairs) {
 		t.Errorf("%d result rows for %d input rows", len(out.results), len(pairs))
 	}
+}
+
+// resumeToEnd clears the tenant's faults, runs args again with --resume,
+// and checks that the run completes: exit 0, every pair linked once, one
+// result row per input row.
+func resumeToEnd(t *testing.T, srv *linkertest.Server, tok string, args []string, pairs []pair) outcome {
+	t.Helper()
+	srv.SetFaults(linkertest.Faults{})
+	out := runBinary(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
+	if out.code != exitOK {
+		t.Fatalf("resume: exit %d, want 0\n%s", out.code, out.stderr)
+	}
+	checkAllLinked(t, srv, pairs, out)
+	if len(out.results) != len(pairs) {
+		t.Errorf("%d result rows for %d input rows", len(out.results), len(pairs))
+	}
+	return out
 }
