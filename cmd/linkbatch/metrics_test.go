@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/linkbatch/linkbatch/batch"
 	"github.com/linkbatch/linkbatch/linker"
+	"github.com/linkbatch/linkbatch/linker/linkertest"
 	"github.com/linkbatch/linkbatch/ratelimit"
 )
 
@@ -266,5 +268,62 @@ func TestHooksProgressAndMetricsTogether(t *testing.T) {
 	url, _ := startMetrics(t, t.Context(), m.Handler())
 	if body := scrape(t, url); !hasLine(body, `linkbatch_rows_total{status="linked"} 1`) || !hasLine(body, "linkbatch_rate_limited_total 1") {
 		t.Errorf("metrics saw:\n%s", body)
+	}
+}
+
+// TestMetricsAfterRun scrapes the endpoint after a real run against the
+// fake tenant over HTTP: its counters agree with the results and with the
+// tenant.
+func TestMetricsAfterRun(t *testing.T) {
+	pairs := genPairs("metrics", 12)
+	srv, tok := newTenant(t, linkertest.Config{Seed: 4, RateLimit: linkertest.RateLimit{Burst: 5, Rate: 200}}, pairs)
+	base, err := linker.ParseDomain(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := linker.NewClient(base, linker.StaticToken(tok), linker.WithHTTPClient(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pacer, err := ratelimit.New(ratelimit.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics(pacer)
+	runner := &batch.Runner{Config: batch.DefaultConfig(), Client: client, Pacer: pacer, Hooks: m.Hooks()}
+	var input strings.Builder
+	input.WriteString("primary_user_id,secondary_user_id\n")
+	for _, p := range pairs {
+		fmt.Fprintf(&input, "%s,%s\n", p.primary, p.secondary)
+	}
+	input.WriteString("auth0|x,myspace|1\n") // invalid
+	out, err := batch.NewResultWriter(io.Discard, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(input.String())), nil }
+	sum, err := runner.Run(t.Context(), open, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	url, _ := startMetrics(t, t.Context(), m.Handler())
+	body := scrape(t, url)
+	st := srv.Stats()
+	for _, want := range []string{
+		fmt.Sprintf(`linkbatch_rows_total{status="linked"} %d`, sum.Counts[batch.StatusLinked]),
+		`linkbatch_rows_total{status="invalid"} 1`,
+		fmt.Sprintf(`linkbatch_requests_total{code="201",kind="link"} %d`, st.ByStatus[201]),
+		fmt.Sprintf(`linkbatch_rate_limited_total %d`, st.RateLimited),
+		fmt.Sprintf(`linkbatch_retries_total %d`, sum.Retries),
+		`linkbatch_in_flight 0`,
+		fmt.Sprintf(`linkbatch_request_duration_seconds_count{kind="link"} %d`, st.Posts),
+	} {
+		if !hasLine(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if sum.Counts[batch.StatusLinked] != len(pairs) {
+		t.Errorf("linked %d of %d", sum.Counts[batch.StatusLinked], len(pairs))
 	}
 }
