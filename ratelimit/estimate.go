@@ -11,6 +11,10 @@ type sample struct {
 	// at is when the tenant handled the request, on the local clock (the
 	// middle of the exchange when its start is known, else its end).
 	at time.Time
+	// sent and arrived bound the exchange on the local clock: when the
+	// request was let through and when its answer came; zero if unknown
+	// (at stands in for them).
+	sent, arrived time.Time
 	// spent is how many of this Pacer's requests the tenant had counted
 	// once it handled this one: requests sent up to and including it, less
 	// those refused with 429.
@@ -21,11 +25,32 @@ type sample struct {
 	date      time.Time // Date, server clock; zero if absent
 }
 
+// sentAt returns when the request was let through, or at if unknown.
+func (s sample) sentAt() time.Time {
+	if s.sent.IsZero() {
+		return s.at
+	}
+	return s.sent
+}
+
+// arrivedAt returns when the answer came, or at if unknown.
+func (s sample) arrivedAt() time.Time {
+	if s.arrived.IsZero() {
+		return s.at
+	}
+	return s.arrived
+}
+
 // rateEstimate is a refill rate learned from samples.
 type rateEstimate struct {
 	rate  float64 // tokens per second
 	se    float64 // standard error of rate
 	known bool    // precise enough to pace by
+	// settled is whether the fit spans enough points and time for its
+	// rough figure to mean anything: requests let through together reach
+	// the tenant in any order, so until the fit spans more than their
+	// answers its slope is noise.
+	settled bool
 }
 
 // estimator learns the refill rate of the tenant's bucket. It is not safe
@@ -44,8 +69,15 @@ type rateEstimate struct {
 // x-ratelimit-reset: the limit-remaining missing tokens are back by reset.
 // Both counts are rounded (remaining down, reset up to a second), so the
 // estimate sums the missing tokens and the seconds to reset over many
-// samples, each taken at the middle of its rounding interval. The server
-// clock is related to the local one by the largest Date-minus-arrival seen.
+// samples, each taken at the middle of its rounding interval. The reset is
+// counted from when the tenant took the request's token, but the Date of
+// the answer may be stamped any time between then and the answer's
+// arrival (after the tenant worked on the request). So the server clock is
+// related to the local one by the largest Date-minus-arrival seen, a skew
+// no larger than the true one, and the token taken as early as the request
+// was sent: the seconds to reset are never counted short, and the gross
+// rate errs low, by at most one round trip over the time to reset, never
+// high.
 type estimator struct {
 	window    time.Duration // oldest sample kept, relative to the newest
 	maxPoints int
@@ -77,7 +109,7 @@ func newEstimator() *estimator {
 // add records one sample.
 func (e *estimator) add(s sample) {
 	if !s.date.IsZero() {
-		if d := s.date.Sub(s.at); !e.skewKnown || d > e.skew {
+		if d := s.date.Sub(s.arrivedAt()); !e.skewKnown || d > e.skew {
 			e.skew, e.skewKnown = d, true
 		}
 	}
@@ -167,8 +199,9 @@ func (e *estimator) fit() rateEstimate {
 	// least that of a uniform draw from [0, 1).
 	se := math.Sqrt(max(ss/float64(n-2), 1.0/12) / sxx)
 	span := e.pts[n-1].at.Sub(t0)
-	known := n >= minNetPoints && span >= minNetSpan && slope > 0 && se <= maxRelativeError*slope
-	return rateEstimate{rate: slope, se: se, known: known}
+	settled := n >= minNetPoints && span >= minNetSpan
+	known := settled && slope > 0 && se <= maxRelativeError*slope
+	return rateEstimate{rate: slope, se: se, known: known, settled: settled}
 }
 
 // gross returns the rate at which the bucket refills, from the reset times
@@ -181,7 +214,7 @@ func (e *estimator) gross() (float64, bool) {
 	var n int
 	var first, last time.Time
 	for _, p := range e.deep {
-		h := p.reset.Sub(p.at.Add(e.skew)).Seconds() - 0.5
+		h := p.reset.Sub(p.sentAt().Add(e.skew)).Seconds() - 0.5
 		if h <= 0 {
 			continue
 		}

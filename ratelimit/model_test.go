@@ -56,13 +56,22 @@ func (m *tenantModel) take() (bool, linker.RateLimit, time.Time) {
 	}, server.Truncate(time.Second)
 }
 
-// call is one request to the model, latency long (up and down legs of
-// half each), answered as the linker client would.
-func (m *tenantModel) call(ctx context.Context, up, down time.Duration) (*linker.Response, error) {
+// call is one request to the model, answered as the linker client would:
+// up and down are the legs of the network, handling the time the tenant
+// spends on an accepted request after taking its token. The Date of an
+// accepted request's answer is stamped when the tenant is done with it; a
+// 429 is answered at once.
+func (m *tenantModel) call(ctx context.Context, up, handling, down time.Duration) (*linker.Response, error) {
 	if err := sleep(ctx, up); err != nil {
 		return nil, err
 	}
 	ok, rl, date := m.take()
+	if ok && handling > 0 {
+		if err := sleep(ctx, handling); err != nil {
+			return nil, err
+		}
+		date = time.Now().Add(m.skew).Truncate(time.Second)
+	}
 	if err := sleep(ctx, down); err != nil {
 		return nil, err
 	}
@@ -77,15 +86,19 @@ func (m *tenantModel) call(ctx context.Context, up, down time.Duration) (*linker
 // profile is one tenant and one way of driving a Pacer against it.
 type profile struct {
 	name    string
-	rate    float64 // the tenant's refill, per second
-	size    int     // the tenant's bucket size
-	latency time.Duration
-	jitter  float64 // each leg of a request varies within ±jitter of its mean
-	other   float64 // fraction of the refill another client spends
-	cfg     func(*Config)
-	skew    time.Duration // server clock minus local clock; 0 means 3.3s
-	public  bool          // drive Wait and Observe instead of Do
-	workers int           // 0 means what Concurrency asks for at the tenant's rate
+	rate    float64       // the tenant's refill, per second
+	size    int           // the tenant's bucket size
+	latency time.Duration // of the network, both legs together
+	jitter  float64       // each leg of a request varies within ±jitter of its mean
+	// handling is how long the tenant works on an accepted request after
+	// taking its token and before stamping the answer's Date; each
+	// request's varies within [handling, handling+handlingJitter).
+	handling, handlingJitter time.Duration
+	other                    float64 // fraction of the refill another client spends
+	cfg                      func(*Config)
+	skew                     time.Duration // server clock minus local clock; 0 means 3.3s
+	public                   bool          // drive Wait and Observe instead of Do
+	workers                  int           // 0 means what Concurrency asks for at the tenant's rate
 }
 
 // outcome is what one run of a profile measured.
@@ -133,9 +146,9 @@ func (pr profile) run(t *testing.T) outcome {
 	o.n, o.available = n, avail
 	o.workers = pr.workers
 	if o.workers == 0 {
-		o.workers = concurrency(pr.rate, pr.latency, 0)
+		o.workers = concurrency(pr.rate, pr.latency+pr.handling+pr.handlingJitter/2, 0)
 	}
-	o.floor = time.Duration((float64(n)-usable)/avail*float64(time.Second)) + pr.latency
+	o.floor = time.Duration((float64(n)-usable)/avail*float64(time.Second)) + pr.latency + pr.handling + pr.handlingJitter/2
 
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(t, cfg)
@@ -151,6 +164,11 @@ func (pr profile) run(t *testing.T) outcome {
 			defer rmu.Unlock()
 			f := 1 + pr.jitter*(2*rnd.Float64()-1)
 			return time.Duration(f * float64(pr.latency) / 2)
+		}
+		handle := func() time.Duration {
+			rmu.Lock()
+			defer rmu.Unlock()
+			return pr.handling + time.Duration(rnd.Float64()*float64(pr.handlingJitter))
 		}
 		ctx, cancel := context.WithCancel(t.Context())
 		var others sync.WaitGroup
@@ -190,9 +208,9 @@ func (pr profile) run(t *testing.T) outcome {
 				for range rows {
 					var err error
 					if pr.public {
-						err = publicDo(ctx, p, func(ctx context.Context) (*linker.Response, error) { return m.call(ctx, leg(), leg()) })
+						err = publicDo(ctx, p, func(ctx context.Context) (*linker.Response, error) { return m.call(ctx, leg(), handle(), leg()) })
 					} else {
-						_, _, err = p.Do(ctx, func(ctx context.Context) (*linker.Response, error) { return m.call(ctx, leg(), leg()) })
+						_, _, err = p.Do(ctx, func(ctx context.Context) (*linker.Response, error) { return m.call(ctx, leg(), handle(), leg()) })
 					}
 					if err != nil {
 						t.Errorf("row failed: %v", err)
@@ -265,6 +283,14 @@ func TestPacerAgainstTenantModel(t *testing.T) {
 		{profile: profile{name: "enterprise 250ms other client 30%", rate: 16, size: 50, latency: slow, other: 0.3}, max429: 0.03},
 		{profile: profile{name: "essentials 20ms other client 30%", rate: 200.0 / 60, size: 20, latency: fast, other: 0.3}, max429: 0.03},
 		{profile: profile{name: "enterprise 250ms ±60% jitter 64 workers other client 30%", rate: 16, size: 50, latency: slow, jitter: 0.6, workers: 64, other: 0.3}, max429: 0.03},
+		// The tenant takes the token when a request arrives and stamps
+		// the answer's Date when it is done with it, 250-300ms later.
+		{profile: profile{name: "enterprise 250ms handling", rate: 16, size: 50, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond}},
+		{profile: profile{name: "private 250ms handling", rate: 100, size: 100, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond}},
+		{profile: profile{name: "enterprise 250ms handling 64 workers", rate: 16, size: 50, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond, workers: 64}},
+		{profile: profile{name: "enterprise 250ms handling 128 workers", rate: 16, size: 50, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond, workers: 128}},
+		{profile: profile{name: "private 250ms handling 64 workers", rate: 100, size: 100, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond, workers: 64}},
+		{profile: profile{name: "private 250ms handling 128 workers", rate: 100, size: 100, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond, workers: 128}},
 		{profile: profile{name: "enterprise 250ms share 0.5", rate: 16, size: 50, latency: slow, cfg: func(c *Config) { c.Share = 0.5 }}, minFloor: 0.9},
 		{profile: profile{name: "essentials 20ms share 0.5", rate: 200.0 / 60, size: 20, latency: fast, cfg: func(c *Config) { c.Share = 0.5 }}, minFloor: 0.9},
 	}
@@ -286,13 +312,22 @@ func TestPacerAgainstTenantModel(t *testing.T) {
 			if got := float64(o.l429) / float64(o.requests); got > max429 {
 				t.Errorf("%d of %d requests (%.2f%%) got 429, want <= %.0f%%", o.l429, o.requests, 100*got, 100*max429)
 			}
+			// With another client on the bucket, the rate comes from the
+			// reset times, which cannot tell when the tenant took the
+			// token within the round trip: it errs low by up to one
+			// latency over the time to reset (250ms of about 3s here),
+			// never high.
+			low := 0.05
+			if tt.other > 0 {
+				low = 0.1
+			}
 			switch {
 			case tt.hidden:
 				if o.known {
 					t.Errorf("Learned() = %.3f, known; want unknown: the tenant's bucket never ran low", o.learned)
 				}
-			case !o.known || math.Abs(o.learned/tt.rate-1) > 0.05:
-				t.Errorf("Learned() = %.3f (known %v), want within 5%% of %.3f", o.learned, o.known, tt.rate)
+			case !o.known || o.learned > 1.05*tt.rate || o.learned < (1-low)*tt.rate:
+				t.Errorf("Learned() = %.3f (known %v), want within -%.0f%%/+5%% of %.3f", o.learned, o.known, 100*low, tt.rate)
 			}
 			if o.learnedBurst != tt.size {
 				t.Errorf("Learned() burst = %d, want %d", o.learnedBurst, tt.size)

@@ -647,6 +647,8 @@ func (p *Pacer) learn(now time.Time, g grant, resp *linker.Response, limited boo
 	}
 	p.est.add(sample{
 		at:        at,
+		sent:      g.at,
+		arrived:   now,
 		spent:     float64(g.seq - p.refusedUpTo(g.seq)),
 		limit:     h.Limit,
 		remaining: rem,
@@ -721,7 +723,7 @@ func (p *Pacer) retune(now time.Time) {
 	switch {
 	case net.known:
 		r = net.rate
-	case net.rate-2*net.se > r:
+	case net.settled && net.rate-2*net.se > r:
 		// Not precise yet, but surely faster than the slow pace.
 		r = net.rate - 2*net.se
 	}

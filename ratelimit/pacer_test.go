@@ -747,7 +747,7 @@ func warmUp(t *testing.T, p *Pacer, m *tenantModel, n int) {
 		wg.Go(func() {
 			for range rows {
 				if _, _, err := p.Do(t.Context(), func(ctx context.Context) (*linker.Response, error) {
-					return m.call(ctx, 10*time.Millisecond, 10*time.Millisecond)
+					return m.call(ctx, 10*time.Millisecond, 0, 10*time.Millisecond)
 				}); err != nil {
 					t.Errorf("Do: %v", err)
 				}
