@@ -58,8 +58,8 @@ func (r Result) Final() bool {
 	return false
 }
 
-// ResultColumns is the header of the results file, in order.
-var ResultColumns = []string{
+// resultColumns is the header of the results file, in order.
+var resultColumns = []string{
 	"line", "primary_user_id", "secondary_user_id", "status", "http_status",
 	"attempts", "error_code", "error", "duration_ms", "retryable", "warning",
 }
@@ -113,7 +113,7 @@ func NewResultWriter(w io.Writer, header bool) (*ResultWriter, error) {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	rw := &ResultWriter{bw: bw, w: csv.NewWriter(bw)}
 	if header {
-		if err := rw.write(ResultColumns); err != nil {
+		if err := rw.write(resultColumns); err != nil {
 			return nil, err
 		}
 	}

@@ -46,7 +46,7 @@ func TestResultWriterRoundTrip(t *testing.T) {
 		}
 	}
 	first := strings.SplitN(buf.String(), "\n", 2)[0]
-	if first != strings.Join(ResultColumns, ",") {
+	if first != strings.Join(resultColumns, ",") {
 		t.Errorf("header = %q", first)
 	}
 	if !strings.Contains(buf.String(), "'=cmd") {

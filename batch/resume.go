@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -191,7 +192,14 @@ func PrepareResume(path string, retryFailed bool) (*LineSet, ResumeReport, error
 		}
 		return w.Write(r)
 	})
-	if err != nil {
+	var parseErr *csv.ParseError
+	switch {
+	case errors.As(err, &parseErr):
+		// A crash tore the last row where it held a line break inside a
+		// quoted cell (the cut at the last newline left an open quote):
+		// keep the rows before it.
+		rep.Torn = true
+	case err != nil:
 		return nil, rep, fmt.Errorf("%s: %w", path, err)
 	}
 	if rep.Dropped == 0 && !rep.Torn && size > 0 {

@@ -75,9 +75,6 @@ type Summary struct {
 	Elapsed     time.Duration
 }
 
-// Problems returns the number of rows that are invalid or failed.
-func (s Summary) Problems() int { return s.Counts[StatusInvalid] + s.Counts[StatusFailed] }
-
 // Runner links the rows of one input. Client and Pacer may be nil for a dry
 // run. A Runner is used for one Run at a time.
 type Runner struct {
@@ -189,6 +186,9 @@ func (r *Runner) Run(ctx context.Context, open func() (io.ReadCloser, error), ou
 	for range r.Config.Workers {
 		workers.Go(func() {
 			for row := range jobs {
+				if dispatch.Err() != nil {
+					continue // stopped: the row is left for a resume
+				}
 				if r.Hooks.Active != nil {
 					r.Hooks.Active(1)
 				}
@@ -305,7 +305,7 @@ read:
 			}
 			continue
 		}
-		if r.Config.DryRun && !r.Config.Verify {
+		if r.Config.DryRun && !r.Config.Verify && !r.Config.RequireVerifiedEmail {
 			if !emit(Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary, Status: StatusPlanned}) {
 				break
 			}
@@ -413,9 +413,14 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 		switch {
 		case ctx.Err() != nil:
 			return res, false, nil
+		case linker.IsAuth(verr):
+			return res, false, fmt.Errorf("%w: %w", ErrCredentials, verr)
 		case verr != nil:
+			// The outcome is unknown: the link may have happened. A resume
+			// checks again, unless the token cannot read users at all.
 			fail(&res, err)
 			res.Error += "; " + verr.Error()
+			res.Retryable = !errors.Is(verr, errNoReadScope)
 		case linked:
 			res.Status = StatusAlreadyLinked
 			res.ErrorCode, res.Error = "", ""

@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/linkbatch/linkbatch/linker"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 	"github.com/linkbatch/linkbatch/ratelimit"
@@ -184,4 +188,53 @@ func http201(status int) string {
 		return "201"
 	}
 	return "other"
+}
+
+// TestRunAmbiguousWithoutReadScope: a pair linked by an earlier run answers
+// 409; the token cannot read users, so the row is failed with a hint, not
+// retried by a resume, and the warning is logged once.
+func TestRunAmbiguousWithoutReadScope(t *testing.T) {
+	srv := linkertest.NewServer(linkertest.Config{})
+	t.Cleanup(srv.Close)
+	srv.Seed("auth0|p1", "github|s1", "auth0|p2", "github|s2")
+	input := "primary_user_id,secondary_user_id\nauth0|p1,github|s1\nauth0|p2,github|s2\n"
+	runAndCollect(t, newTestRunner(t, srv, DefaultConfig()), input) // links both
+
+	r := newTestRunner(t, srv, DefaultConfig())
+	base, _ := linker.ParseDomain(srv.URL)
+	var err error
+	r.Client, err = linker.NewClient(base, linker.StaticToken(srv.IssueToken(time.Hour, "update:users")), linker.WithHTTPClient(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
+	r.Log = zap.New(core)
+	got, _ := runAndCollect(t, r, input)
+	for _, line := range []int{2, 3} {
+		res := got[line]
+		if res.Status != StatusFailed || res.Retryable || !strings.Contains(res.Error, "read:users") {
+			t.Errorf("line %d: %+v, want failed, not retryable, naming read:users", line, res)
+		}
+	}
+	if n := logs.FilterMessageSnippet("read:users").Len(); n != 1 {
+		t.Errorf("the missing scope was logged %d times, want once", n)
+	}
+}
+
+func TestRunDryRunRequireVerifiedEmail(t *testing.T) {
+	srv, input := verifyTenant(t)
+	cfg := DefaultConfig()
+	cfg.DryRun, cfg.RequireVerifiedEmail = true, true // without Verify
+	got, _ := runAndCollect(t, newTestRunner(t, srv, cfg), input)
+	if r := got[2]; r.Status != StatusPlanned {
+		t.Errorf("line 2: %+v, want planned", r)
+	}
+	for _, line := range []int{3, 4} {
+		if r := got[line]; r.Status != StatusInvalid || !strings.Contains(r.Error, "--require-verified-email") {
+			t.Errorf("line %d: %+v, want refused by --require-verified-email", line, r)
+		}
+	}
+	if st := srv.Stats(); st.Posts != 0 || st.Gets == 0 {
+		t.Errorf("dry run sent %d POSTs and %d GETs; want none and some", st.Posts, st.Gets)
+	}
 }

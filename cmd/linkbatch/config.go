@@ -225,7 +225,10 @@ func (c *config) Validate() error {
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		return usagef("--log-format must be json or console, not %q", c.LogFormat)
 	}
-	if c.Simulate || (c.Batch.DryRun && !c.Batch.Verify) {
+	if c.Pace.Share <= 0 || c.Pace.Share > 1 {
+		return usagef("--share must be more than 0 and at most 1, not %g", c.Pace.Share)
+	}
+	if c.Simulate || (c.Batch.DryRun && !c.readsUsers()) {
 		return nil // no credentials needed
 	}
 	if c.Domain == "" {
@@ -268,3 +271,7 @@ func (r *rateFlag) Set(s string) error {
 	*r = rateFlag(v)
 	return nil
 }
+
+// readsUsers reports whether the run reads users before linking (--verify,
+// --require-verified-email), which a dry run needs credentials for.
+func (c *config) readsUsers() bool { return c.Batch.Verify || c.Batch.RequireVerifiedEmail }

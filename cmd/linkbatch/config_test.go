@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -134,5 +136,57 @@ func TestExitCode(t *testing.T) {
 		if got := exitCode(tt.give, io.Discard); got != tt.want {
 			t.Errorf("%s: exitCode = %d, want %d", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestInputOpenerReadsOneVersion: every read of the input returns the bytes
+// the file held when it was opened, even after it is replaced or grows.
+func TestInputOpenerReadsOneVersion(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "in.csv")
+	first := "primary_user_id,secondary_user_id\nauth0|a,github|a\n"
+	if err := os.WriteFile(path, []byte(first), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open, cleanup, err := inputOpener(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cleanup()
+	read := func() string {
+		t.Helper()
+		rc, err := open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if got := read(); got != first {
+		t.Fatalf("first read = %q", got)
+	}
+	// Replaced by rename, as a producer drops a new input.
+	next := filepath.Join(filepath.Dir(path), "next.csv")
+	if err := os.WriteFile(next, []byte("primary_user_id,secondary_user_id\nauth0|b,github|b\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, path); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != first {
+		t.Errorf("after the file was replaced, a read returned %q", got)
+	}
+
+	// Standard input is spooled once.
+	open, cleanup2, err := inputOpener("-", strings.NewReader(first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cleanup2()
+	if got := read(); got != first {
+		t.Errorf("stdin read = %q", got)
 	}
 }

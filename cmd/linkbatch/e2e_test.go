@@ -503,6 +503,35 @@ func TestRunAbortsOnRevokedToken(t *testing.T) {
 	}
 }
 
+// TestRunConfigErrorLeavesNoFiles: a configuration mistake found after the
+// input was read still leaves no results file, so the corrected command
+// runs without --resume.
+func TestRunConfigErrorLeavesNoFiles(t *testing.T) {
+	in := writeInput(t, genPairs("typo", 3))
+	outPath := filepath.Join(t.TempDir(), "results.csv")
+	for _, env := range [][]string{
+		{"AUTH0_DOMAIN=http://example.com", "AUTH0_TOKEN=x"}, // plain http to a remote host
+		{"AUTH0_DOMAIN=acme auth0 com", "AUTH0_TOKEN=x"},     // not a host name
+	} {
+		out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath}, env: env})
+		if out.code != exitUsage {
+			t.Errorf("%v: exit %d, want %d\n%s", env, out.code, exitUsage, out.stderr)
+		}
+		for _, p := range []string{outPath, batch.SidecarPath(outPath)} {
+			if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%v: %s was created", env, p)
+			}
+		}
+	}
+	out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--metrics-addr", "256.0.0.1:1", "--dry-run"}})
+	if out.code != exitUsage {
+		t.Errorf("bad --metrics-addr: exit %d, want %d\n%s", out.code, exitUsage, out.stderr)
+	}
+	if _, err := os.Stat(outPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("bad --metrics-addr: %s was created", outPath)
+	}
+}
+
 func writeRaw(t *testing.T, content string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "in.csv")

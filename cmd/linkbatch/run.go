@@ -73,8 +73,10 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	sigDone := make(chan struct{})
+	var sigWG sync.WaitGroup
+	defer sigWG.Wait()
 	defer close(sigDone)
-	go func() {
+	sigWG.Go(func() {
 		n := 0
 		for {
 			select {
@@ -92,7 +94,7 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 				return
 			}
 		}
-	}()
+	})
 
 	open, cleanup, err := inputOpener(cfg.In, stdin)
 	if err != nil {
@@ -121,54 +123,41 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if printErr != nil {
 		return printErr
 	}
-	var kept batch.ResumeReport
-	out, done, closeOut, err := openResults(cfg, fingerprint, stdout, log, &kept)
-	if err != nil {
-		return err
-	}
-
+	// Every setting is checked before the results file is created, so a
+	// mistake leaves nothing behind.
 	runner := &batch.Runner{Config: cfg.Batch, Log: log, Kill: kill, Plan: plan}
-	runner.Done = done
 	var sim *simulation
-	if !cfg.Batch.DryRun || cfg.Batch.Verify {
+	if !cfg.Batch.DryRun || cfg.readsUsers() {
 		hc := &http.Client{Transport: &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
 			MaxIdleConnsPerHost: cfg.Batch.Workers,
 			IdleConnTimeout:     90 * time.Second,
 			TLSHandshakeTimeout: 10 * time.Second,
 		}}
-		var base string
-		var tokens linker.TokenSource
+		base := cfg.Domain
 		if cfg.Simulate {
 			sim, err = startSimulation(open, log)
 			if err != nil {
-				_ = closeOut()
 				return err
 			}
 			defer sim.Close()
 			base = sim.URL
 			cfg.ClientID, cfg.ClientSecret, cfg.Token = sim.ClientID, sim.ClientSecret, ""
-		} else {
-			base = cfg.Domain
 		}
 		u, err := linker.ParseDomain(base)
 		if err != nil {
-			_ = closeOut()
 			return usagef("%s: %v", envDomain, err)
 		}
+		var tokens linker.TokenSource
 		if cfg.Token != "" {
 			tokens = linker.StaticToken(cfg.Token)
 		} else {
 			tokens = linker.NewClientCredentials(u, cfg.ClientID, cfg.ClientSecret, cfg.Audience, hc)
 		}
-		runner.Client, err = linker.NewClient(u, tokens, linker.WithHTTPClient(hc))
-		if err != nil {
-			_ = closeOut()
+		if runner.Client, err = linker.NewClient(u, tokens, linker.WithHTTPClient(hc)); err != nil {
 			return usagef("%v", err)
 		}
-		runner.Pacer, err = ratelimit.New(cfg.Pace)
-		if err != nil {
-			_ = closeOut()
+		if runner.Pacer, err = ratelimit.New(cfg.Pace); err != nil {
 			return usagef("%v", err)
 		}
 	}
@@ -178,7 +167,6 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		m := newMetrics(runner.Pacer)
 		stopMetrics, err := serveMetrics(context.WithoutCancel(ctx), cfg.MetricsAddr, m.Handler(), log)
 		if err != nil {
-			_ = closeOut()
 			return usagef("--metrics-addr: %v", err)
 		}
 		defer func() {
@@ -188,6 +176,14 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}()
 		hooks = append(hooks, m.Hooks())
 	}
+
+	var kept batch.ResumeReport
+	out, done, closeOut, err := openResults(cfg, fingerprint, stdout, log, &kept)
+	if err != nil {
+		return err
+	}
+	runner.Done = done
+
 	every := cfg.ProgressEvery
 	if cfg.NoProgress {
 		every = 0
@@ -284,30 +280,45 @@ func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation
 	log.Info("summary", fields...)
 }
 
-// inputOpener returns a function that opens the input afresh each time (the
-// run reads it twice). Standard input is first copied to a temporary file.
+// inputOpener opens the input once and returns a function that reads it
+// afresh each time (the run reads it more than once), always the same bytes:
+// the file as it was when opened, even if it is replaced or grows meanwhile.
+// Standard input is first copied to a temporary file. The readers are safe
+// to use concurrently.
 func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), func(), error) {
-	if in != "-" {
-		if _, err := os.Stat(in); err != nil {
+	var f *os.File
+	cleanup := func() {}
+	if in == "-" {
+		tmp, err := os.CreateTemp("", "linkbatch-stdin-*.csv")
+		if err != nil {
+			return nil, nil, fmt.Errorf("spool standard input: %w", err)
+		}
+		_ = os.Remove(tmp.Name()) // the open handle keeps it until closed
+		if _, err := io.Copy(tmp, stdin); err != nil {
+			_ = tmp.Close()
+			return nil, nil, fmt.Errorf("spool standard input: %w", err)
+		}
+		f = tmp
+	} else {
+		var err error
+		if f, err = os.Open(in); err != nil {
 			return nil, nil, usagef("--in: %v", err)
 		}
-		return func() (io.ReadCloser, error) { return os.Open(in) }, func() {}, nil
 	}
-	tmp, err := os.CreateTemp("", "linkbatch-stdin-*.csv")
+	cleanup = func() { _ = f.Close() }
+	st, err := f.Stat()
 	if err != nil {
-		return nil, nil, fmt.Errorf("spool standard input: %w", err)
-	}
-	cleanup := func() { _ = os.Remove(tmp.Name()) }
-	if _, err := io.Copy(tmp, stdin); err != nil {
-		_ = tmp.Close()
 		cleanup()
-		return nil, nil, fmt.Errorf("spool standard input: %w", err)
+		return nil, nil, fmt.Errorf("read input: %w", err)
 	}
-	if err := tmp.Close(); err != nil {
+	if st.IsDir() {
 		cleanup()
-		return nil, nil, fmt.Errorf("spool standard input: %w", err)
+		return nil, nil, usagef("--in: %s is a directory", in)
 	}
-	return func() (io.ReadCloser, error) { return os.Open(tmp.Name()) }, cleanup, nil
+	size := st.Size()
+	return func() (io.ReadCloser, error) {
+		return io.NopCloser(io.NewSectionReader(f, 0, size)), nil
+	}, cleanup, nil
 }
 
 // checkOut refuses to overwrite a results file that is not empty unless
