@@ -59,10 +59,14 @@ func pacingScenarios() []pacingScenario {
 		rows  int
 		limit linkertest.RateLimit
 	}{
-		{"free", 12, linkertest.RateLimit{Burst: 2, Rate: 2}},
-		{"essentials", 40, linkertest.RateLimit{Burst: 20, Rate: 3.3}},
-		{"enterprise", 150, linkertest.RateLimit{Burst: 50, Rate: 16}},
-		{"private", 600, linkertest.RateLimit{Burst: 100, Rate: 100}},
+		// rows = burst + 10 s of refill: long enough that the one round
+		// trip spent learning the bucket at the start (see README) is a
+		// few percent at most, short enough for the suite to take two
+		// minutes.
+		{"free", 22, linkertest.RateLimit{Burst: 2, Rate: 2}},
+		{"essentials", 53, linkertest.RateLimit{Burst: 20, Rate: 3.3}},
+		{"enterprise", 210, linkertest.RateLimit{Burst: 50, Rate: 16}},
+		{"private", 1100, linkertest.RateLimit{Burst: 100, Rate: 100}},
 	}
 	var out []pacingScenario
 	for _, p := range profiles {
@@ -83,9 +87,10 @@ func pacingScenarios() []pacingScenario {
 	flaky := slow
 	flaky.Err5xx = 0.01
 	return append(out,
-		pacingScenario{name: "profile=enterprise/latency=20ms/limit=below-flags", rows: 150, limit: enterprise, faults: fast, rate: 32, burst: 100},
-		pacingScenario{name: "profile=enterprise/latency=20ms/other-client=30pct", rows: 150, shortRows: 60, limit: shared, faults: fast},
-		pacingScenario{name: "profile=enterprise/latency=250ms/5xx=1pct", rows: 150, limit: enterprise, faults: flaky},
+		pacingScenario{name: "profile=enterprise/latency=20ms/limit=below-flags", rows: 210, limit: enterprise, faults: fast, rate: 32, burst: 100},
+		pacingScenario{name: "profile=enterprise/latency=20ms/other-client=30pct", rows: 162, shortRows: 60, limit: shared, faults: fast},
+		pacingScenario{name: "profile=enterprise/latency=250ms/other-client=30pct", rows: 162, limit: shared, faults: slow},
+		pacingScenario{name: "profile=enterprise/latency=250ms/5xx=1pct", rows: 210, limit: enterprise, faults: flaky},
 	)
 }
 
