@@ -287,7 +287,6 @@ func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation
 // to use concurrently.
 func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), func(), error) {
 	var f *os.File
-	cleanup := func() {}
 	if in == "-" {
 		tmp, err := os.CreateTemp("", "linkbatch-stdin-*.csv")
 		if err != nil {
@@ -305,7 +304,7 @@ func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), fun
 			return nil, nil, usagef("--in: %v", err)
 		}
 	}
-	cleanup = func() { _ = f.Close() }
+	cleanup := func() { _ = f.Close() }
 	st, err := f.Stat()
 	if err != nil {
 		cleanup()
