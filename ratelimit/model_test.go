@@ -24,6 +24,10 @@ type tenantModel struct {
 	skew   time.Duration
 	tokens float64
 	last   time.Time
+	// fail lists which accepted requests (numbered from 0 in the order
+	// the tenant took their tokens) are answered 503 instead of handled.
+	fail     map[int]bool
+	accepted int
 }
 
 func newTenantModel(rate float64, size int, skew time.Duration) *tenantModel {
@@ -33,14 +37,23 @@ func newTenantModel(rate float64, size int, skew time.Duration) *tenantModel {
 // take draws one token at the current time. It returns whether there was
 // one, with the headers and Date of the answer.
 func (m *tenantModel) take() (bool, linker.RateLimit, time.Time) {
+	ok, rl, date, _ := m.draw()
+	return ok, rl, date
+}
+
+// draw is take, also telling whether an accepted request is answered 503.
+func (m *tenantModel) draw() (bool, linker.RateLimit, time.Time, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
 	m.tokens = min(float64(m.size), m.tokens+now.Sub(m.last).Seconds()*m.rate)
 	m.last = now
 	ok := m.tokens >= 1-1e-9
+	failed := false
 	if ok {
 		m.tokens = max(m.tokens-1, 0)
+		failed = m.fail[m.accepted]
+		m.accepted++
 	}
 	server := now.Add(m.skew)
 	full := server.Add(time.Duration((float64(m.size) - m.tokens) / m.rate * float64(time.Second)))
@@ -53,7 +66,7 @@ func (m *tenantModel) take() (bool, linker.RateLimit, time.Time) {
 		Limit:     m.size,
 		Remaining: int(math.Floor(m.tokens + 1e-9)),
 		Reset:     reset,
-	}, server.Truncate(time.Second)
+	}, server.Truncate(time.Second), failed
 }
 
 // call is one request to the model, answered as the linker client would:
@@ -65,7 +78,7 @@ func (m *tenantModel) call(ctx context.Context, up, handling, down time.Duration
 	if err := sleep(ctx, up); err != nil {
 		return nil, err
 	}
-	ok, rl, date := m.take()
+	ok, rl, date, failed := m.draw()
 	if ok && handling > 0 {
 		if err := sleep(ctx, handling); err != nil {
 			return nil, err
@@ -76,6 +89,10 @@ func (m *tenantModel) call(ctx context.Context, up, handling, down time.Duration
 		return nil, err
 	}
 	resp := &linker.Response{StatusCode: 201, RateLimit: rl, Date: date}
+	if failed {
+		resp.StatusCode = 503
+		return resp, apiErr(503, "server_error", "Service Unavailable")
+	}
 	if !ok {
 		resp.StatusCode = 429
 		return resp, &linker.RateLimitError{APIError: *apiErr(429, "too_many_requests", "Too many requests."), Reset: rl.Reset}
@@ -99,6 +116,7 @@ type profile struct {
 	skew                     time.Duration // server clock minus local clock; 0 means 3.3s
 	public                   bool          // drive Wait and Observe instead of Do
 	workers                  int           // 0 means what Concurrency asks for at the tenant's rate
+	fail                     []int         // accepted requests answered 503 (see tenantModel)
 }
 
 // outcome is what one run of a profile measured.
@@ -157,6 +175,12 @@ func (pr profile) run(t *testing.T) outcome {
 			skew = 3*time.Second + 300*time.Millisecond
 		}
 		m := newTenantModel(pr.rate, pr.size, skew)
+		if len(pr.fail) > 0 {
+			m.fail = make(map[int]bool)
+			for _, i := range pr.fail {
+				m.fail[i] = true
+			}
+		}
 		var rmu sync.Mutex
 		rnd := rand.New(rand.NewPCG(1, 2))
 		leg := func() time.Duration {
@@ -263,6 +287,7 @@ func TestPacerAgainstTenantModel(t *testing.T) {
 		// not go faster than asked.
 		minFloor float64
 		hidden   bool // the tenant's rate never shows
+		no429    bool // not a single 429 is allowed
 	}{
 		{profile: profile{name: "free 20ms", rate: 2, size: 2, latency: fast}},
 		{profile: profile{name: "free 250ms", rate: 2, size: 2, latency: slow}},
@@ -291,6 +316,15 @@ func TestPacerAgainstTenantModel(t *testing.T) {
 		{profile: profile{name: "enterprise 250ms handling 128 workers", rate: 16, size: 50, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond, workers: 128}},
 		{profile: profile{name: "private 250ms handling 64 workers", rate: 100, size: 100, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond, workers: 64}},
 		{profile: profile{name: "private 250ms handling 128 workers", rate: 100, size: 100, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond, workers: 128}},
+		// The tenant's bucket is kept near empty, where remaining reads 0
+		// whatever fraction of a token is left: a pace learned a little
+		// above the refill must not drain that fraction into a 429. The
+		// skews put the server's whole seconds at different phases.
+		{profile: profile{name: "essentials 250ms handling 32 workers", rate: 200.0 / 60, size: 20, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond, workers: 32, skew: 3250 * time.Millisecond}, no429: true},
+		{profile: profile{name: "essentials 250ms handling 32 workers other phase", rate: 200.0 / 60, size: 20, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond, workers: 32, skew: 3700 * time.Millisecond}, no429: true},
+		// A few requests are answered 503 after taking a token, two of
+		// them near the end: each costs a token and its backoff, no more.
+		{profile: profile{name: "enterprise 250ms handling 32 workers 5xx", rate: 16, size: 50, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond, workers: 32, fail: []int{18, 280, 487, 495}}},
 		{profile: profile{name: "enterprise 250ms share 0.5", rate: 16, size: 50, latency: slow, cfg: func(c *Config) { c.Share = 0.5 }}, minFloor: 0.9},
 		{profile: profile{name: "essentials 20ms share 0.5", rate: 200.0 / 60, size: 20, latency: fast, cfg: func(c *Config) { c.Share = 0.5 }}, minFloor: 0.9},
 	}
@@ -308,6 +342,9 @@ func TestPacerAgainstTenantModel(t *testing.T) {
 			max429 := tt.max429
 			if max429 == 0 {
 				max429 = 0.01
+			}
+			if tt.no429 && o.l429 > 0 {
+				t.Errorf("%d of %d requests got 429, want none", o.l429, o.requests)
 			}
 			if got := float64(o.l429) / float64(o.requests); got > max429 {
 				t.Errorf("%d of %d requests (%.2f%%) got 429, want <= %.0f%%", o.l429, o.requests, 100*got, 100*max429)

@@ -51,6 +51,9 @@ const (
 	// forgetAfter is when a request let through is taken for one whose
 	// answer will never be reported.
 	forgetAfter = 5 * time.Minute
+	// grossCapRefill is the least time, in seconds, the tenant's bucket
+	// takes to refill for its reset times to cap the pace.
+	grossCapRefill = 5
 )
 
 // Config sets how a [Pacer] paces and retries. Start from [DefaultConfig];
@@ -723,6 +726,18 @@ func (p *Pacer) retune(now time.Time) {
 	switch {
 	case net.known:
 		r = net.rate
+		// Kept near empty, the tenant's bucket reads remaining 0 whatever
+		// fraction of a token it holds, so the fit only confirms the pace
+		// it is given: a pace a little above the refill would drain that
+		// fraction unseen until a 429. The reset times show the refill
+		// whatever the pace, erring low; a pace below the refill shows as
+		// remaining 1 and the gate's level makes up the tokens (see
+		// learn). The reset times are whole seconds, so they are trusted
+		// only for a bucket that takes long enough to refill.
+		g, ok := p.est.gross()
+		if ok && g < r && float64(p.limit) >= grossCapRefill*r {
+			r = g
+		}
 	case net.settled && net.rate-2*net.se > r:
 		// Not precise yet, but surely faster than the slow pace.
 		r = net.rate - 2*net.se
