@@ -94,18 +94,25 @@ func readResultFile(t *testing.T, path string) (map[int]batch.Result, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	res, err := resultRows(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, string(raw)
+}
+
+// resultRows parses the rows of a results file by line, refusing a line
+// that has two rows.
+func resultRows(raw []byte) (map[int]batch.Result, error) {
 	res := map[int]batch.Result{}
-	err = batch.ReadResults(bytes.NewReader(raw), func(r batch.Result) error {
+	err := batch.ReadResults(bytes.NewReader(raw), func(r batch.Result) error {
 		if prev, dup := res[r.Line]; dup {
 			return fmt.Errorf("line %d has two result rows: %+v and %+v", r.Line, prev, r)
 		}
 		res[r.Line] = r
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res, string(raw)
+	return res, err
 }
 
 // pair is one row of a generated input.

@@ -166,14 +166,7 @@ func checkCompleteRows(t *testing.T, path string) map[int]batch.Result {
 		t.Fatal(err)
 	}
 	raw = raw[:bytes.LastIndexByte(raw, '\n')+1]
-	res := map[int]batch.Result{}
-	err = batch.ReadResults(bytes.NewReader(raw), func(r batch.Result) error {
-		if prev, dup := res[r.Line]; dup {
-			return fmt.Errorf("line %d has two result rows: %+v and %+v", r.Line, prev, r)
-		}
-		res[r.Line] = r
-		return nil
-	})
+	res, err := resultRows(raw)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
