@@ -33,6 +33,11 @@ type Config struct {
 	RequireVerifiedEmail bool
 }
 
+// ReadsUsers reports whether a run reads both users of each row before
+// linking it (Verify, RequireVerifiedEmail); a dry run then needs
+// credentials too.
+func (c Config) ReadsUsers() bool { return c.Verify || c.RequireVerifiedEmail }
+
 // DefaultConfig returns the default batch settings.
 func DefaultConfig() Config {
 	// 32 workers fill the largest tenant limits at a quarter second of
@@ -293,20 +298,8 @@ read:
 		if r.Done.Has(row.Line) {
 			continue
 		}
-		if v, ok := plan.Verdict(row.Line); ok {
-			if !emit(Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary, Status: v.Status, Error: v.Err}) {
-				break
-			}
-			continue
-		}
-		if row.Err != nil { // the plan saw every bad row; this is a safety net
-			if !emit(Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary, Status: StatusInvalid, Error: row.Err.Error()}) {
-				break
-			}
-			continue
-		}
-		if r.Config.DryRun && !r.Config.Verify && !r.Config.RequireVerifiedEmail {
-			if !emit(Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary, Status: StatusPlanned}) {
+		if res, ok := r.settle(plan, row); ok {
+			if !emit(res) {
 				break
 			}
 			continue
@@ -360,6 +353,25 @@ func ReadPlan(open func() (io.ReadCloser, error)) (*Plan, error) {
 	return plan, nil
 }
 
+// settle returns the result of a row that needs no request: a row the plan
+// holds back (invalid, a conflict, a duplicate), a row that could not be
+// read (the plan saw every one; this is a safety net), or a row of a dry
+// run that reads nothing.
+func (r *Runner) settle(plan *Plan, row Row) (Result, bool) {
+	res := Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary}
+	switch v, held := plan.Verdict(row.Line); {
+	case held:
+		res.Status, res.Error = v.Status, v.Err
+	case row.Err != nil:
+		res.Status, res.Error = StatusInvalid, row.Err.Error()
+	case r.Config.DryRun && !r.Config.ReadsUsers():
+		res.Status = StatusPlanned
+	default:
+		return Result{}, false
+	}
+	return res, true
+}
+
 // process handles one valid row: reads the users first when asked to, then
 // links. It returns the row's result and whether to write it (a row cut
 // short by cancellation or refused credentials has no result), and a fatal
@@ -378,7 +390,7 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 		res.Status, res.Error = StatusInvalid, err.Error()
 		return res, true, nil
 	}
-	if r.Config.Verify || r.Config.RequireVerifiedEmail {
+	if r.Config.ReadsUsers() {
 		done, keep, fatal := r.inspect(ctx, req, &res)
 		if done || !keep || fatal != nil {
 			return res, keep, fatal

@@ -228,7 +228,7 @@ func (c *config) Validate() error {
 	if c.Pace.Share <= 0 || c.Pace.Share > 1 {
 		return usagef("--share must be more than 0 and at most 1, not %g", c.Pace.Share)
 	}
-	if c.Simulate || (c.Batch.DryRun && !c.readsUsers()) {
+	if c.Simulate || (c.Batch.DryRun && !c.Batch.ReadsUsers()) {
 		return nil // no credentials needed
 	}
 	if c.Domain == "" {
@@ -271,7 +271,3 @@ func (r *rateFlag) Set(s string) error {
 	*r = rateFlag(v)
 	return nil
 }
-
-// readsUsers reports whether the run reads users before linking (--verify,
-// --require-verified-email), which a dry run needs credentials for.
-func (c *config) readsUsers() bool { return c.Batch.Verify || c.Batch.RequireVerifiedEmail }

@@ -127,7 +127,7 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	// mistake leaves nothing behind.
 	runner := &batch.Runner{Config: cfg.Batch, Log: log, Kill: kill, Plan: plan}
 	var sim *simulation
-	if !cfg.Batch.DryRun || cfg.readsUsers() {
+	if !cfg.Batch.DryRun || cfg.Batch.ReadsUsers() {
 		hc := &http.Client{Transport: &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
 			MaxIdleConnsPerHost: cfg.Batch.Workers,
@@ -411,7 +411,7 @@ func writeReport(cfg *config, sum batch.Summary, now time.Time) error {
 	}
 	err = batch.WriteReport(f, in, batch.ReportInfo{
 		Input: cfg.In, Results: cfg.Out, Generated: now,
-		DryRun: cfg.Batch.DryRun, Verify: cfg.Batch.Verify || cfg.Batch.RequireVerifiedEmail,
+		DryRun: cfg.Batch.DryRun, Verify: cfg.Batch.ReadsUsers(),
 		Summary: &sum,
 	})
 	if cerr := f.Close(); err == nil {
