@@ -54,6 +54,11 @@ const (
 	// grossCapRefill is the least time, in seconds, the tenant's bucket
 	// takes to refill for its reset times to cap the pace.
 	grossCapRefill = 5
+	// probeAnswers is the least number of answers, and probeSpan the
+	// least time in seconds of refill, that one look at the slack left in
+	// the tenant's bucket spans (see Pacer.probe).
+	probeAnswers = 8
+	probeSpan    = 1
 )
 
 // Config sets how a [Pacer] paces and retries. Start from [DefaultConfig];
@@ -165,7 +170,8 @@ type Stats struct {
 // gate's level follows the x-ratelimit-remaining of the latest answers,
 // less the requests still pending that the tenant may have counted after
 // them, plus the refill since, so the tenant's whole bucket is spent at once
-// and the Pacer never thinks it fuller than the tenant says; it is never
+// and the Pacer never thinks it fuller than the tenant says, save for the
+// tokens its answers show it leaves unused (see probe); it is never
 // raised above what the policy caps alone would allow. When the tenant's
 // first answer carries no rate-limit headers and Config.Rate is set, the
 // mirror is switched off and the configured rate and burst apply as they
@@ -193,6 +199,10 @@ type Pacer struct {
 	limit      int     // the tenant's bucket size, 0 until seen
 	est        *estimator
 	margin     float64         // tokens left in the tenant's bucket as a cushion
+	slack      float64         // tokens the answers showed unused, added to the gate's level
+	probeFrom  int64           // slack is looked for in answers to requests after this one
+	probeN     int             // answers looked at since probeFrom
+	probeMin   int             // the least remaining among them
 	factor     float64         // share of the learned rate paced at, after 429s
 	queue      []*waiter       // waiters holding a reservation on the gate, in order
 	changed    chan struct{}   // closed when waits may have become shorter
@@ -218,10 +228,13 @@ type waiter struct {
 	release time.Time // end of that hold-off for this waiter, jitter included
 }
 
-// grant is one request let through: its sequence number and when.
+// grant is one request let through: its sequence number, when, and
+// whether the gate held it back first (the gate, not the tenant's bucket,
+// set its time).
 type grant struct {
-	seq int64
-	at  time.Time
+	seq    int64
+	at     time.Time
+	waited bool
 }
 
 // reading is what one answer said of the tenant's bucket.
@@ -374,6 +387,7 @@ func (p *Pacer) wait(ctx context.Context) (grant, error) {
 		return grant{}, err
 	}
 	w := &waiter{}
+	waited := false
 	p.mu.Lock()
 	for {
 		now := time.Now()
@@ -389,12 +403,13 @@ func (p *Pacer) wait(ctx context.Context) (grant, error) {
 					p.allowance.ReserveN(now, 1)
 				}
 				p.sent++
-				g := grant{seq: p.sent, at: now}
+				g := grant{seq: p.sent, at: now, waited: waited}
 				p.pending = append(p.pending, g)
 				p.mu.Unlock()
 				return g, nil
 			}
 		}
+		waited = true
 		changed := p.changed
 		p.mu.Unlock()
 		t := time.NewTimer(d)
@@ -677,6 +692,9 @@ func (p *Pacer) learn(now time.Time, g grant, resp *linker.Response, limited boo
 	if len(p.latencies) > 0 {
 		slowest, fastest = slices.Max(p.latencies), slices.Min(p.latencies)
 	}
+	if !limited {
+		p.probe(g, rem, slowest)
+	}
 	p.readings = append(p.readings, reading{arrived: now, handled: at, sent: g.at, remaining: float64(rem)})
 	old := 0
 	for old < len(p.readings)-1 && now.Sub(p.readings[old].arrived) > slowest {
@@ -691,6 +709,7 @@ func (p *Pacer) learn(now time.Time, g grant, resp *linker.Response, limited boo
 		}
 		low = min(low, a.remaining+p.mirrorRate*now.Sub(a.handled).Seconds()-float64(p.pendingSince(since)))
 	}
+	low += p.slack
 	low -= (1 - p.share) * float64(h.Limit)
 	if !limited {
 		low -= p.margin
@@ -708,6 +727,36 @@ func (p *Pacer) learn(now time.Time, g grant, resp *linker.Response, limited boo
 		return low + 0.5
 	}
 	return math.NaN()
+}
+
+// probe looks for tokens the level leaves unused in the tenant's bucket.
+// The level takes each answer's remaining as read midway through the round
+// trip; a tenant that counts requests as they arrive (or just before it
+// answers) had more (or fewer) tokens than that by the refill of half a
+// round trip, and requests racing each other are counted against the
+// level twice. Once the rate is known, the answers to requests the gate
+// held back show what that costs: each such request came as soon as the
+// Pacer thought the tenant had a token, so the tenant should have had less
+// than one left after it, and remaining should read 0. When every answer
+// over a span of probeAnswers answers and probeSpan seconds reads at least
+// m, the tenant had m tokens to spare all along, and the level is raised by
+// m from then on, up to one round trip's refill. A 429 halves the raise
+// (see hold).
+func (p *Pacer) probe(g grant, remaining int, slowest time.Duration) {
+	if !g.waited || g.seq <= p.probeFrom || !p.est.net().known {
+		return
+	}
+	if p.probeN == 0 || remaining < p.probeMin {
+		p.probeMin = remaining
+	}
+	p.probeN++
+	if float64(p.probeN) < max(probeAnswers, probeSpan*p.mirrorRate) {
+		return
+	}
+	if p.probeMin > 1 {
+		p.slack = min(p.slack+float64(p.probeMin-1), max(p.slack, p.mirrorRate*slowest.Seconds()))
+	}
+	p.probeFrom, p.probeN = p.sent, 0
 }
 
 // slowRate is the pace before the tenant's rate is known.
@@ -778,6 +827,8 @@ func (p *Pacer) hold(now time.Time, resp *linker.Response, rl *linker.RateLimitE
 	var d time.Duration
 	jitter := false
 	if p.seen {
+		p.slack = math.Floor(p.slack / 2)
+		p.probeFrom, p.probeN = p.sent, 0
 		p.margin = min(p.margin+marginStep, float64(p.limit)/4)
 		p.factor = max(minFactor, p.factor*slowdown)
 		p.retune(now)

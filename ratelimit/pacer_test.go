@@ -200,7 +200,7 @@ func TestWaitPaces(t *testing.T) {
 }
 
 func TestObserveHold(t *testing.T) {
-	const jitter = 250 * time.Millisecond // DefaultConfig's MinBackoff
+	jitter := DefaultConfig().MinBackoff
 	tests := []struct {
 		name string
 		// reset and date are offsets from the start; noDate means the
@@ -214,8 +214,9 @@ func TestObserveHold(t *testing.T) {
 		{name: "reset relative to a server clock 100s behind", reset: -97 * time.Second, date: -100 * time.Second, wantLo: 3 * time.Second, wantHi: 3*time.Second + jitter},
 		{name: "reset relative to a server clock 100s ahead", reset: 104 * time.Second, date: 100 * time.Second, wantLo: 4 * time.Second, wantHi: 4*time.Second + jitter},
 		{name: "far reset capped at MaxHold", reset: time.Hour, noDate: true, wantLo: time.Minute, wantHi: time.Minute + jitter},
-		{name: "no reset holds a backoff", noReset: true, noDate: true, wantLo: 250 * time.Millisecond, wantHi: 500*time.Millisecond + jitter},
-		{name: "past reset holds a backoff", reset: -10 * time.Second, noDate: true, wantLo: 250 * time.Millisecond, wantHi: 500*time.Millisecond + jitter},
+		// The first backoff is within [MinBackoff, 2·MinBackoff].
+		{name: "no reset holds a backoff", noReset: true, noDate: true, wantLo: jitter, wantHi: 2*jitter + jitter},
+		{name: "past reset holds a backoff", reset: -10 * time.Second, noDate: true, wantLo: jitter, wantHi: 2*jitter + jitter},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -448,8 +449,9 @@ func TestDoGivesUpAfterMaxRetries(t *testing.T) {
 				if !errors.Is(err, ErrRetriesExhausted) || !errors.Is(err, tt.give) {
 					t.Errorf("Do error = %v, want ErrRetriesExhausted wrapping %v", err, tt.give)
 				}
-				// Pauses before retries 1, 2, 3: [250ms,500ms] + [500ms,1s] + [1s,2s].
-				within(t, "time spent", time.Since(start), 1750*time.Millisecond, 3500*time.Millisecond)
+				// Pauses before retries 1, 2, 3: [m,2m] + [2m,4m] + [4m,8m].
+				m := cfg.MinBackoff
+				within(t, "time spent", time.Since(start), 7*m, 14*m)
 				if st := p.Stats(); st.Requests != 4 || st.Retries != 3 || st.RateLimited != 0 {
 					t.Errorf("Stats() = %+v, want 4 requests, 3 retries", st)
 				}
@@ -900,6 +902,73 @@ func TestConcurrency(t *testing.T) {
 		p := newPacer(t, DefaultConfig())
 		if got := p.Concurrency(250*time.Millisecond, 64); got != 64 {
 			t.Errorf("Concurrency before the rate is known = %d, want the maximum, 64", got)
+		}
+	})
+}
+
+func TestProbeSpendsTokensLeftUnused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(t, DefaultConfig())
+		// The tenant counts each request as it arrives and answers 250ms
+		// later: the level, which takes remaining as read midway through
+		// the round trip, puts the tenant's bucket two tokens lower than
+		// it is.
+		m := newTenantModel(16, 50, 0)
+		const n = 500
+		rows := make(chan int, n)
+		for i := range n {
+			rows <- i
+		}
+		close(rows)
+		var (
+			mu        sync.Mutex
+			remaining []int
+			wg        sync.WaitGroup
+		)
+		for range 8 {
+			wg.Go(func() {
+				for range rows {
+					_, resp, err := p.Do(t.Context(), func(ctx context.Context) (*linker.Response, error) {
+						return m.call(ctx, time.Millisecond, 250*time.Millisecond, time.Millisecond)
+					})
+					if err != nil {
+						t.Errorf("Do: %v", err)
+						continue
+					}
+					mu.Lock()
+					remaining = append(remaining, resp.RateLimit.Remaining)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if st := p.Stats(); st.RateLimited > 0 {
+			t.Errorf("%d of %d requests got 429, want none", st.RateLimited, st.Requests)
+		}
+		// Paced at the refill, each request finds the bucket as low as
+		// the Pacer dares: remaining reads 1 (a token kept so that a
+		// drift shows), not 2 or more.
+		last := slices.Clone(remaining[len(remaining)-200 : len(remaining)-20])
+		slices.Sort(last)
+		if med := last[len(last)/2]; med > 1 {
+			t.Errorf("median remaining over answers %d-%d = %d, want <= 1; sorted: %v", n-200, n-20, med, last)
+		}
+
+		// A 429 takes half the raise back.
+		p.mu.Lock()
+		raised := p.slack
+		p.mu.Unlock()
+		if raised < 1 {
+			t.Fatalf("slack = %v after the run, want >= 1", raised)
+		}
+		now := time.Now()
+		p.Observe(&linker.Response{StatusCode: 429, Date: now, RateLimit: linker.RateLimit{
+			Known: true, Limit: 50, Remaining: 0, Reset: now.Add(4 * time.Second),
+		}}, limitErr(now.Add(4*time.Second)))
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if want := math.Floor(raised / 2); p.slack != want {
+			t.Errorf("slack after a 429 = %v, want %v (half of %v)", p.slack, want, raised)
 		}
 	})
 }
