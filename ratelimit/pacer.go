@@ -94,15 +94,16 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: the rate and burst learned from the
-// tenant (Rate and Burst 0), all of it used (Share 1), 5 retries, 30
-// absorbed 429s, backoff between 250ms and 30s, holds of at most 60s and
-// seed 0.
+// tenant (Rate and Burst 0), all of it used (Share 1), 7 retries, 30
+// absorbed 429s, backoff between 100ms and 30s, holds of at most 60s and
+// seed 0. A lone 5xx is thus retried within 200ms (the gate adds its own
+// wait), while a call gives up only after 12.7s to 25.4s of pauses.
 func DefaultConfig() Config {
 	return Config{
 		Share:          1,
-		MaxRetries:     5,
+		MaxRetries:     7,
 		MaxRateLimited: 30,
-		MinBackoff:     250 * time.Millisecond,
+		MinBackoff:     100 * time.Millisecond,
 		MaxBackoff:     30 * time.Second,
 		MaxHold:        60 * time.Second,
 	}
