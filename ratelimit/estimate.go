@@ -23,6 +23,7 @@ type sample struct {
 	remaining int       // x-ratelimit-remaining, within [0, limit]
 	reset     time.Time // x-ratelimit-reset, server clock; zero if absent
 	date      time.Time // Date, server clock; zero if absent
+	refused   bool      // answered 429: the tenant took no token
 }
 
 // sentAt returns when the request was let through, or at if unknown.
@@ -88,6 +89,9 @@ type estimator struct {
 	last      rateEstimate
 	skew      time.Duration // server clock minus local clock, at least
 	skewKnown bool
+	// recent holds the samples of the last boundWindow whose exchange
+	// times are known, sorted by arrival, for bound.
+	recent []sample
 }
 
 const (
@@ -100,6 +104,9 @@ const (
 	minGrossSpan       = 2 * time.Second
 	grossAboveNetSign  = 1.1
 	grossBelowNetTimes = 2
+	boundWindow        = 5 * time.Second
+	boundPoints        = 512
+	boundPairs         = 8
 )
 
 func newEstimator() *estimator {
@@ -116,6 +123,17 @@ func (e *estimator) add(s sample) {
 	if s.limit != e.limit {
 		e.keep()
 		e.pts, e.deep, e.limit, e.from = e.pts[:0], e.deep[:0], s.limit, time.Time{}
+		e.recent = e.recent[:0]
+	}
+	if !s.sent.IsZero() && !s.arrived.IsZero() {
+		i, _ := slices.BinarySearchFunc(e.recent, s.arrived, func(p sample, t time.Time) int { return p.arrived.Compare(t) })
+		e.recent = slices.Insert(e.recent, i, s)
+		oldest := e.recent[len(e.recent)-1].arrived.Add(-boundWindow)
+		drop := 0
+		for drop < len(e.recent) && (e.recent[drop].arrived.Before(oldest) || len(e.recent)-drop > boundPoints) {
+			drop++
+		}
+		e.recent = slices.Delete(e.recent, 0, drop)
 	}
 	if !s.reset.IsZero() && s.remaining <= s.limit-2 {
 		e.deep = e.insert(e.deep, s)
@@ -148,6 +166,42 @@ func (e *estimator) insert(pts []sample, s sample) []sample {
 		drop++
 	}
 	return slices.Delete(pts, 0, drop)
+}
+
+// bound returns a refill rate the tenant surely has, from the samples of
+// the last few seconds, or 0. It is what the fit cannot give while the
+// bucket keeps filling up between answers (a bucket smaller than the rate
+// times the round trip): between the handling of an earlier answered
+// request i and of the newest one j, the bucket gained remaining_j -
+// remaining_i tokens, less one for the rounding, and gave one to each of
+// this Pacer's requests sent after i's answer came and answered before j
+// was sent (429s aside). Refill lost to a full bucket, and tokens other
+// clients took, only make the true refill larger; and no more time than
+// from i's sending to j's answer passed meanwhile. Each of up to boundPairs
+// earlier answers gives such a rate; bound returns the largest.
+func (e *estimator) bound() float64 {
+	n := len(e.recent)
+	if n < 2 {
+		return 0
+	}
+	j := e.recent[n-1]
+	// Candidates: the answers that came before j was sent.
+	m, _ := slices.BinarySearchFunc(e.recent, j.sent, func(p sample, t time.Time) int { return p.arrived.Compare(t) })
+	best := 0.0
+	for c := range min(m, boundPairs) {
+		i := e.recent[c*m/min(m, boundPairs)]
+		between := 0
+		for _, k := range e.recent[:n-1] {
+			if !k.refused && !k.sent.Before(i.arrived) && !k.arrived.After(j.sent) {
+				between++
+			}
+		}
+		span := j.arrived.Sub(i.sent).Seconds()
+		if gained := float64(j.remaining-i.remaining-1+between) / span; span > 0 && gained > best {
+			best = gained
+		}
+	}
+	return best
 }
 
 // keep remembers the estimate of the current segment before it is dropped.

@@ -177,3 +177,38 @@ func TestEstimatorGross(t *testing.T) {
 		})
 	}
 }
+
+func TestEstimatorBound(t *testing.T) {
+	const rtt = 250 * time.Millisecond
+	tests := []struct {
+		name              string
+		rate, send, other float64
+		size              int
+		lo                float64 // bound must exceed this
+	}{
+		// The bucket refills 25 tokens per round trip and holds 5: it is
+		// full at every answer, so the fit learns nothing.
+		{name: "bucket smaller than a round trip's refill", rate: 100, send: 100, size: 5, lo: 70},
+		{name: "bucket kept full by a slow client", rate: 100, send: 40, size: 5, lo: 30},
+		{name: "draining bucket", rate: 16, send: 20, size: 50, lo: 10},
+		{name: "another client takes 30%", rate: 100, send: 70, other: 0.3, size: 20, lo: 50},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEstimator()
+			var got float64
+			for _, s := range drain(tt.rate, tt.send, tt.other, tt.size, float64(tt.size), 6*time.Second, 0) {
+				s.sent, s.arrived = s.at.Add(-rtt/2), s.at.Add(rtt/2)
+				e.add(s)
+				b := e.bound()
+				if b > tt.rate*(1-tt.other)+1e-9 {
+					t.Fatalf("bound() = %.3f after the sample at %v, above the refill left to us, %.3f", b, s.at, tt.rate*(1-tt.other))
+				}
+				got = b
+			}
+			if got <= tt.lo {
+				t.Errorf("bound() = %.3f at the end, want above %.0f", got, tt.lo)
+			}
+		})
+	}
+}

@@ -325,6 +325,11 @@ func TestPacerAgainstTenantModel(t *testing.T) {
 		// A few requests are answered 503 after taking a token, two of
 		// them near the end: each costs a token and its backoff, no more.
 		{profile: profile{name: "enterprise 250ms handling 32 workers 5xx", rate: 16, size: 50, latency: 2 * time.Millisecond, handling: slow, handlingJitter: 50 * time.Millisecond, workers: 32, fail: []int{18, 280, 487, 495}}},
+		// Buckets smaller than a round trip's refill fill up between
+		// answers, which hides the rate from the fit.
+		{profile: profile{name: "bucket 20 at 100/s 250ms", rate: 100, size: 20, latency: slow}},
+		{profile: profile{name: "bucket 5 at 120/s 20ms", rate: 120, size: 5, latency: fast}},
+		{profile: profile{name: "bucket 10 at 20/s 20ms", rate: 20, size: 10, latency: fast}},
 		{profile: profile{name: "enterprise 250ms share 0.5", rate: 16, size: 50, latency: slow, cfg: func(c *Config) { c.Share = 0.5 }}, minFloor: 0.9},
 		{profile: profile{name: "essentials 20ms share 0.5", rate: 200.0 / 60, size: 20, latency: fast, cfg: func(c *Config) { c.Share = 0.5 }}, minFloor: 0.9},
 	}

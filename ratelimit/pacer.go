@@ -673,6 +673,7 @@ func (p *Pacer) learn(now time.Time, g grant, resp *linker.Response, limited boo
 		remaining: rem,
 		reset:     h.Reset,
 		date:      resp.Date,
+		refused:   limited,
 	})
 	p.retune(now)
 
@@ -791,6 +792,11 @@ func (p *Pacer) retune(now time.Time) {
 	case net.settled && net.rate-2*net.se > r:
 		// Not precise yet, but surely faster than the slow pace.
 		r = net.rate - 2*net.se
+	}
+	if !net.known {
+		// A bucket that fills up between answers hides its rate from
+		// the fit, but not how fast it at least refills.
+		r = max(r, p.est.bound())
 	}
 	r = max(r*p.factor, minRate)
 	size := max(1, p.share*float64(p.limit))
