@@ -738,12 +738,12 @@ func (p *Pacer) learn(now time.Time, g grant, resp *linker.Response, limited boo
 // round trip, and requests racing each other are counted against the
 // level twice. Once the rate is known, the answers to requests the gate
 // held back show what that costs: each such request came as soon as the
-// Pacer thought the tenant had a token, so the tenant should have had less
-// than one left after it, and remaining should read 0. When every answer
-// over a span of probeAnswers answers and probeSpan seconds reads at least
-// m, the tenant had m tokens to spare all along, and the level is raised by
-// m from then on, up to one round trip's refill. A 429 halves the raise
-// (see hold).
+// Pacer thought the tenant had a token, so remaining should read 0, or 1
+// with the one token the Pacer keeps so that a drift of the learned rate
+// shows. When every answer over a span of probeAnswers answers and
+// probeSpan seconds of pace reads at least m >= 2, the tenant had m-1
+// tokens to spare all along, and the level is raised by m-1 from then on,
+// up to one round trip's refill. A 429 halves the raise (see hold).
 func (p *Pacer) probe(g grant, remaining int, slowest time.Duration) {
 	if !g.waited || g.seq <= p.probeFrom || !p.est.net().known {
 		return
