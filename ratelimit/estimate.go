@@ -126,14 +126,7 @@ func (e *estimator) add(s sample) {
 		e.recent = e.recent[:0]
 	}
 	if !s.sent.IsZero() && !s.arrived.IsZero() {
-		i, _ := slices.BinarySearchFunc(e.recent, s.arrived, func(p sample, t time.Time) int { return p.arrived.Compare(t) })
-		e.recent = slices.Insert(e.recent, i, s)
-		oldest := e.recent[len(e.recent)-1].arrived.Add(-boundWindow)
-		drop := 0
-		for drop < len(e.recent) && (e.recent[drop].arrived.Before(oldest) || len(e.recent)-drop > boundPoints) {
-			drop++
-		}
-		e.recent = slices.Delete(e.recent, 0, drop)
+		e.recent = insertBy(e.recent, s, sample.arrivedAt, boundWindow, boundPoints)
 	}
 	if !s.reset.IsZero() && s.remaining <= s.limit-2 {
 		e.deep = e.insert(e.deep, s)
@@ -155,14 +148,21 @@ func (e *estimator) add(s sample) {
 // insert adds s to pts, sorted by at, and drops the samples that fell out of
 // the window.
 func (e *estimator) insert(pts []sample, s sample) []sample {
-	i, _ := slices.BinarySearchFunc(pts, s.at, func(p sample, t time.Time) int { return p.at.Compare(t) })
-	for i < len(pts) && !pts[i].at.After(s.at) {
+	return insertBy(pts, s, func(p sample) time.Time { return p.at }, e.window, e.maxPoints)
+}
+
+// insertBy adds s to pts, sorted by key (after those of equal key), then
+// keeps the newest most samples whose key lies within window of the last.
+func insertBy(pts []sample, s sample, key func(sample) time.Time, window time.Duration, most int) []sample {
+	k := key(s)
+	i, _ := slices.BinarySearchFunc(pts, k, func(p sample, t time.Time) int { return key(p).Compare(t) })
+	for i < len(pts) && !key(pts[i]).After(k) {
 		i++
 	}
 	pts = slices.Insert(pts, i, s)
-	oldest := pts[len(pts)-1].at.Add(-e.window)
+	oldest := key(pts[len(pts)-1]).Add(-window)
 	drop := 0
-	for drop < len(pts) && (pts[drop].at.Before(oldest) || len(pts)-drop > e.maxPoints) {
+	for drop < len(pts) && (key(pts[drop]).Before(oldest) || len(pts)-drop > most) {
 		drop++
 	}
 	return slices.Delete(pts, 0, drop)
