@@ -199,7 +199,7 @@ func runPacing(b *testing.B, sc pacingScenario, n int, input string, seed int64)
 	if sc.rate > 0 {
 		pc.Rate, pc.Burst = sc.rate, sc.burst
 	}
-	pacer, err := ratelimit.New(pc)
+	pacer, err := ratelimit.New(pc, linker.Retryable)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -110,9 +110,8 @@ type Hooks struct {
 	// Plan is called once the input has been checked, with the number of
 	// data rows and the number this run will process.
 	Plan func(rows, todo int)
-	// Attempt is called after each HTTP request with its kind ("link" or
-	// "get_user"), the HTTP status (0 when no answer came) and its latency.
-	Attempt func(kind string, status int, latency time.Duration)
+	// Attempt is called after each HTTP request.
+	Attempt func(Attempt)
 	// Result is called for each result written.
 	Result func(Result)
 	// Active is called with +1 when a row starts and -1 when it ends.
@@ -400,12 +399,12 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 		res.Status = StatusPlanned
 		return res, true, nil
 	}
-	attempts, resp, err := r.Pacer.Do(ctx, func(ctx context.Context) (*linker.Response, error) {
+	attempts, resp, err := r.do(ctx, func(ctx context.Context) (*linker.Response, error) {
 		actx, cancel := context.WithTimeout(ctx, r.Config.Timeout)
 		defer cancel()
 		t0 := time.Now()
 		_, resp, err := r.Client.Link(actx, req)
-		r.attempt("link", resp, t0)
+		r.attempt("link", resp, err, t0)
 		return resp, err
 	})
 	res.Attempts += attempts
@@ -468,7 +467,7 @@ var errNoReadScope = errors.New("could not check whether the pair is already lin
 func (r *Runner) verify(ctx context.Context, req linker.LinkRequest, res *Result) (bool, error) {
 	user, err := r.getUser(ctx, req.PrimaryID, res)
 	if err != nil {
-		if linker.StatusOf(err) == 403 {
+		if linker.IsForbidden(err) {
 			r.readScopeOnce.Do(func() {
 				if r.Log != nil {
 					r.Log.Warn("cannot verify ambiguous answers: the token lacks the read:users scope; such rows are reported failed")
@@ -497,7 +496,7 @@ func (r *Runner) inspect(ctx context.Context, req linker.LinkRequest, res *Resul
 			return true, false, nil
 		case linker.IsAuth(err):
 			return true, false, fmt.Errorf("%w: %w", ErrCredentials, err)
-		case linker.StatusOf(err) == 404:
+		case linker.IsNotFound(err):
 			return settle(StatusInvalid, field+": no such user in the tenant", 404)
 		}
 		fail(res, err)
@@ -518,7 +517,7 @@ func (r *Runner) inspect(ctx context.Context, req linker.LinkRequest, res *Resul
 	}
 	secondary, err := r.getUser(ctx, req.Provider+"|"+req.UserID, res)
 	if err != nil {
-		if linker.StatusOf(err) == 404 {
+		if linker.IsNotFound(err) {
 			return settle(StatusInvalid, "secondary_user_id: no such user in the tenant (it may be linked into another account already)", 404)
 		}
 		return check(err, "secondary_user_id")
@@ -549,12 +548,12 @@ func emailWarning(a, b *linker.User) string {
 // getUser reads a user through the pacer, adding its requests to res.
 func (r *Runner) getUser(ctx context.Context, id string, res *Result) (*linker.User, error) {
 	var user *linker.User
-	n, resp, err := r.Pacer.Do(ctx, func(ctx context.Context) (*linker.Response, error) {
+	n, resp, err := r.do(ctx, func(ctx context.Context) (*linker.Response, error) {
 		actx, cancel := context.WithTimeout(ctx, r.Config.Timeout)
 		defer cancel()
 		t0 := time.Now()
 		u, resp, err := r.Client.GetUser(actx, id, "user_id", "email", "email_verified", "identities")
-		r.attempt("get_user", resp, t0)
+		r.attempt("get_user", resp, err, t0)
 		user = u
 		return resp, err
 	})
@@ -563,18 +562,6 @@ func (r *Runner) getUser(ctx context.Context, id string, res *Result) (*linker.U
 		res.HTTPStatus = resp.StatusCode
 	}
 	return user, err
-}
-
-// attempt reports one request to the Attempt hook.
-func (r *Runner) attempt(kind string, resp *linker.Response, start time.Time) {
-	if r.Hooks.Attempt == nil {
-		return
-	}
-	status := 0
-	if resp != nil {
-		status = resp.StatusCode
-	}
-	r.Hooks.Attempt(kind, status, time.Since(start))
 }
 
 func logResult(log *zap.Logger, res Result) {

@@ -31,7 +31,7 @@ func newTestRunner(t *testing.T, srv *linkertest.Server, cfg Config) *Runner {
 	}
 	pc := ratelimit.DefaultConfig()
 	pc.Rate, pc.Burst = 1000, 100
-	pacer, err := ratelimit.New(pc)
+	pacer, err := ratelimit.New(pc, linker.Retryable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,9 +160,9 @@ func TestRunHooks(t *testing.T) {
 	r.Hooks = Hooks{
 		Plan:   func(rows, todo int) { planRows, planTodo = rows, todo },
 		Result: func(Result) { results++ },
-		Attempt: func(kind string, status int, _ time.Duration) {
+		Attempt: func(a Attempt) {
 			mu.Lock()
-			attempts[kind+" "+http201(status)]++
+			attempts[a.Kind+" "+http201(a.Status)]++
 			mu.Unlock()
 		},
 		Active: func(d int) {

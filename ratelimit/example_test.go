@@ -2,35 +2,42 @@ package ratelimit_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net"
-	"os"
-	"syscall"
 	"time"
 
-	"github.com/linkbatch/linkbatch/linker"
 	"github.com/linkbatch/linkbatch/ratelimit"
 )
 
-func ExampleCheckRetry() {
-	ctx := context.Background()
-	outcomes := []error{
-		&linker.APIError{Status: 503, Title: "Service Unavailable"},
-		&linker.RateLimitError{
-			APIError: linker.APIError{Status: 429, Title: "Too Many Requests", Code: "too_many_requests"},
-			Reset:    time.Unix(1675452600, 0),
-		},
-		&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)},
-		&linker.APIError{Status: 404, Title: "Not Found", Message: "User not found.", Code: "inexistent_user"},
-		&linker.APIError{Status: 501, Title: "Not Implemented"},
+// errFlaky stands for a transient failure, such as a dropped connection.
+var errFlaky = errors.New("connection reset")
+
+// Do sends a call again after a transient failure and after a refusal for
+// the rate limit, learning the tenant's bucket from each answer.
+func ExamplePacer_Do() {
+	cfg := ratelimit.DefaultConfig()
+	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 2*time.Millisecond
+	p, err := ratelimit.New(cfg, func(err error) bool { return errors.Is(err, errFlaky) })
+	if err != nil {
+		fmt.Println(err)
+		return
 	}
-	for _, err := range outcomes {
-		fmt.Printf("retry=%-5t %v\n", ratelimit.CheckRetry(ctx, nil, err), err)
+	answers := []struct {
+		a   ratelimit.Answer
+		err error
+	}{
+		{ratelimit.Answer{}, errFlaky}, // no answer at all
+		{ratelimit.Answer{Arrived: true, Limit: 10, Remaining: 0, RateLimited: true}, errors.New("429 Too Many Requests")},
+		{ratelimit.Answer{Arrived: true, Limit: 10, Remaining: 9}, nil},
 	}
-	// Output:
-	// retry=true  503 Service Unavailable
-	// retry=true  429 Too Many Requests (too_many_requests), reset at 2023-02-03T19:30:00Z
-	// retry=true  dial tcp: connect: connection refused
-	// retry=false 404 Not Found: User not found. (inexistent_user)
-	// retry=false 501 Not Implemented
+	n := 0
+	attempts, err := p.Do(context.Background(), func(context.Context) (ratelimit.Answer, error) {
+		a := answers[n]
+		n++
+		return a.a, a.err
+	})
+	_, burst, _ := p.Learned()
+	st := p.Stats()
+	fmt.Println(attempts, err, burst, st.RateLimited, st.Retries)
+	// Output: 3 <nil> 10 1 2
 }

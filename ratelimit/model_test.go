@@ -234,7 +234,7 @@ func (pr profile) run(t *testing.T) outcome {
 					if pr.public {
 						err = publicDo(ctx, p, func(ctx context.Context) (*linker.Response, error) { return m.call(ctx, leg(), handle(), leg()) })
 					} else {
-						_, _, err = p.Do(ctx, func(ctx context.Context) (*linker.Response, error) { return m.call(ctx, leg(), handle(), leg()) })
+						_, _, err = p.doLink(ctx, func(ctx context.Context) (*linker.Response, error) { return m.call(ctx, leg(), handle(), leg()) })
 					}
 					if err != nil {
 						t.Errorf("row failed: %v", err)
@@ -257,15 +257,16 @@ func (pr profile) run(t *testing.T) outcome {
 	return o
 }
 
-// publicDo is Do through the exported Wait and Observe only, retrying 429s.
+// publicDo is Do through wait and observe alone, answers not matched to
+// their requests, retrying 429s.
 func publicDo(ctx context.Context, p *Pacer, op func(context.Context) (*linker.Response, error)) error {
 	for range 30 {
-		if err := p.Wait(ctx); err != nil {
+		if err := p.waitTurn(ctx); err != nil {
 			return err
 		}
 		resp, err := op(ctx)
-		p.Observe(resp, err)
-		if !CheckRetry(ctx, resp, err) {
+		p.observeLink(resp, err)
+		if err == nil || ctx.Err() != nil || !linker.Retryable(err) {
 			return err
 		}
 	}

@@ -26,7 +26,7 @@ func fast() Config {
 
 func newPacer(t *testing.T, cfg Config) *Pacer {
 	t.Helper()
-	p, err := New(cfg)
+	p, err := New(cfg, linker.Retryable)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -80,7 +80,7 @@ func TestConfigValidate(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Validate() = %v, want an error containing %q", err, tt.wantErr)
 			}
-			if _, nerr := New(cfg); nerr == nil {
+			if _, nerr := New(cfg, linker.Retryable); nerr == nil {
 				t.Errorf("New accepted a config Validate rejects")
 			}
 		})
@@ -120,7 +120,7 @@ func TestLimitAndBurst(t *testing.T) {
 			cfg.Rate, cfg.Burst = tt.rate, tt.burst
 			p := newPacer(t, cfg)
 			if tt.answer != nil {
-				p.Observe(tt.answer, nil)
+				p.observeLink(tt.answer, nil)
 			}
 			if p.Limit() != tt.wantLimit || p.Burst() != tt.wantBurst {
 				t.Errorf("Limit, Burst = %v, %d; want %v, %d", p.Limit(), p.Burst(), tt.wantLimit, tt.wantBurst)
@@ -159,7 +159,7 @@ func TestWaitPaces(t *testing.T) {
 				p := newPacer(t, cfg)
 				// The tenant's answers carry no rate-limit headers: the
 				// configured rate and burst apply as they are.
-				p.Observe(&linker.Response{StatusCode: 201}, nil)
+				p.observeLink(&linker.Response{StatusCode: 201}, nil)
 				start := time.Now()
 				var (
 					mu     sync.Mutex
@@ -169,7 +169,7 @@ func TestWaitPaces(t *testing.T) {
 				for range tt.workers {
 					wg.Go(func() {
 						for range tt.perWorker {
-							if err := p.Wait(t.Context()); err != nil {
+							if err := p.waitTurn(t.Context()); err != nil {
 								t.Errorf("Wait: %v", err)
 								return
 							}
@@ -231,8 +231,8 @@ func TestObserveHold(t *testing.T) {
 				if !tt.noReset {
 					reset = start.Add(tt.reset)
 				}
-				p.Observe(resp, limitErr(reset))
-				if err := p.Wait(t.Context()); err != nil {
+				p.observeLink(resp, limitErr(reset))
+				if err := p.waitTurn(t.Context()); err != nil {
 					t.Fatalf("Wait: %v", err)
 				}
 				within(t, "hold", time.Since(start), tt.wantLo, tt.wantHi)
@@ -252,13 +252,13 @@ func TestHoldStopsAllWorkers(t *testing.T) {
 		p := newPacer(t, cfg)
 		start := time.Now()
 		reset := start.Add(5 * time.Second)
-		p.Observe(&linker.Response{StatusCode: 429}, limitErr(reset))
+		p.observeLink(&linker.Response{StatusCode: 429}, limitErr(reset))
 
 		woke := make([]time.Time, 8)
 		var wg sync.WaitGroup
 		for i := range woke {
 			wg.Go(func() {
-				if err := p.Wait(t.Context()); err != nil {
+				if err := p.waitTurn(t.Context()); err != nil {
 					t.Errorf("Wait: %v", err)
 				}
 				woke[i] = time.Now()
@@ -282,19 +282,19 @@ func TestHoldCatchesWorkerQueuedForToken(t *testing.T) {
 		cfg.Rate, cfg.Burst = 1, 1
 		p := newPacer(t, cfg)
 		start := time.Now()
-		if err := p.Wait(t.Context()); err != nil { // takes the only token
+		if err := p.waitTurn(t.Context()); err != nil { // takes the only token
 			t.Fatal(err)
 		}
 		var woke time.Duration
 		var wg sync.WaitGroup
 		wg.Go(func() { // queues for the next token, due at 1s
-			if err := p.Wait(t.Context()); err != nil {
+			if err := p.waitTurn(t.Context()); err != nil {
 				t.Errorf("Wait: %v", err)
 			}
 			woke = time.Since(start)
 		})
 		time.Sleep(100 * time.Millisecond)
-		p.Observe(&linker.Response{StatusCode: 429}, limitErr(start.Add(5*time.Second)))
+		p.observeLink(&linker.Response{StatusCode: 429}, limitErr(start.Add(5*time.Second)))
 		wg.Wait()
 		within(t, "queued worker's wait", woke, 5*time.Second, 5*time.Second+cfg.MinBackoff)
 	})
@@ -304,17 +304,17 @@ func TestHoldNeverShrinks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(t, fast())
 		start := time.Now()
-		p.Observe(nil, limitErr(start.Add(5*time.Second)))
+		p.observeLink(nil, limitErr(start.Add(5*time.Second)))
 		time.Sleep(time.Second)
-		p.Observe(nil, limitErr(start.Add(3*time.Second))) // earlier: ignored
+		p.observeLink(nil, limitErr(start.Add(3*time.Second))) // earlier: ignored
 		if got := p.Stats().Hold; got != 5*time.Second {
 			t.Errorf("Hold after an earlier reset = %v, want 5s", got)
 		}
-		p.Observe(nil, limitErr(start.Add(8*time.Second))) // later: extends
+		p.observeLink(nil, limitErr(start.Add(8*time.Second))) // later: extends
 		if got := p.Stats().Hold; got != 8*time.Second {
 			t.Errorf("Hold after a later reset = %v, want 8s", got)
 		}
-		if err := p.Wait(t.Context()); err != nil {
+		if err := p.waitTurn(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 		within(t, "hold", time.Since(start), 8*time.Second, 8*time.Second+fast().MinBackoff)
@@ -329,16 +329,16 @@ func TestHoldWithoutResetGrows(t *testing.T) {
 		// Consecutive 429s without a reset: backoff ceilings 2s, 4s, 8s.
 		for i, hi := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second} {
 			before := p.Stats().Hold
-			p.Observe(nil, limitErr(time.Time{}))
+			p.observeLink(nil, limitErr(time.Time{}))
 			within(t, fmt.Sprintf("hold %d", i+1), p.Stats().Hold-before, hi/2, hi)
-			if err := p.Wait(t.Context()); err != nil {
+			if err := p.waitTurn(t.Context()); err != nil {
 				t.Fatal(err)
 			}
 		}
 		// A success ends the streak.
-		p.Observe(&linker.Response{StatusCode: 201}, nil)
+		p.observeLink(&linker.Response{StatusCode: 201}, nil)
 		before := p.Stats().Hold
-		p.Observe(nil, limitErr(time.Time{}))
+		p.observeLink(nil, limitErr(time.Time{}))
 		within(t, "hold after a success", p.Stats().Hold-before, time.Second, 2*time.Second)
 	})
 }
@@ -351,11 +351,11 @@ func TestWaitReturnsContextError(t *testing.T) {
 			p := newPacer(t, cfg)
 			ctx, cancel := context.WithCancel(t.Context())
 			cancel()
-			if err := p.Wait(ctx); !errors.Is(err, context.Canceled) {
+			if err := p.waitTurn(ctx); !errors.Is(err, context.Canceled) {
 				t.Fatalf("Wait = %v, want context.Canceled", err)
 			}
 			start := time.Now()
-			if err := p.Wait(t.Context()); err != nil || time.Since(start) != 0 {
+			if err := p.waitTurn(t.Context()); err != nil || time.Since(start) != 0 {
 				t.Errorf("Wait after a cancelled one took %v (%v), want the unspent token at once", time.Since(start), err)
 			}
 		})
@@ -366,12 +366,12 @@ func TestWaitReturnsContextError(t *testing.T) {
 			cfg.Rate, cfg.Burst = 1, 1
 			p := newPacer(t, cfg)
 			start := time.Now()
-			if err := p.Wait(t.Context()); err != nil {
+			if err := p.waitTurn(t.Context()); err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(t.Context())
 			time.AfterFunc(100*time.Millisecond, cancel)
-			if err := p.Wait(ctx); !errors.Is(err, context.Canceled) {
+			if err := p.waitTurn(ctx); !errors.Is(err, context.Canceled) {
 				t.Fatalf("Wait = %v, want context.Canceled", err)
 			}
 			if got := time.Since(start); got != 100*time.Millisecond {
@@ -379,7 +379,7 @@ func TestWaitReturnsContextError(t *testing.T) {
 			}
 			// The cancelled reservation was given back: the next token is
 			// due at 1s, not 2s.
-			if err := p.Wait(t.Context()); err != nil {
+			if err := p.waitTurn(t.Context()); err != nil {
 				t.Fatal(err)
 			}
 			if got := time.Since(start); got != time.Second {
@@ -391,10 +391,10 @@ func TestWaitReturnsContextError(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := newPacer(t, fast())
 			start := time.Now()
-			p.Observe(nil, limitErr(start.Add(30*time.Second)))
+			p.observeLink(nil, limitErr(start.Add(30*time.Second)))
 			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 			defer cancel()
-			if err := p.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			if err := p.waitTurn(ctx); !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("Wait = %v, want context.DeadlineExceeded", err)
 			}
 			if got := time.Since(start); got != time.Second {
@@ -442,7 +442,7 @@ func TestDoGivesUpAfterMaxRetries(t *testing.T) {
 				p := newPacer(t, cfg)
 				op, calls := script(tt.give)
 				start := time.Now()
-				attempts, _, err := p.Do(t.Context(), op)
+				attempts, _, err := p.doLink(t.Context(), op)
 				if attempts != 4 || *calls != 4 {
 					t.Errorf("attempts = %d, calls = %d; want 4, 4", attempts, *calls)
 				}
@@ -466,7 +466,7 @@ func TestDoExhaustedErrorKeepsAPIError(t *testing.T) {
 		cfg.MaxRetries = 2
 		p := newPacer(t, cfg)
 		op, _ := script(serverErr())
-		attempts, resp, err := p.Do(t.Context(), op)
+		attempts, resp, err := p.doLink(t.Context(), op)
 		var ae *linker.APIError
 		if !errors.Is(err, ErrRetriesExhausted) || !errors.As(err, &ae) || ae.Status != 503 {
 			t.Fatalf("Do error = %v, want ErrRetriesExhausted and a 503 *linker.APIError", err)
@@ -481,7 +481,7 @@ func TestDoRecovers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(t, fast())
 		op, calls := script(apiErr(502, "", ""), connReset(), nil)
-		attempts, resp, err := p.Do(t.Context(), op)
+		attempts, resp, err := p.doLink(t.Context(), op)
 		if err != nil || attempts != 3 || *calls != 3 {
 			t.Fatalf("Do = %d, %v; calls %d; want 3 attempts, success", attempts, err, *calls)
 		}
@@ -509,7 +509,7 @@ func TestDoDoesNotRetryFinalErrors(t *testing.T) {
 				p := newPacer(t, fast())
 				op, calls := script(tt.give, nil)
 				start := time.Now()
-				attempts, _, err := p.Do(t.Context(), op)
+				attempts, _, err := p.doLink(t.Context(), op)
 				if attempts != 1 || *calls != 1 {
 					t.Errorf("attempts = %d, calls = %d; want 1, 1", attempts, *calls)
 				}
@@ -531,7 +531,7 @@ func TestDoWaitsOutRateLimit(t *testing.T) {
 		p := newPacer(t, cfg)
 		start := time.Now()
 		op, calls := script(limitErr(start.Add(2*time.Second)), nil)
-		attempts, _, err := p.Do(t.Context(), op)
+		attempts, _, err := p.doLink(t.Context(), op)
 		if err != nil || attempts != 2 || *calls != 2 {
 			t.Fatalf("Do = %d, %v; want success on attempt 2", attempts, err)
 		}
@@ -552,7 +552,7 @@ func TestDoGivesUpAfterMaxRateLimited(t *testing.T) {
 			calls++
 			return &linker.Response{StatusCode: 429}, limitErr(time.Now().Add(time.Second))
 		}
-		attempts, _, err := p.Do(t.Context(), op)
+		attempts, _, err := p.doLink(t.Context(), op)
 		var rl *linker.RateLimitError
 		if !errors.Is(err, ErrRetriesExhausted) || !errors.As(err, &rl) {
 			t.Fatalf("Do error = %v, want ErrRetriesExhausted and a *linker.RateLimitError", err)
@@ -593,7 +593,7 @@ func TestDoStopsOnCancel(t *testing.T) {
 				time.AfterFunc(time.Second, cancel)
 				start := time.Now()
 				calls := 0
-				attempts, _, err := p.Do(ctx, func(context.Context) (*linker.Response, error) {
+				attempts, _, err := p.doLink(ctx, func(context.Context) (*linker.Response, error) {
 					calls++
 					return nil, tt.give(time.Now())
 				})
@@ -627,7 +627,7 @@ func TestDoCancelledDuringAttempt(t *testing.T) {
 			p := newPacer(t, fast())
 			ctx, cancel := context.WithCancel(t.Context())
 			calls := 0
-			attempts, _, err := p.Do(ctx, func(ctx context.Context) (*linker.Response, error) {
+			attempts, _, err := p.doLink(ctx, func(ctx context.Context) (*linker.Response, error) {
 				calls++
 				cancel()
 				<-ctx.Done()
@@ -642,7 +642,7 @@ func TestDoCancelledDuringAttempt(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := newPacer(t, fast())
 			ctx, cancel := context.WithCancel(t.Context())
-			attempts, _, err := p.Do(ctx, func(context.Context) (*linker.Response, error) {
+			attempts, _, err := p.doLink(ctx, func(context.Context) (*linker.Response, error) {
 				cancel()
 				return &linker.Response{StatusCode: 503}, serverErr()
 			})
@@ -657,7 +657,7 @@ func TestDoCancelledDuringAttempt(t *testing.T) {
 			p := newPacer(t, fast())
 			ctx, cancel := context.WithCancel(t.Context())
 			give := badRequest()
-			_, _, err := p.Do(ctx, func(context.Context) (*linker.Response, error) {
+			_, _, err := p.doLink(ctx, func(context.Context) (*linker.Response, error) {
 				cancel()
 				return &linker.Response{StatusCode: 400}, give
 			})
@@ -670,7 +670,7 @@ func TestDoCancelledDuringAttempt(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := newPacer(t, fast())
 			ctx, cancel := context.WithCancel(t.Context())
-			attempts, resp, err := p.Do(ctx, func(context.Context) (*linker.Response, error) {
+			attempts, resp, err := p.doLink(ctx, func(context.Context) (*linker.Response, error) {
 				cancel()
 				return &linker.Response{StatusCode: 201}, nil
 			})
@@ -685,7 +685,7 @@ func TestDoCancelledDuringAttempt(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			cancel()
 			calls := 0
-			attempts, _, err := p.Do(ctx, func(context.Context) (*linker.Response, error) {
+			attempts, _, err := p.doLink(ctx, func(context.Context) (*linker.Response, error) {
 				calls++
 				return nil, nil
 			})
@@ -715,7 +715,7 @@ func TestDoConcurrentWorkersShareHold(t *testing.T) {
 			return &linker.Response{StatusCode: 201}, nil
 		}
 		do := func() {
-			if attempts, _, err := p.Do(t.Context(), op); err != nil {
+			if attempts, _, err := p.doLink(t.Context(), op); err != nil {
 				t.Errorf("Do = %d, %v; want success", attempts, err)
 			}
 		}
@@ -748,7 +748,7 @@ func warmUp(t *testing.T, p *Pacer, m *tenantModel, n int) {
 	for range 2 {
 		wg.Go(func() {
 			for range rows {
-				if _, _, err := p.Do(t.Context(), func(ctx context.Context) (*linker.Response, error) {
+				if _, _, err := p.doLink(t.Context(), func(ctx context.Context) (*linker.Response, error) {
 					return m.call(ctx, 10*time.Millisecond, 0, 10*time.Millisecond)
 				}); err != nil {
 					t.Errorf("Do: %v", err)
@@ -775,7 +775,7 @@ func TestHoldAfter429EndsAtNextToken(t *testing.T) {
 		// a token.
 		start := time.Now()
 		reset := start.Add(5 * time.Second)
-		p.Observe(&linker.Response{StatusCode: 429, Date: start, RateLimit: linker.RateLimit{
+		p.observeLink(&linker.Response{StatusCode: 429, Date: start, RateLimit: linker.RateLimit{
 			Known: true, Limit: 20, Remaining: 0, Reset: reset,
 		}}, limitErr(reset))
 		token := time.Duration(float64(time.Second) / rate)
@@ -790,7 +790,7 @@ func TestHoldAfter429EndsAtNextToken(t *testing.T) {
 		)
 		for range 5 {
 			wg.Go(func() {
-				if err := p.Wait(t.Context()); err != nil {
+				if err := p.waitTurn(t.Context()); err != nil {
 					t.Errorf("Wait: %v", err)
 				}
 				mu.Lock()
@@ -813,10 +813,10 @@ func TestHoldAfter429WithUnknownRateUsesHeaders(t *testing.T) {
 		start := time.Now()
 		// 20 tokens missing, full again in 4s: one token takes 200ms.
 		reset := start.Add(4 * time.Second)
-		p.Observe(&linker.Response{StatusCode: 429, Date: start, RateLimit: linker.RateLimit{
+		p.observeLink(&linker.Response{StatusCode: 429, Date: start, RateLimit: linker.RateLimit{
 			Known: true, Limit: 20, Remaining: 0, Reset: reset,
 		}}, limitErr(reset))
-		if err := p.Wait(t.Context()); err != nil {
+		if err := p.waitTurn(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 		within(t, "hold", time.Since(start), 200*time.Millisecond, 200*time.Millisecond)
@@ -827,18 +827,18 @@ func TestFirstAnswerReleasesBurst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(t, DefaultConfig())
 		start := time.Now()
-		if err := p.Wait(t.Context()); err != nil { // the probe
+		if err := p.waitTurn(t.Context()); err != nil { // the probe
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-		if err := p.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		if err := p.waitTurn(ctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("second Wait before any answer = %v, want it held back", err)
 		}
 		cancel()
 		// The tenant answers: a bucket of 50, 49 left.
-		p.Observe(answer(50, 49), nil)
+		p.observeLink(answer(50, 49), nil)
 		for i := range 49 {
-			if err := p.Wait(t.Context()); err != nil {
+			if err := p.waitTurn(t.Context()); err != nil {
 				t.Fatal(err)
 			}
 			if got := time.Since(start); got != 100*time.Millisecond {
@@ -847,7 +847,7 @@ func TestFirstAnswerReleasesBurst(t *testing.T) {
 		}
 		ctx, cancel = context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancel()
-		if err := p.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		if err := p.waitTurn(ctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Wait after the tenant's 49 tokens = %v, want it held back", err)
 		}
 	})
@@ -858,12 +858,12 @@ func TestMirrorDrainsToRemaining(t *testing.T) {
 		cfg := DefaultConfig()
 		cfg.Rate, cfg.Burst = 100, 100
 		p := newPacer(t, cfg)
-		p.Observe(answer(100, 99), nil)
+		p.observeLink(answer(100, 99), nil)
 		// Another client took most of the bucket: 3 tokens are left.
-		p.Observe(answer(100, 3), nil)
+		p.observeLink(answer(100, 3), nil)
 		start := time.Now()
 		for i := range 4 {
-			if err := p.Wait(t.Context()); err != nil {
+			if err := p.waitTurn(t.Context()); err != nil {
 				t.Fatal(err)
 			}
 			if got := time.Since(start); (i < 3) != (got == 0) {
@@ -892,15 +892,15 @@ func TestConcurrency(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Rate, cfg.Burst = tt.rate, 1
 			p := newPacer(t, cfg)
-			p.Observe(&linker.Response{StatusCode: 201}, nil) // no headers: the rate is as configured
-			if got := p.Concurrency(tt.latency, tt.max); got != tt.want {
+			p.observeLink(&linker.Response{StatusCode: 201}, nil) // no headers: the rate is as configured
+			if got := p.inFlight(tt.latency, tt.max); got != tt.want {
 				t.Errorf("Concurrency(%v, %d) = %d, want %d", tt.latency, tt.max, got, tt.want)
 			}
 		})
 	}
 	t.Run("rate not learned yet", func(t *testing.T) {
 		p := newPacer(t, DefaultConfig())
-		if got := p.Concurrency(250*time.Millisecond, 64); got != 64 {
+		if got := p.inFlight(250*time.Millisecond, 64); got != 64 {
 			t.Errorf("Concurrency before the rate is known = %d, want the maximum, 64", got)
 		}
 	})
@@ -928,7 +928,7 @@ func TestProbeSpendsTokensLeftUnused(t *testing.T) {
 		for range 8 {
 			wg.Go(func() {
 				for range rows {
-					_, resp, err := p.Do(t.Context(), func(ctx context.Context) (*linker.Response, error) {
+					_, resp, err := p.doLink(t.Context(), func(ctx context.Context) (*linker.Response, error) {
 						return m.call(ctx, time.Millisecond, 250*time.Millisecond, time.Millisecond)
 					})
 					if err != nil {
@@ -956,19 +956,19 @@ func TestProbeSpendsTokensLeftUnused(t *testing.T) {
 
 		// A 429 takes half the raise back.
 		p.mu.Lock()
-		raised := p.slack
+		raised := p.model.slack
 		p.mu.Unlock()
 		if raised < 1 {
 			t.Fatalf("slack = %v after the run, want >= 1", raised)
 		}
 		now := time.Now()
-		p.Observe(&linker.Response{StatusCode: 429, Date: now, RateLimit: linker.RateLimit{
+		p.observeLink(&linker.Response{StatusCode: 429, Date: now, RateLimit: linker.RateLimit{
 			Known: true, Limit: 50, Remaining: 0, Reset: now.Add(4 * time.Second),
 		}}, limitErr(now.Add(4*time.Second)))
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if want := math.Floor(raised / 2); p.slack != want {
-			t.Errorf("slack after a 429 = %v, want %v (half of %v)", p.slack, want, raised)
+		if want := math.Floor(raised / 2); p.model.slack != want {
+			t.Errorf("slack after a 429 = %v, want %v (half of %v)", p.model.slack, want, raised)
 		}
 	})
 }

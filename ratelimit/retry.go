@@ -3,79 +3,102 @@ package ratelimit
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"math/rand/v2"
-	"net"
-	"net/http"
-	"net/url"
-	"syscall"
 	"time"
-
-	"github.com/linkbatch/linkbatch/linker"
 )
+
+// The retry loop: Do runs one call through the gate until it succeeds,
+// fails for good or runs out of retries, and Backoff spaces the retries of
+// transient failures. Which errors are transient is the caller's policy
+// (the retryable func given to New); refusals for the rate limit are told
+// by the Answer and always retried, after the shared hold-off.
 
 // ErrRetriesExhausted marks the error [Pacer.Do] returns when it gave up on
 // an error that was still retryable: MaxRetries transient failures or
-// MaxRateLimited 429 answers were used up. The last attempt's error is
-// wrapped alongside it, so errors.As still finds its *linker.APIError or
-// *linker.RateLimitError.
+// MaxRateLimited refusals were used up. The last attempt's error is wrapped
+// alongside it, so errors.As still finds its typed error.
 var ErrRetriesExhausted = errors.New("ratelimit: retries exhausted")
 
-// CheckRetry reports whether a request that ended with resp and err may be
-// sent again. It is a pure function, safe for concurrent use.
+// Do runs op until it succeeds, fails for good, or runs out of retries,
+// pacing every attempt through the gate and learning from the [Answer] op
+// returns. An attempt op reports as refused for the rate limit counts
+// against MaxRateLimited and is followed by the shared hold-off; any other
+// failure the Pacer's retryable policy accepts counts against MaxRetries
+// and is followed by a [Backoff] pause. No attempt is made once ctx is
+// done. op receives ctx; a per-attempt timeout is op's to set. Do is safe
+// for concurrent use.
 //
-// It returns false when ctx is done or err is nil. It returns true for a
-// *linker.RateLimitError (429), a *linker.APIError with status 408 or 5xx
-// other than 501, and transport failures: a net.Error (except a DNS answer
-// that the host does not exist), io.EOF, io.ErrUnexpectedEOF, ECONNRESET,
-// ECONNREFUSED and context.DeadlineExceeded (a per-attempt timeout, since
-// ctx itself is still alive). Every other error, including other 4xx answers
-// and a context.Canceled that did not come from ctx, is final. Errors are
-// matched through any wrapping. resp is not consulted: the linker client
-// reports every non-2xx answer as an error.
-func CheckRetry(ctx context.Context, resp *linker.Response, err error) bool {
-	if err == nil || ctx.Err() != nil {
-		return false
+// Do returns the number of attempts made and:
+//   - nil when the last attempt succeeded, even if ctx is done by then;
+//   - the last error as is when it is final (not refused, not retryable);
+//   - an error matching both [ErrRetriesExhausted] and the last error when
+//     the retry budget ran out;
+//   - when ctx ended the calls, an error matching ctx.Err() (e.g.
+//     context.Canceled) and, if there was one, the last retryable error.
+func (p *Pacer) Do(ctx context.Context, op func(ctx context.Context) (Answer, error)) (attempts int, err error) {
+	var retries, limited int
+	for {
+		g, werr := p.wait(ctx)
+		if werr != nil {
+			return attempts, stopped(werr, attempts, err)
+		}
+		attempts++
+		var a Answer
+		a, err = op(ctx)
+		p.observe(g, a)
+		if err == nil || !a.RateLimited && !p.retryable(err) {
+			return attempts, err
+		}
+		if ctx.Err() != nil {
+			return attempts, stopped(ctx.Err(), attempts, err)
+		}
+		if a.RateLimited {
+			if limited++; limited > p.cfg.MaxRateLimited {
+				return attempts, fmt.Errorf("%w after %d attempts (%d rate-limited): %w", ErrRetriesExhausted, attempts, limited, err)
+			}
+		} else {
+			if retries++; retries > p.cfg.MaxRetries {
+				return attempts, fmt.Errorf("%w after %d attempts: %w", ErrRetriesExhausted, attempts, err)
+			}
+			p.mu.Lock()
+			d := Backoff(retries, p.cfg.MinBackoff, p.cfg.MaxBackoff, p.rnd)
+			p.mu.Unlock()
+			if serr := sleep(ctx, d); serr != nil {
+				return attempts, stopped(serr, attempts, err)
+			}
+		}
+		p.mu.Lock()
+		p.stats.Retries++
+		p.mu.Unlock()
 	}
-	return retryable(err)
 }
 
-// retryable is CheckRetry without the ctx check.
-func retryable(err error) bool {
-	// The net/http client wraps every failure in a *url.Error, which is a
-	// net.Error itself; classify what it carries instead.
-	for {
-		var ue *url.Error
-		if !errors.As(err, &ue) || ue.Err == nil {
-			break
-		}
-		err = ue.Err
-	}
-	var rl *linker.RateLimitError
-	if errors.As(err, &rl) {
-		return true
-	}
-	var ae *linker.APIError
-	if errors.As(err, &ae) {
-		return ae.Status == http.StatusRequestTimeout ||
-			(ae.Status >= 500 && ae.Status <= 599 && ae.Status != http.StatusNotImplemented)
-	}
+// stopped is the error of a Do that ctx ended: ctxErr, with the last
+// attempt's error when there was one.
+func stopped(ctxErr error, attempts int, last error) error {
 	switch {
-	case errors.Is(err, context.Canceled):
-		return false
-	case errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, io.EOF),
-		errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.ECONNREFUSED):
-		return true
+	case last == nil:
+		return ctxErr
+	case errors.Is(last, ctxErr):
+		return last
 	}
-	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
-		return false
+	return fmt.Errorf("%w after %d attempts: %w", ctxErr, attempts, last)
+}
+
+// sleep waits for d, or returns ctx.Err() if ctx is done first.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
 	}
-	var ne net.Error
-	return errors.As(err, &ne)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Backoff returns how long to pause before retry number attempt (1 for the

@@ -1,11 +1,7 @@
 package ratelimit
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -50,62 +46,6 @@ func refused() error {
 
 func connReset() error {
 	return &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
-}
-
-func TestCheckRetry(t *testing.T) {
-	cancelled, cancel := context.WithCancel(context.Background())
-	cancel()
-	live := context.Background()
-	var syntaxErr *json.SyntaxError
-	decodeErr := json.Unmarshal([]byte(`{"user_id":`), &struct{}{})
-	if !errors.As(decodeErr, &syntaxErr) {
-		t.Fatalf("setup: want a *json.SyntaxError, got %T", decodeErr)
-	}
-
-	tests := []struct {
-		name string
-		ctx  context.Context
-		give error
-		want bool
-	}{
-		{"success", live, nil, false},
-		{"429", live, limitErr(time.Unix(1675452600, 0)), true},
-		{"429 wrapped", live, fmt.Errorf("link auth0|a <- auth0|b: %w", limitErr(time.Time{})), true},
-		{"500", live, apiErr(500, "", "Internal Server Error"), true},
-		{"502", live, apiErr(502, "", ""), true},
-		{"503 wrapped", live, fmt.Errorf("link auth0|a <- auth0|b: %w", serverErr()), true},
-		{"504", live, apiErr(504, "", ""), true},
-		{"501", live, apiErr(501, "", "Not Implemented"), false},
-		{"408", live, apiErr(408, "", "Request Timeout"), true},
-		{"400", live, badRequest(), false},
-		{"400 wrapped", live, fmt.Errorf("link auth0|a <- auth0|b: %w", badRequest()), false},
-		{"401", live, apiErr(401, "invalid_token", "Expired token received for JSON Web Token validation"), false},
-		{"403", live, apiErr(403, "insufficient_scope", "Insufficient scope; expected: update:users, update:current_user_identities."), false},
-		{"404", live, apiErr(404, "inexistent_user", "User not found."), false},
-		{"409", live, apiErr(409, "", linker.MsgIdentityExists), false},
-		{"connection refused", live, refused(), true},
-		{"connection reset", live, fmt.Errorf("link auth0|a <- auth0|b: %w", connReset()), true},
-		{"EOF", live, &url.Error{Op: "Post", URL: linkURL, Err: io.EOF}, true},
-		{"unexpected EOF", live, fmt.Errorf("read body: %w", io.ErrUnexpectedEOF), true},
-		{"per-attempt timeout", live, &url.Error{Op: "Post", URL: linkURL, Err: context.DeadlineExceeded}, true},
-		{"bare deadline", live, context.DeadlineExceeded, true},
-		{"dns timeout", live, &net.DNSError{Err: "i/o timeout", Name: "acme.eu.auth0.com", IsTimeout: true}, true},
-		{"dns no such host", live, &url.Error{Op: "Post", URL: linkURL, Err: &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "acme.eu.auth0.com", IsNotFound: true}}}, false},
-		{"cancel not from ctx", live, &url.Error{Op: "Post", URL: linkURL, Err: context.Canceled}, false},
-		{"undecodable 201 body", live, fmt.Errorf("decode identities: %w", decodeErr), false},
-		{"plain error", live, errors.New("link request: user_id is empty"), false},
-		{"503 after cancel", cancelled, serverErr(), false},
-		{"429 after cancel", cancelled, limitErr(time.Time{}), false},
-		{"refused after cancel", cancelled, refused(), false},
-		{"success after cancel", cancelled, nil, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := CheckRetry(tt.ctx, nil, tt.give); got != tt.want {
-				t.Errorf("CheckRetry(%v) = %t, want %t", tt.give, got, tt.want)
-			}
-		})
-	}
 }
 
 func TestBackoffBounds(t *testing.T) {

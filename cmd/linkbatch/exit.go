@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 
 	"github.com/linkbatch/linkbatch/batch"
 	"github.com/linkbatch/linkbatch/linker"
@@ -58,7 +57,7 @@ func exitCode(err error, stderr io.Writer) int {
 // hint says what to do next about an error that aborted a run.
 func hint(err error) string {
 	switch {
-	case errors.Is(err, batch.ErrCredentials) && linker.StatusOf(err) == http.StatusForbidden:
+	case errors.Is(err, batch.ErrCredentials) && linker.IsForbidden(err):
 		return "grant the application the update:users scope (and read:users, used to check ambiguous answers and by --verify): " +
 			"Auth0 dashboard > Applications > APIs > Auth0 Management API > Machine to Machine Applications; then run the same command with --resume"
 	case errors.Is(err, batch.ErrCredentials):

@@ -98,10 +98,10 @@ func newMetrics(p *ratelimit.Pacer) *metrics {
 // Hooks returns the callbacks that feed m.
 func (m *metrics) Hooks() batch.Hooks {
 	return batch.Hooks{
-		Attempt: func(kind string, status int, latency time.Duration) {
-			m.requests.WithLabelValues(kind, strconv.Itoa(status)).Inc()
-			m.duration.WithLabelValues(kind).Observe(latency.Seconds())
-			if status == http.StatusTooManyRequests {
+		Attempt: func(a batch.Attempt) {
+			m.requests.WithLabelValues(a.Kind, strconv.Itoa(a.Status)).Inc()
+			m.duration.WithLabelValues(a.Kind).Observe(a.Latency.Seconds())
+			if a.RateLimited {
 				m.rateLimited.Inc()
 			}
 		},
@@ -181,7 +181,7 @@ func serveMetrics(ctx context.Context, addr string, h http.Handler, log *zap.Log
 func combineHooks(hs ...batch.Hooks) batch.Hooks {
 	var (
 		plans    []func(rows, todo int)
-		attempts []func(kind string, status int, latency time.Duration)
+		attempts []func(batch.Attempt)
 		results  []func(batch.Result)
 		actives  []func(delta int)
 	)
@@ -208,9 +208,9 @@ func combineHooks(hs ...batch.Hooks) batch.Hooks {
 		}
 	}
 	if len(attempts) > 0 {
-		c.Attempt = func(kind string, status int, latency time.Duration) {
+		c.Attempt = func(a batch.Attempt) {
 			for _, f := range attempts {
-				f(kind, status, latency)
+				f(a)
 			}
 		}
 	}

@@ -58,17 +58,17 @@ func scrape(t *testing.T, url string) string {
 
 func TestMetricsEndpoint(t *testing.T) {
 	pacer, err := ratelimit.New(ratelimit.Config{Rate: 7, Burst: 3, Share: 1, MaxRetries: 2, MaxRateLimited: 1,
-		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxHold: time.Second})
+		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxHold: time.Second}, linker.Retryable)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// One call that needs a retry after a 503: the pacer counts it.
 	calls := 0
-	_, _, err = pacer.Do(t.Context(), func(context.Context) (*linker.Response, error) {
+	_, err = pacer.Do(t.Context(), func(context.Context) (ratelimit.Answer, error) {
 		if calls++; calls == 1 {
-			return &linker.Response{StatusCode: 503}, &linker.APIError{Status: 503, Title: "Service Unavailable"}
+			return ratelimit.Answer{Arrived: true}, &linker.APIError{Status: 503, Title: "Service Unavailable"}
 		}
-		return &linker.Response{StatusCode: 201}, nil
+		return ratelimit.Answer{Arrived: true}, nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		{"link", 0, 2 * time.Second},
 		{"get_user", 200, 20 * time.Millisecond},
 	} {
-		h.Attempt(a.kind, a.status, a.d)
+		h.Attempt(attemptOf(a.kind, a.status, a.d))
 	}
 	h.Active(1)
 	h.Active(1)
@@ -223,7 +223,7 @@ func TestHooksCombine(t *testing.T) {
 		{"none", nil, nil, true},
 		{"empty hooks stay nil", []batch.Hooks{{}, {}}, nil, true},
 		{"in order", []batch.Hooks{rec("a"), {}, rec("b")}, []string{"a plan", "b plan", "a result", "b result"}, true},
-		{"attempts", []batch.Hooks{{Attempt: func(kind string, status int, _ time.Duration) { got = append(got, kind) }}}, []string{"link"}, false},
+		{"attempts", []batch.Hooks{{Attempt: func(a batch.Attempt) { got = append(got, a.Kind) }}}, []string{"link"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,7 +239,7 @@ func TestHooksCombine(t *testing.T) {
 				c.Result(batch.Result{})
 			}
 			if c.Attempt != nil {
-				c.Attempt("link", 201, time.Millisecond)
+				c.Attempt(attemptOf("link", 201, time.Millisecond))
 			}
 			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
 				t.Errorf("calls %v, want %v", got, tt.want)
@@ -256,8 +256,8 @@ func TestHooksProgressAndMetricsTogether(t *testing.T) {
 	h := combineHooks(p.Hooks(), m.Hooks())
 	h.Plan(2, 2)
 	h.Active(1)
-	h.Attempt("link", 429, time.Millisecond)
-	h.Attempt("link", 201, time.Millisecond)
+	h.Attempt(attemptOf("link", 429, time.Millisecond))
+	h.Attempt(attemptOf("link", 201, time.Millisecond))
 	h.Active(-1)
 	h.Result(batch.Result{Status: batch.StatusLinked})
 	clock.Advance(time.Second)
@@ -285,7 +285,7 @@ func TestMetricsAfterRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pacer, err := ratelimit.New(ratelimit.DefaultConfig())
+	pacer, err := ratelimit.New(ratelimit.DefaultConfig(), linker.Retryable)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -111,8 +110,8 @@ func (p *progress) Hooks() batch.Hooks {
 			p.planned, p.total = true, todo
 			p.samples = append(p.samples[:0], rowSample{at: p.now(), done: p.done})
 		},
-		Attempt: func(_ string, status int, _ time.Duration) {
-			if status != http.StatusTooManyRequests {
+		Attempt: func(a batch.Attempt) {
+			if !a.RateLimited {
 				return
 			}
 			p.mu.Lock()

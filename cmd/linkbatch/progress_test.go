@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/linker"
 	"github.com/linkbatch/linkbatch/ratelimit"
 )
 
@@ -40,10 +42,15 @@ func newFakeClock() *fakeClock {
 	return &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 }
 
+// attemptOf describes a request answered with status (0: no answer).
+func attemptOf(kind string, status int, latency time.Duration) batch.Attempt {
+	return batch.Attempt{Kind: kind, Status: status, RateLimited: status == http.StatusTooManyRequests, Latency: latency}
+}
+
 // drive feeds hooks the given results and request statuses.
 func drive(h batch.Hooks, statuses []string, attempts []int) {
 	for _, code := range attempts {
-		h.Attempt("link", code, 20*time.Millisecond)
+		h.Attempt(attemptOf("link", code, 20*time.Millisecond))
 	}
 	for i, st := range statuses {
 		h.Result(batch.Result{Line: i + 2, Status: st})
@@ -52,7 +59,7 @@ func drive(h batch.Hooks, statuses []string, attempts []int) {
 
 func TestProgressLogLine(t *testing.T) {
 	paced, err := ratelimit.New(ratelimit.Config{Rate: 5, Burst: 2, Share: 1, MaxRetries: 1, MaxRateLimited: 1,
-		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxHold: time.Second})
+		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxHold: time.Second}, linker.Retryable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +211,7 @@ func TestProgressShortDuration(t *testing.T) {
 }
 
 func TestProgressTTY(t *testing.T) {
-	paced, err := ratelimit.New(ratelimit.Config{Rate: 5, Share: 1, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxHold: time.Second})
+	paced, err := ratelimit.New(ratelimit.Config{Rate: 5, Share: 1, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxHold: time.Second}, linker.Retryable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,7 +512,7 @@ func openDevNull(t *testing.T) (*os.File, error) {
 }
 
 func TestSummaryExtra(t *testing.T) {
-	paced, err := ratelimit.New(ratelimit.Config{Rate: 4, Share: 1, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxHold: time.Second})
+	paced, err := ratelimit.New(ratelimit.Config{Rate: 4, Share: 1, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxHold: time.Second}, linker.Retryable)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -157,7 +157,7 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		if runner.Client, err = linker.NewClient(u, tokens, linker.WithHTTPClient(hc)); err != nil {
 			return usagef("%v", err)
 		}
-		if runner.Pacer, err = ratelimit.New(cfg.Pace); err != nil {
+		if runner.Pacer, err = ratelimit.New(cfg.Pace, linker.Retryable); err != nil {
 			return usagef("%v", err)
 		}
 	}

@@ -1,0 +1,436 @@
+package ratelimit
+
+import (
+	"math"
+	"slices"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+const (
+	// startRate is the pace, in requests per second, until the tenant's
+	// refill rate is learned: the smallest plan's sustained limit.
+	startRate = 2
+	// minRate is the slowest pace: other clients may take the whole
+	// refill for a while, but a request now and then shows when they stop.
+	minRate = 0.1
+	// marginStep is how many tokens each 429 adds to the cushion the
+	// Pacer leaves in the tenant's bucket; marginDecay is how much each
+	// accepted request takes off again.
+	marginStep  = 1
+	marginDecay = 1.0 / 512
+	// Each 429 also slows the pace by slowdown, down to minFactor of the
+	// learned rate; each accepted request gives back speedup of it.
+	slowdown  = 0.8
+	minFactor = 0.25
+	speedup   = 1.0 / 512
+	// refusedKept bounds the list of recent 429 answers kept by sequence.
+	refusedKept = 1024
+	// latenciesKept is how many recent request latencies are kept.
+	latenciesKept = 64
+	// forgetAfter is when a request let through is taken for one whose
+	// answer will never be reported.
+	forgetAfter = 5 * time.Minute
+	// grossCapRefill is the least time, in seconds, the tenant's bucket
+	// takes to refill for its reset times to cap the pace.
+	grossCapRefill = 5
+	// probeAnswers is the least number of answers, and probeSpan the
+	// least time in seconds of refill, that one look at the slack left in
+	// the tenant's bucket spans (see Pacer.probe).
+	probeAnswers = 8
+	probeSpan    = 1
+)
+
+// bucket is the Pacer's model of the tenant's rate-limit bucket, and the
+// caps the gate is tuned to from it: what the answers said of the bucket
+// (observe, settle, refuse, learn), the slack they show unused (probe), the
+// rate and burst paced at (retune, pace), and how a refusal for the rate
+// limit slows them (rebuff). It is pure given now: it reads no clock, takes
+// no lock and starts nothing, so a test can drive it with made-up times.
+// The Pacer calls it under its mutex.
+type bucket struct {
+	cfg   Config
+	share float64
+	// allowance is the policy caps alone: a limiter no one waits on,
+	// charged for every request let through, that bounds how far the gate
+	// is raised. It is nil while there are no policy caps.
+	allowance  *rate.Limiter
+	policyRate float64 // +Inf while there are no policy caps
+	policyCap  float64
+	mirrorRate float64 // the tenant's refill usable by this Pacer
+	mirrorCap  float64 // the tenant's bucket size usable by this Pacer
+	mirroring  bool    // the mirror caps are in force
+	seen       bool    // an answer said how big the tenant's bucket is
+	size       int     // the tenant's bucket size, 0 until seen
+	est        *estimator
+	margin     float64         // tokens left in the tenant's bucket as a cushion
+	slack      float64         // tokens the answers showed unused, added to the gate's level
+	probeFrom  int64           // slack is looked for in answers to requests after this one
+	probeN     int             // answers looked at since probeFrom
+	probeMin   int             // the least remaining among them
+	factor     float64         // share of the learned rate paced at, after refusals
+	sent       int64           // requests let through; the last one's sequence number
+	pending    []grant         // requests let through, answer not reported yet
+	readings   []reading       // of recent answers that said how full the bucket was
+	latencies  []time.Duration // of recent requests, newest last
+	refused    []int64         // sequence numbers of recent refusals, ascending
+	nRefused   int64           // refusals in all
+}
+
+// grant is one request let through: its sequence number, when, and
+// whether the gate held it back first (the gate, not the tenant's bucket,
+// set its time).
+type grant struct {
+	seq    int64
+	at     time.Time
+	waited bool
+}
+
+// reading is what one answer said of the tenant's bucket.
+type reading struct {
+	arrived   time.Time
+	handled   time.Time // when the tenant handled the request, estimated
+	sent      time.Time // when the request was let through; zero if unknown
+	remaining float64
+}
+
+func newBucket(cfg Config) bucket {
+	m := bucket{
+		cfg:        cfg,
+		share:      cfg.Share,
+		est:        newEstimator(),
+		mirroring:  true,
+		factor:     1,
+		policyRate: math.Inf(1),
+		policyCap:  1,
+		mirrorRate: startRate,
+		mirrorCap:  1,
+	}
+	if m.share == 0 {
+		m.share = 1
+	}
+	if cfg.Rate > 0 {
+		m.policyRate, m.policyCap = cfg.Rate, float64(max(cfg.Burst, 1))
+		m.allowance = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
+		m.mirrorRate = cfg.Rate
+	}
+	return m
+}
+
+// let records a request let through at now and returns its grant; waited
+// says whether the gate held it back first.
+func (m *bucket) let(now time.Time, waited bool) grant {
+	if m.allowance != nil {
+		m.allowance.ReserveN(now, 1)
+	}
+	m.sent++
+	g := grant{seq: m.sent, at: now, waited: waited}
+	m.pending = append(m.pending, g)
+	return g
+}
+
+// learned returns the refill rate learned, the bucket size (0 until seen),
+// and whether the rate is known precisely enough to pace by.
+func (m *bucket) learned() (float64, int, bool) {
+	r, known := m.est.learned()
+	return r, m.size, known && m.size > 0
+}
+
+// settle takes g off the list of pending requests and returns it; a zero g
+// stands for the oldest pending request (or, when none is, the last one let
+// through, time unknown).
+func (m *bucket) settle(now time.Time, g grant) grant {
+	i := 0
+	if g.seq == 0 {
+		if len(m.pending) == 0 {
+			return grant{seq: m.sent}
+		}
+		g = m.pending[0]
+	} else {
+		var found bool
+		if i, found = slices.BinarySearchFunc(m.pending, g.seq, func(q grant, seq int64) int { return int(q.seq - seq) }); !found {
+			i = -1
+		}
+	}
+	if i >= 0 {
+		m.pending = slices.Delete(m.pending, i, i+1)
+	}
+	stale := 0
+	for stale < len(m.pending) && now.Sub(m.pending[stale].at) > forgetAfter {
+		stale++
+	}
+	m.pending = slices.Delete(m.pending, 0, stale)
+	return g
+}
+
+// pendingSince returns how many pending requests were let through at or
+// after t (all of them when t is zero).
+func (m *bucket) pendingSince(t time.Time) int {
+	i, _ := slices.BinarySearchFunc(m.pending, t, func(q grant, t time.Time) int { return q.at.Compare(t) })
+	return len(m.pending) - i
+}
+
+// refuse records that request seq was refused with 429.
+func (m *bucket) refuse(seq int64) {
+	m.nRefused++
+	i, _ := slices.BinarySearch(m.refused, seq)
+	m.refused = slices.Insert(m.refused, i, seq)
+	if len(m.refused) > refusedKept {
+		m.refused = slices.Delete(m.refused, 0, len(m.refused)-refusedKept)
+	}
+}
+
+// refusedUpTo returns how many requests up to seq were refused with 429.
+func (m *bucket) refusedUpTo(seq int64) int64 {
+	later := len(m.refused) - sortSearchAfter(m.refused, seq)
+	return m.nRefused - int64(later)
+}
+
+// sortSearchAfter returns the index of the first element of s above v.
+func sortSearchAfter(s []int64, v int64) int {
+	i, found := slices.BinarySearch(s, v)
+	for found && i < len(s) && s[i] == v {
+		i++
+	}
+	return i
+}
+
+// learn takes what answer a to request g said of the tenant's bucket; cur
+// is the gate's level at now. It returns the level the gate should have at
+// now, or NaN to leave it as it is.
+func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
+	limited := a.RateLimited
+	if a.Limit <= 0 {
+		if !m.seen && m.cfg.Rate > 0 && m.mirroring {
+			// The configured caps alone apply from now on.
+			m.mirroring = false
+			return m.allowance.TokensAt(now)
+		}
+		return math.NaN()
+	}
+	if !m.seen || !m.mirroring {
+		m.seen, m.mirroring = true, true
+		m.mirrorRate, m.mirrorCap = m.slowRate(), 1
+	}
+	m.size = a.Limit
+	rem := min(max(a.Remaining, 0), a.Limit)
+	at := now
+	if !g.at.IsZero() {
+		at = g.at.Add(now.Sub(g.at) / 2)
+	}
+	m.est.add(sample{
+		at:        at,
+		sent:      g.at,
+		arrived:   now,
+		spent:     float64(g.seq - m.refusedUpTo(g.seq)),
+		limit:     a.Limit,
+		remaining: rem,
+		reset:     a.Reset,
+		date:      a.Date,
+		refused:   limited,
+	})
+	m.retune(now)
+
+	// The level: the tokens the tenant had when it handled a request
+	// answered lately, plus its refill since, less one for each request
+	// still pending that it may have handled after that one. Requests
+	// let through together, or within the spread of latencies, race each
+	// other, so each answer in the span of one latency counts, the lowest
+	// wins. A level within one token above that is left as it is: it
+	// carries the fraction of a token that remaining rounds away.
+	if !g.at.IsZero() {
+		m.latencies = append(m.latencies, now.Sub(g.at))
+		if len(m.latencies) > latenciesKept {
+			m.latencies = slices.Delete(m.latencies, 0, len(m.latencies)-latenciesKept)
+		}
+	}
+	var slowest, fastest time.Duration
+	if len(m.latencies) > 0 {
+		slowest, fastest = slices.Max(m.latencies), slices.Min(m.latencies)
+	}
+	if !limited {
+		m.probe(g, rem, slowest)
+	}
+	m.readings = append(m.readings, reading{arrived: now, handled: at, sent: g.at, remaining: float64(rem)})
+	old := 0
+	for old < len(m.readings)-1 && now.Sub(m.readings[old].arrived) > slowest {
+		old++
+	}
+	m.readings = slices.Delete(m.readings, 0, old)
+	low := math.Inf(1)
+	for _, rd := range m.readings {
+		since := rd.sent
+		if !since.IsZero() {
+			since = since.Add(-(slowest - fastest) / 2)
+		}
+		low = min(low, rd.remaining+m.mirrorRate*now.Sub(rd.handled).Seconds()-float64(m.pendingSince(since)))
+	}
+	low += m.slack
+	low -= (1 - m.share) * float64(a.Limit)
+	if !limited {
+		low -= m.margin
+		m.margin = max(0, m.margin-marginDecay)
+		m.factor = min(1, m.factor+speedup)
+	}
+	// The gate is raised no further than the policy caps allow.
+	switch {
+	case cur < low:
+		if m.allowance != nil {
+			low = max(cur, min(low, m.allowance.TokensAt(now)))
+		}
+		return low
+	case cur > low+1:
+		return low + 0.5
+	}
+	return math.NaN()
+}
+
+// probe looks for tokens the level leaves unused in the tenant's bucket.
+// The level takes each answer's remaining as read midway through the round
+// trip; a tenant that counts requests as they arrive (or just before it
+// answers) had more (or fewer) tokens than that by the refill of half a
+// round trip, and requests racing each other are counted against the
+// level twice. Once the rate is known, the answers to requests the gate
+// held back show what that costs: each such request came as soon as the
+// Pacer thought the tenant had a token, so remaining should read 0, or 1
+// with the one token the Pacer keeps so that a drift of the learned rate
+// shows. When every answer over a span of probeAnswers answers and
+// probeSpan seconds of pace reads at least m >= 2, the tenant had m-1
+// tokens to spare all along, and the level is raised by m-1 from then on,
+// up to one round trip's refill. A 429 halves the raise (see hold).
+func (m *bucket) probe(g grant, remaining int, slowest time.Duration) {
+	if !g.waited || g.seq <= m.probeFrom || !m.est.net().known {
+		return
+	}
+	if m.probeN == 0 || remaining < m.probeMin {
+		m.probeMin = remaining
+	}
+	m.probeN++
+	if float64(m.probeN) < max(probeAnswers, probeSpan*m.mirrorRate) {
+		return
+	}
+	if m.probeMin > 1 {
+		m.slack = min(m.slack+float64(m.probeMin-1), max(m.slack, m.mirrorRate*slowest.Seconds()))
+	}
+	m.probeFrom, m.probeN = m.sent, 0
+}
+
+// slowRate is the pace before the tenant's rate is known.
+func (m *bucket) slowRate() float64 {
+	if m.cfg.Rate > 0 {
+		return min(m.cfg.Rate, startRate)
+	}
+	return startRate
+}
+
+// retune sets the caps from what was learned; reset applies them to the
+// gate.
+func (m *bucket) retune(now time.Time) {
+	net := m.est.net()
+	r := m.slowRate()
+	switch {
+	case net.known:
+		r = net.rate
+		// Kept near empty, the tenant's bucket reads remaining 0 whatever
+		// fraction of a token it holds, so the fit only confirms the pace
+		// it is given: a pace a little above the refill would drain that
+		// fraction unseen until a 429. The reset times show the refill
+		// whatever the pace, erring low; a pace below the refill shows as
+		// remaining 1 and the gate's level makes up the tokens (see
+		// learn). The reset times are whole seconds, so they are trusted
+		// only for a bucket that takes long enough to refill.
+		g, ok := m.est.gross()
+		if ok && g < r && float64(m.size) >= grossCapRefill*r {
+			r = g
+		}
+	case net.settled && net.rate-2*net.se > r:
+		// Not precise yet, but surely faster than the slow pace.
+		r = net.rate - 2*net.se
+	}
+	if !net.known {
+		// A bucket that fills up between answers hides its rate from
+		// the fit, but not how fast it at least refills.
+		r = max(r, m.est.bound())
+	}
+	r = max(r*m.factor, minRate)
+	size := max(1, m.share*float64(m.size))
+	if m.cfg.Burst > 0 {
+		size = min(size, float64(m.cfg.Burst))
+	}
+	m.mirrorCap, m.mirrorRate = size, r
+
+	most := math.Inf(1)
+	if m.cfg.Rate > 0 {
+		most = m.cfg.Rate
+	}
+	// Until the rate is known, a share is kept by the tokens left in the
+	// tenant's bucket alone: the refill can only be measured while the
+	// bucket is not full, so the Pacer has to draw on it for a while.
+	if learned, ok := m.est.learned(); ok && m.share < 1 {
+		most = min(most, max(m.share*learned, minRate))
+	}
+	if math.IsInf(most, 1) {
+		return
+	}
+	m.policyCap, m.policyRate = size, most
+	if m.allowance == nil {
+		m.allowance = rate.NewLimiter(rate.Limit(most), max(1, int(size)))
+		return
+	}
+	m.allowance.SetBurstAt(now, max(1, int(size)))
+	m.allowance.SetLimitAt(now, rate.Limit(most))
+}
+
+// pace returns the gate's rate and burst: the smaller of the policy and
+// the mirror caps.
+func (m *bucket) pace() (rate.Limit, int) {
+	r, b := m.policyRate, math.Inf(1)
+	if !math.IsInf(r, 1) {
+		b = m.policyCap
+	}
+	if m.mirroring {
+		r, b = min(r, m.mirrorRate), min(b, m.mirrorCap)
+	}
+	if math.IsInf(b, 1) {
+		b = 1
+	}
+	return rate.Limit(r), max(1, int(b))
+}
+
+// limit returns the pace in requests per second: the policy rate, or the
+// mirror's when that is lower and known (see Pacer.Limit).
+func (m *bucket) limit() float64 {
+	r := m.policyRate
+	// Below a configured rate, a rate not learned yet only paces between
+	// answers; the answers show what the tenant can take.
+	if m.mirroring && (math.IsInf(r, 1) || m.est.net().known) {
+		r = min(r, m.mirrorRate)
+	}
+	return r
+}
+
+// rebuff is what a refusal for the rate limit does to the model once the
+// tenant's bucket has been seen: the slack found by probe is halved and
+// looked for again, one more token is left in the bucket as a cushion (up
+// to a quarter of it), and the pace slows by a fifth (down to a quarter);
+// both wear off as accepted requests pass (see learn).
+func (m *bucket) rebuff(now time.Time) {
+	if !m.seen {
+		return
+	}
+	m.slack = math.Floor(m.slack / 2)
+	m.probeFrom, m.probeN = m.sent, 0
+	m.margin = min(m.margin+marginStep, float64(m.size)/4)
+	m.factor = max(minFactor, m.factor*slowdown)
+	m.retune(now)
+}
+
+// tokenTime returns how long the tenant takes to refill one token, and
+// whether its rate is known well enough to tell.
+func (m *bucket) tokenTime() (time.Duration, bool) {
+	if net := m.est.net(); m.seen && net.known {
+		return time.Duration(float64(time.Second) / max(net.rate, minRate)), true
+	}
+	return 0, false
+}
