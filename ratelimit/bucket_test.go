@@ -1,0 +1,74 @@
+package ratelimit
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+// The bucket model reads no clock: it is driven here with made-up times,
+// without synctest.
+func TestBucketFirstAnswerSetsBurstAndLevel(t *testing.T) {
+	m := newBucket(DefaultConfig())
+	if r, b := m.pace(); r != startRate || b != 1 {
+		t.Fatalf("pace before any answer = %v, %d; want %v, 1", r, b, float64(startRate))
+	}
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	g := m.let(t0, false)
+	now := t0.Add(100 * time.Millisecond)
+	g = m.settle(now, g)
+	level := m.learn(now, g, Answer{Arrived: true, Limit: 50, Remaining: 49, Date: now}, 0)
+	if _, b := m.pace(); b != 50 {
+		t.Errorf("burst after an answer showing a bucket of 50 = %d, want 50", b)
+	}
+	// The tenant had 49 tokens midway through the round trip, plus the
+	// refill of 50ms at the slow pace.
+	if want := 49 + startRate*0.05; math.Abs(level-want) > 1e-9 {
+		t.Errorf("level = %v, want %v", level, want)
+	}
+	if rate, size, known := m.learned(); size != 50 || known {
+		t.Errorf("learned = %v, %d, %t; want size 50, rate not known yet", rate, size, known)
+	}
+}
+
+func TestBucketRefusalSlowsThePace(t *testing.T) {
+	cfg := DefaultConfig()
+	m := newBucket(cfg)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	g := m.settle(t0, m.let(t0, false))
+	m.learn(t0, g, Answer{Arrived: true, Limit: 10, Remaining: 9}, 0)
+	before := m.mirrorRate
+	g = m.settle(t0, m.let(t0, false))
+	m.refuse(g.seq)
+	m.learn(t0, g, Answer{Arrived: true, Limit: 10, Remaining: 0, RateLimited: true}, 0)
+	m.rebuff(t0)
+	if m.margin != marginStep || m.factor != slowdown || m.mirrorRate >= before {
+		t.Errorf("after a refusal margin %v, factor %v, rate %v (was %v); want margin %v, factor %v, a slower rate",
+			m.margin, m.factor, m.mirrorRate, before, float64(marginStep), slowdown)
+	}
+	if d, known := m.tokenTime(); known || d != 0 {
+		t.Errorf("tokenTime = %v, %t; want unknown before the rate is learned", d, known)
+	}
+}
+
+func TestTokenWait(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		a    Answer
+		want time.Duration
+	}{
+		{"no answer", Answer{}, 0},
+		{"no reset", Answer{Arrived: true, Limit: 10}, 0},
+		{"bucket full", Answer{Arrived: true, Limit: 10, Remaining: 10, Reset: now.Add(time.Second)}, 0},
+		{"10 missing in 5s", Answer{Arrived: true, Limit: 10, Reset: now.Add(5 * time.Second)}, 500 * time.Millisecond},
+		{"from the tenant's date", Answer{Arrived: true, Limit: 10, Remaining: 5, Date: now.Add(-47 * time.Second), Reset: now.Add(-42 * time.Second)}, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tokenWait(now, tt.a); got != tt.want {
+				t.Errorf("tokenWait = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
