@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -413,8 +414,35 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 		res.HTTPStatus = resp.StatusCode
 	}
 	switch {
+	case err == nil && resp != nil && resp.StatusCode != http.StatusCreated && req.LinkWith == "":
+		// A 2xx that the API does not document for a link: read the
+		// primary to see whether the link happened.
+		linked, verr := r.verify(ctx, req, &res)
+		switch {
+		case ctx.Err() != nil:
+			return res, false, nil
+		case linker.IsAuth(verr):
+			return res, false, fmt.Errorf("%w: %w", ErrCredentials, verr)
+		case verr != nil:
+			res.Status, res.Retryable = StatusFailed, !errors.Is(verr, errNoReadScope)
+			res.Error = fmt.Sprintf("the link was answered %d, not 201; %v", resp.StatusCode, verr)
+		case linked:
+			res.Status = StatusLinked
+			res.Error = fmt.Sprintf("note: the link was answered %d, not 201; reading the primary shows the link", resp.StatusCode)
+		default:
+			res.Status = StatusFailed
+			res.Error = fmt.Sprintf("the link was answered %d, not 201, but the primary does not hold the secondary identity", resp.StatusCode)
+		}
+		return res, true, nil
 	case err == nil:
+		// A 2xx status line means the link happened, whatever its body.
 		res.Status = StatusLinked
+		switch {
+		case resp != nil && resp.BodyErr != nil:
+			res.Error = "note: linked, but the answer's body was unusable: " + resp.BodyErr.Error()
+		case resp != nil && resp.StatusCode != http.StatusCreated:
+			res.Error = fmt.Sprintf("note: the link was answered %d, not 201", resp.StatusCode)
+		}
 		return res, true, nil
 	case ctx.Err() != nil:
 		return res, false, nil
