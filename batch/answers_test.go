@@ -5,9 +5,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/linkbatch/linkbatch/linker"
 	"github.com/linkbatch/linkbatch/ratelimit"
@@ -140,3 +144,51 @@ func TestRunTrustsA2xxStatus(t *testing.T) {
 		})
 	}
 }
+
+func TestRunRefusesHugeID(t *testing.T) {
+	s := &answerServer{answer: func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusCreated) }}
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	base, err := linker.ParseDomain(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := linker.NewClient(base, linker.StaticToken("eyJhbGciOiJub25lIn0.e30.c2ln"), linker.WithHTTPClient(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pacer, err := ratelimit.New(ratelimit.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logBuf strings.Builder
+	var mu sync.Mutex
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
+		zapcore.AddSync(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logBuf.Write(p) })), zap.DebugLevel)
+	r := &Runner{Config: DefaultConfig(), Client: client, Pacer: pacer, Log: zap.New(core)}
+	huge := "github|" + strings.Repeat("9", 50<<20)
+	got, _ := runAndCollect(t, r, "primary_user_id,secondary_user_id\nauth0|p1,"+huge+"\nauth0|p2,github|"+strings.Repeat("8", linker.MaxIDLen-len("github|"))+"\n")
+	if res := got[2]; res.Status != StatusInvalid || !strings.Contains(res.Error, "secondary_user_id") {
+		t.Errorf("line 2: %s %.100q, want invalid naming secondary_user_id", res.Status, res.Error)
+	}
+	if res := got[3]; res.Status != StatusLinked {
+		t.Errorf("line 3 (an id of exactly %d bytes): %s %.100q, want linked", linker.MaxIDLen, res.Status, res.Error)
+	}
+	if n := s.posts.Load(); n != 1 {
+		t.Errorf("%d POSTs, want 1 (line 3 only)", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, line := range strings.Split(logBuf.String(), "\n") {
+		if len(line) > 4096 {
+			t.Errorf("a log line of %d bytes: %.200s", len(line), line)
+		}
+	}
+	if !strings.Contains(logBuf.String(), "bytes)") {
+		t.Errorf("log %.300s: want the cut id marked with its length", logBuf.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"unicode/utf8"
 	"time"
 
 	"go.uber.org/zap"
@@ -605,11 +606,27 @@ func (r *Runner) attempt(kind string, resp *linker.Response, start time.Time) {
 	r.Hooks.Attempt(kind, status, time.Since(start))
 }
 
+// maxLogField is the most bytes of one text field that a log line holds.
+const maxLogField = 256
+
+// logText returns s cut to maxLogField bytes (at a rune boundary), marked
+// with its full length when cut.
+func logText(s string) string {
+	if len(s) <= maxLogField {
+		return s
+	}
+	cut := maxLogField
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
+}
+
 func logResult(log *zap.Logger, res Result) {
 	fields := []zap.Field{
 		zap.Int("line", res.Line),
-		zap.String("primary", res.Primary),
-		zap.String("secondary", res.Secondary),
+		zap.String("primary", logText(res.Primary)),
+		zap.String("secondary", logText(res.Secondary)),
 		zap.String("status", res.Status),
 		zap.Int("attempts", res.Attempts),
 		zap.Int("http_status", res.HTTPStatus),
@@ -620,9 +637,9 @@ func logResult(log *zap.Logger, res Result) {
 	}
 	switch res.Status {
 	case StatusInvalid, StatusFailed:
-		fields = append(fields, zap.String("error", res.Error))
+		fields = append(fields, zap.String("error", logText(res.Error)))
 		if res.ErrorCode != "" {
-			fields = append(fields, zap.String("error_code", res.ErrorCode))
+			fields = append(fields, zap.String("error_code", logText(res.ErrorCode)))
 		}
 		log.Warn("row", fields...)
 	default:
