@@ -192,6 +192,9 @@ func checkUserID(field, id string) error {
 // written: invalid UTF-8 (JSON encoding would replace it), control and
 // invisible formatting characters, and surrounding spaces.
 func checkText(field, s string) error {
+	if len(s) > linker.MaxIDLen {
+		return fieldErr(field, fmt.Sprintf("is %d bytes long, longer than any user id (at most %d)", len(s), linker.MaxIDLen))
+	}
 	if strings.TrimSpace(s) == "" {
 		return fieldErr(field, linker.ErrEmptyID.Error())
 	}

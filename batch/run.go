@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -412,8 +414,35 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 		res.HTTPStatus = resp.StatusCode
 	}
 	switch {
+	case err == nil && resp != nil && resp.StatusCode != http.StatusCreated && req.LinkWith == "":
+		// A 2xx that the API does not document for a link: read the
+		// primary to see whether the link happened.
+		linked, verr := r.verify(ctx, req, &res)
+		switch {
+		case ctx.Err() != nil:
+			return res, false, nil
+		case linker.IsAuth(verr):
+			return res, false, fmt.Errorf("%w: %w", ErrCredentials, verr)
+		case verr != nil:
+			res.Status, res.Retryable = StatusFailed, !errors.Is(verr, errNoReadScope)
+			res.Error = fmt.Sprintf("the link was answered %d, not 201; %v", resp.StatusCode, verr)
+		case linked:
+			res.Status = StatusLinked
+			res.Error = fmt.Sprintf("note: the link was answered %d, not 201; reading the primary shows the link", resp.StatusCode)
+		default:
+			res.Status = StatusFailed
+			res.Error = fmt.Sprintf("the link was answered %d, not 201, but the primary does not hold the secondary identity", resp.StatusCode)
+		}
+		return res, true, nil
 	case err == nil:
+		// A 2xx status line means the link happened, whatever its body.
 		res.Status = StatusLinked
+		switch {
+		case resp != nil && resp.BodyErr != nil:
+			res.Error = "note: linked, but the answer's body was unusable: " + resp.BodyErr.Error()
+		case resp != nil && resp.StatusCode != http.StatusCreated:
+			res.Error = fmt.Sprintf("note: the link was answered %d, not 201", resp.StatusCode)
+		}
 		return res, true, nil
 	case ctx.Err() != nil:
 		return res, false, nil
@@ -564,11 +593,27 @@ func (r *Runner) getUser(ctx context.Context, id string, res *Result) (*linker.U
 	return user, err
 }
 
+// maxLogField is the most bytes of one text field that a log line holds.
+const maxLogField = 256
+
+// logText returns s cut to maxLogField bytes (at a rune boundary), marked
+// with its full length when cut.
+func logText(s string) string {
+	if len(s) <= maxLogField {
+		return s
+	}
+	cut := maxLogField
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
+}
+
 func logResult(log *zap.Logger, res Result) {
 	fields := []zap.Field{
 		zap.Int("line", res.Line),
-		zap.String("primary", res.Primary),
-		zap.String("secondary", res.Secondary),
+		zap.String("primary", logText(res.Primary)),
+		zap.String("secondary", logText(res.Secondary)),
 		zap.String("status", res.Status),
 		zap.Int("attempts", res.Attempts),
 		zap.Int("http_status", res.HTTPStatus),
@@ -579,9 +624,9 @@ func logResult(log *zap.Logger, res Result) {
 	}
 	switch res.Status {
 	case StatusInvalid, StatusFailed:
-		fields = append(fields, zap.String("error", res.Error))
+		fields = append(fields, zap.String("error", logText(res.Error)))
 		if res.ErrorCode != "" {
-			fields = append(fields, zap.String("error_code", res.ErrorCode))
+			fields = append(fields, zap.String("error_code", logText(res.ErrorCode)))
 		}
 		log.Warn("row", fields...)
 	default:

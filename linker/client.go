@@ -22,6 +22,10 @@ const (
 	maxBody          = 4 << 20 // bytes of a 2xx answer that are decoded
 	maxDrain         = 64 << 10
 	maxSnippet       = 200 // bytes of a non-JSON error answer kept as its message
+	// defaultBodyWait is how long the body of a 2xx answer may take to
+	// arrive once its status line has: a link whose 201 arrived happened,
+	// whatever its body does.
+	defaultBodyWait = 10 * time.Second
 )
 
 // ErrInvalidRequest is wrapped by the errors of requests that are rejected
@@ -41,6 +45,7 @@ type Client struct {
 	tokens    TokenSource
 	hc        *http.Client
 	userAgent string
+	bodyWait  time.Duration
 }
 
 // Option configures a Client in NewClient.
@@ -67,6 +72,17 @@ func WithUserAgent(ua string) Option {
 	}
 }
 
+// WithBodyWait sets how long the body of a 2xx answer may take to arrive
+// after its status line (default 10s); d <= 0 is ignored. The request's
+// context bounds it too.
+func WithBodyWait(d time.Duration) Option {
+	return func(c *Client) {
+		if d > 0 {
+			c.bodyWait = d
+		}
+	}
+}
+
 // NewClient returns a Client for the tenant at base (see [ParseDomain]) that
 // authenticates with tokens. It returns an error when base is not an
 // absolute http(s) URL without user info, query or fragment, or tokens is nil.
@@ -87,6 +103,7 @@ func NewClient(base *url.URL, tokens TokenSource, opts ...Option) (*Client, erro
 		root:      base.Scheme + "://" + base.Host + strings.TrimSuffix(base.EscapedPath(), "/"),
 		tokens:    tokens,
 		userAgent: defaultUserAgent,
+		bodyWait:  defaultBodyWait,
 	}
 	for _, opt := range opts {
 		opt(c)
@@ -119,6 +136,12 @@ func defaultTransport() http.RoundTripper {
 // when LinkWith is set, else {"provider","user_id"} plus "connection_id"
 // when set.
 //
+// A 2xx status line means the link happened: Link then returns no error,
+// whatever the body does. When the body could not be read within its limit
+// and time (see [WithBodyWait]) or decoded, the identities are nil and
+// Response.BodyErr says why. The API documents 201; the caller may check
+// another 2xx status (Response.StatusCode) by reading the primary.
+//
 // The *Response is returned whenever an answer arrived, also with an error.
 // Errors are wrapped as "link PRIMARY: ...": a request that is not valid
 // wraps [ErrInvalidRequest]; an API answer other than 2xx is an *[APIError]
@@ -131,6 +154,11 @@ func (c *Client) Link(ctx context.Context, req LinkRequest) ([]Identity, *Respon
 	}
 	var ids []Identity
 	resp, err := c.send(ctx, http.MethodPost, c.userURL(req.PrimaryID, "/identities", nil), body, &ids, req.LinkWith)
+	var be *bodyError
+	if errors.As(err, &be) && resp != nil {
+		resp.BodyErr = fmt.Errorf("link %s: %w", req.PrimaryID, err)
+		return nil, resp, nil
+	}
 	if err != nil {
 		return nil, resp, fmt.Errorf("link %s: %w", req.PrimaryID, err)
 	}
@@ -176,7 +204,7 @@ func (c *Client) send(ctx context.Context, method, u string, body []byte, v any,
 		return nil, redactError(err, secrets...)
 	}
 	secrets = append(secrets, tok)
-	resp, err := c.do(ctx, method, u, body, tok, v)
+	resp, err := c.do(ctx, method, u, body, tok, v, secrets)
 	rn, ok := c.tokens.(Renewer)
 	if err == nil || !ok || !IsTokenExpired(err) {
 		return resp, redactError(err, secrets...)
@@ -188,12 +216,14 @@ func (c *Client) send(ctx context.Context, method, u string, body []byte, v any,
 		return resp, redactError(err, secrets...)
 	}
 	secrets = append(secrets, tok)
-	resp, err = c.do(ctx, method, u, body, tok, v)
+	resp, err = c.do(ctx, method, u, body, tok, v, secrets)
 	return resp, redactError(err, secrets...)
 }
 
-// do sends one request and reads its answer.
-func (c *Client) do(ctx context.Context, method, u string, body []byte, tok string, v any) (*Response, error) {
+// do sends one request and reads its answer. The body of a 2xx answer is
+// read within maxBody bytes and c.bodyWait; when that fails, or it does not
+// decode into v, the error is a *bodyError.
+func (c *Client) do(ctx context.Context, method, u string, body []byte, tok string, v any, secrets []string) (*Response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -212,26 +242,41 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, tok stri
 	if err != nil {
 		return nil, err
 	}
-	defer drainClose(hr.Body)
 	resp := &Response{StatusCode: hr.StatusCode, RateLimit: ParseRateLimit(hr.Header)}
 	if d, err := http.ParseTime(hr.Header.Get("Date")); err == nil {
 		resp.Date = d
 	}
-	if err := CheckResponse(hr); err != nil {
+	if err := checkResponse(hr, secrets...); err != nil {
+		drainClose(hr.Body)
 		return resp, err
 	}
+	// Closing the body ends a read that is under way: the body of an
+	// answer whose status arrived gets its own time, not the request's.
+	timer := time.AfterFunc(c.bodyWait, func() { _ = hr.Body.Close() })
 	data, err := io.ReadAll(io.LimitReader(hr.Body, maxBody+1))
+	if !timer.Stop() && err != nil {
+		err = fmt.Errorf("no complete body within %s", c.bodyWait)
+	}
 	if err != nil {
-		return resp, fmt.Errorf("read %d answer: %w", hr.StatusCode, err)
+		_ = hr.Body.Close()
+		return resp, &bodyError{fmt.Errorf("read %d answer: %w", hr.StatusCode, err)}
 	}
 	if len(data) > maxBody {
-		return resp, fmt.Errorf("read %d answer: body exceeds %d bytes", hr.StatusCode, maxBody)
+		_ = hr.Body.Close() // the rest may trickle: do not wait for it
+		return resp, &bodyError{fmt.Errorf("read %d answer: body exceeds %d bytes", hr.StatusCode, maxBody)}
 	}
+	drainClose(hr.Body)
 	if err := json.Unmarshal(data, v); err != nil {
-		return resp, fmt.Errorf("decode %d answer: %w", hr.StatusCode, err)
+		return resp, &bodyError{fmt.Errorf("decode %d answer: %w", hr.StatusCode, err)}
 	}
 	return resp, nil
 }
+
+// bodyError is the failure to read or decode the body of a 2xx answer.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
 
 // drainClose reads a bounded rest of body, so that the connection can be
 // reused, and closes it.
@@ -289,11 +334,18 @@ func checkPathID(id string) error {
 //
 // The error is read from a JSON body {statusCode, error, message, errorCode}
 // (an OAuth body {error, error_description} is understood too); a body that
-// is not JSON gives its first 200 bytes, trimmed, as the message. At most 1 MiB
+// is not JSON gives its first 200 bytes, trimmed, as the message, unless it
+// carries a credential (a form-encoded secret, a bearer token, link_with):
+// then the message is withheld. A 3xx answer names the host of its Location
+// and nothing else. At most 1 MiB
 // of the body is read; the caller still closes it. The reset time of a 429 is
 // taken from x-ratelimit-reset (Unix seconds) or Retry-After (seconds or an
 // HTTP date), the later one when both are present.
-func CheckResponse(r *http.Response) error {
+func CheckResponse(r *http.Response) error { return checkResponse(r) }
+
+// checkResponse is CheckResponse, masking secrets in the message before it
+// is cut.
+func checkResponse(r *http.Response, secrets ...string) error {
 	if r.StatusCode >= 200 && r.StatusCode <= 299 {
 		return nil
 	}
@@ -301,13 +353,19 @@ func CheckResponse(r *http.Response) error {
 	if r.Body != nil {
 		data, _ = io.ReadAll(io.LimitReader(r.Body, maxErrorBody))
 	}
-	return classify(r.StatusCode, r.Header, data)
+	return classify(r.StatusCode, r.Header, data, secrets...)
 }
 
 // classify builds the typed error of an answer with the given status,
-// headers and body.
-func classify(status int, h http.Header, body []byte) error {
+// headers and body. Secrets are masked before anything is cut, and a
+// message that carries a credential is withheld whole. A 3xx answer's error
+// names only its status and the host of its Location.
+func classify(status int, h http.Header, body []byte, secrets ...string) error {
 	ae := APIError{Status: status}
+	if status >= 300 && status <= 399 {
+		ae.Message = "redirect to " + locationHost(h.Get("Location")) + " not followed (linkbatch follows no redirects)"
+		return &ae
+	}
 	var b struct {
 		StatusCode       *int   `json:"statusCode"`
 		Error            string `json:"error"`
@@ -326,13 +384,39 @@ func classify(status int, h http.Header, body []byte) error {
 		case ae.Message == "":
 			ae.Message = b.ErrorDescription
 		}
+		for _, f := range []*string{&ae.Title, &ae.Code, &ae.Message} {
+			if *f = redact(*f, secrets); holdsCredential(*f, false) {
+				*f = withheld
+			}
+		}
 	} else {
-		ae.Message = snippet(body, maxSnippet)
+		text := redact(string(body), secrets)
+		if holdsCredential(text, true) {
+			ae.Message = withheld
+		} else {
+			ae.Message = snippet([]byte(text), maxSnippet)
+		}
 	}
 	if status == http.StatusTooManyRequests {
 		return &RateLimitError{APIError: ae, Reset: resetTime(h, time.Now())}
 	}
 	return &ae
+}
+
+// locationHost returns the host named by a Location header, for an error
+// message: never its path or query, which may carry anything.
+func locationHost(loc string) string {
+	if loc == "" {
+		return "no location"
+	}
+	u, err := url.Parse(loc)
+	switch {
+	case err != nil:
+		return "an unparsable location"
+	case u.Host == "":
+		return "the same host"
+	}
+	return strconv.Quote(u.Host)
 }
 
 // snippet returns the first n bytes of b (cut at a rune boundary) with runs
@@ -398,49 +482,3 @@ func headerInt(h http.Header, key string) (int64, bool) {
 	}
 	return n, true
 }
-
-// redactError masks each non-empty secret in err. Errors built by this
-// package (*APIError, *RateLimitError) are masked in place; any other error
-// whose text holds a secret is replaced by one with the masked text, which
-// still unwraps to a context error it was caused by.
-func redactError(err error, secrets ...string) error {
-	if err == nil {
-		return nil
-	}
-	var ae *APIError
-	if errors.As(err, &ae) {
-		ae.Title = redact(ae.Title, secrets)
-		ae.Code = redact(ae.Code, secrets)
-		ae.Message = redact(ae.Message, secrets)
-	}
-	text := err.Error()
-	if masked := redact(text, secrets); masked != text {
-		r := &redactedError{text: masked}
-		switch {
-		case errors.Is(err, context.Canceled):
-			r.cause = context.Canceled
-		case errors.Is(err, context.DeadlineExceeded):
-			r.cause = context.DeadlineExceeded
-		}
-		return r
-	}
-	return err
-}
-
-func redact(s string, secrets []string) string {
-	for _, sec := range secrets {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, "[REDACTED]")
-		}
-	}
-	return s
-}
-
-// redactedError is an error whose text had a secret masked.
-type redactedError struct {
-	text  string
-	cause error
-}
-
-func (e *redactedError) Error() string { return e.text }
-func (e *redactedError) Unwrap() error { return e.cause }

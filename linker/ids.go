@@ -2,6 +2,7 @@ package linker
 
 import (
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -44,7 +45,15 @@ var (
 	ErrNoProvider   = errors.New("has no provider prefix (want provider|id)")
 	ErrEmptyIDPart  = errors.New("has nothing after the provider")
 	ErrControlChars = errors.New("contains control characters")
+	ErrIDTooLong    = fmt.Errorf("is longer than %d bytes", MaxIDLen)
 )
+
+// MaxIDLen is the longest user id, in bytes, that linkbatch sends. Auth0
+// documents no maximum; real ids are tens of bytes (auth0|64b0…,
+// google-oauth2|1077…) and enterprise ones carry at most an email address
+// (320 bytes) after their prefixes, so 2,048 bytes is generous, and an id
+// longer than that is a broken input, not a user.
+const MaxIDLen = 2048
 
 // ParseUserID splits a full user id such as "samlp|acme|bob@acme.com" into its
 // provider ("samlp") and the identity's user_id ("acme|bob@acme.com"): the
@@ -65,9 +74,13 @@ func ParseUserID(id string) (provider, userID string, err error) {
 	return provider, userID, nil
 }
 
-// CheckID returns ErrEmptyID for an empty or all-space id and ErrControlChars
-// for one that contains control characters; nil otherwise.
+// CheckID returns ErrIDTooLong for an id longer than MaxIDLen bytes,
+// ErrEmptyID for an empty or all-space id and ErrControlChars for one that
+// contains control characters; nil otherwise.
 func CheckID(id string) error {
+	if len(id) > MaxIDLen {
+		return ErrIDTooLong
+	}
 	if strings.TrimSpace(id) == "" {
 		return ErrEmptyID
 	}

@@ -75,7 +75,9 @@ const (
 // Errors never contain the client secret or a token. An answer of the token
 // endpoint other than a token becomes an *[APIError] (*[RateLimitError] for
 // 429), so [IsAuth] reports rejected credentials; transport errors keep their
-// cause, and a done ctx yields its error.
+// cause, and a done ctx yields its error. Redirects are never followed: a
+// 3xx answer is an *[APIError] that names its status and the host of its
+// Location only.
 type ClientCredentials struct {
 	TokenURL     string
 	ClientID     string
@@ -254,9 +256,7 @@ func (c *ClientCredentials) fetch(ctx context.Context) (string, time.Duration, e
 	if c.Audience != "" {
 		cfg.EndpointParams = url.Values{"audience": {c.Audience}}
 	}
-	if c.HTTPClient != nil {
-		ctx = context.WithValue(ctx, oauth2.HTTPClient, c.HTTPClient)
-	}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, noRedirects(c.HTTPClient))
 	start := time.Now()
 	t, err := cfg.Token(ctx)
 	if err != nil {
@@ -275,17 +275,29 @@ func (c *ClientCredentials) fetch(ctx context.Context) (string, time.Duration, e
 	return t.AccessToken, lifetime, nil
 }
 
+// noRedirects returns a copy of hc (http.DefaultClient when nil) that does
+// not follow redirects: a 3xx answer comes back as it is, and fetch refuses
+// it. Following one would send the form body, client secret included, to
+// wherever the Location points.
+func noRedirects(hc *http.Client) *http.Client {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	c := *hc
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &c
+}
+
 // scrub turns a token fetch error into one that cannot reveal the client
 // secret: an answer of the token endpoint becomes an *APIError built from
-// its status and error fields with the secret masked; other errors are kept
-// unless their text contains the secret.
+// its status and error fields with the secret masked (a 3xx, which is not
+// followed, names only its Location's host); other errors are kept, masked
+// when their text contains the secret.
 func (c *ClientCredentials) scrub(err error) error {
-	secrets := []string{c.ClientSecret, url.QueryEscape(c.ClientSecret)}
+	secrets := []string{c.ClientSecret}
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil {
-		e := classify(re.Response.StatusCode, re.Response.Header, re.Body)
-		redactError(e, secrets...)
-		return e
+		return classify(re.Response.StatusCode, re.Response.Header, re.Body, secrets...)
 	}
 	return redactError(err, secrets...)
 }

@@ -366,7 +366,7 @@ func TestClientCredentialsErrors(t *testing.T) {
 				w.WriteHeader(500)
 				_, _ = fmt.Fprintf(w, "<pre>%s</pre>", b)
 			},
-			wantStatus: 500, wantText: "client_secret=[REDACTED]",
+			wantStatus: 500, wantText: "(body withheld: it contained a credential)",
 		},
 		{
 			name: "rate limited",

@@ -124,4 +124,8 @@ type Response struct {
 	// Date is the server's Date header, zero if absent; it lets a caller
 	// relate Reset to the server's clock.
 	Date time.Time
+	// BodyErr is set by Link when a 2xx status arrived (the link happened)
+	// but its body could not be read within its limit and time, or
+	// decoded. Its text holds no secret.
+	BodyErr error
 }

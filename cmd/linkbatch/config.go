@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/linker"
 	"github.com/linkbatch/linkbatch/ratelimit"
 )
 
@@ -242,6 +243,10 @@ func (c *config) Validate() error {
 		return usagef("no credentials: set %s, or %s and %s", envToken, envClientID, envClientSecret)
 	case hasCC && (c.ClientID == "" || c.ClientSecret == ""):
 		return usagef("the client-credentials grant needs both %s and %s", envClientID, envClientSecret)
+	case c.Token != "" && len(c.Token) < linker.MinSecretLen:
+		return usagef("%s (or --token) is %d characters long, shorter than any Management API token (they are JWTs of hundreds of characters; at least %d required)", envToken, len(c.Token), linker.MinSecretLen)
+	case hasCC && len(c.ClientSecret) < linker.MinSecretLen:
+		return usagef("%s (or --client-secret) is %d characters long, shorter than any Auth0 client secret (they have 64; at least %d required)", envClientSecret, len(c.ClientSecret), linker.MinSecretLen)
 	}
 	return nil
 }

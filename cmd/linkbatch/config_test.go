@@ -38,17 +38,23 @@ func TestParseRunFlags(t *testing.T) {
 			env: map[string]string{envDomain: "x.auth0.com", envToken: "t", envClientID: "c", envClientSecret: "s"}, wantErr: "not both"},
 		{name: "client id without secret", args: []string{"--in", "a.csv", "--out", "r.csv"},
 			env: map[string]string{envDomain: "x.auth0.com", envClientID: "c"}, wantErr: "needs both"},
+		{name: "short token", args: []string{"--in", "a.csv", "--out", "r.csv"},
+			env: map[string]string{envDomain: "x.auth0.com", envToken: "T"}, wantErr: "at least 16 required"},
+		{name: "short token flag", args: []string{"--in", "a.csv", "--out", "r.csv", "--token", "0123456789abcde"},
+			env: map[string]string{envDomain: "x.auth0.com"}, wantErr: "at least 16 required"},
+		{name: "short client secret", args: []string{"--in", "a.csv", "--out", "r.csv"},
+			env: map[string]string{envDomain: "x.auth0.com", envClientID: "c", envClientSecret: "secret"}, wantErr: "at least 16 required"},
 		{name: "token from env", args: []string{"--in", "a.csv", "--out", "r.csv"},
-			env: map[string]string{envDomain: "x.auth0.com", envToken: "tok"},
+			env: map[string]string{envDomain: "x.auth0.com", envToken: "tok-0123456789abcdef"},
 			check: func(t *testing.T, c *config) {
-				if c.Token != "tok" || c.Domain != "x.auth0.com" || len(c.secretFlags) != 0 {
+				if c.Token != "tok-0123456789abcdef" || c.Domain != "x.auth0.com" || len(c.secretFlags) != 0 {
 					t.Errorf("token %q domain %q secretFlags %v", c.Token, c.Domain, c.secretFlags)
 				}
 			}},
-		{name: "flag wins over env and is flagged as exposed", args: []string{"--in", "a.csv", "--out", "r.csv", "--token", "flagtok"},
-			env: map[string]string{envDomain: "x.auth0.com", envToken: "envtok"},
+		{name: "flag wins over env and is flagged as exposed", args: []string{"--in", "a.csv", "--out", "r.csv", "--token", "flagtok-0123456789abcdef"},
+			env: map[string]string{envDomain: "x.auth0.com", envToken: "envtok-0123456789abcdef"},
 			check: func(t *testing.T, c *config) {
-				if c.Token != "flagtok" || len(c.secretFlags) != 1 || c.secretFlags[0] != "token" {
+				if c.Token != "flagtok-0123456789abcdef" || len(c.secretFlags) != 1 || c.secretFlags[0] != "token" {
 					t.Errorf("token %q secretFlags %v", c.Token, c.secretFlags)
 				}
 			}},

@@ -471,7 +471,8 @@ func TestRunExitCodes(t *testing.T) {
 		{"no command", nil, nil, exitUsage, "Usage"},
 		{"missing input file", []string{"run", "--in", filepath.Join(dir, "none.csv"), "--out", filepath.Join(dir, "c.csv"), "--dry-run"}, nil, exitUsage, "none.csv"},
 		{"no credentials", []string{"run", "--in", good, "--out", filepath.Join(dir, "d.csv")}, []string{"AUTH0_DOMAIN=" + srv.URL}, exitUsage, "AUTH0_TOKEN"},
-		{"plain http to a remote host", []string{"run", "--in", good, "--out", filepath.Join(dir, "e.csv")}, []string{"AUTH0_DOMAIN=http://example.com", "AUTH0_TOKEN=x"}, exitUsage, "http"},
+		{"plain http to a remote host", []string{"run", "--in", good, "--out", filepath.Join(dir, "e.csv")}, []string{"AUTH0_DOMAIN=http://example.com", "AUTH0_TOKEN=x-0123456789abcdef"}, exitUsage, "http"},
+		{"token too short", []string{"run", "--in", good, "--out", filepath.Join(dir, "g.csv")}, []string{"AUTH0_DOMAIN=" + srv.URL, "AUTH0_TOKEN=T"}, exitUsage, "at least 16"},
 		{"input without header column", []string{"run", "--in", writeRaw(t, "a,b\n1,2\n"), "--out", filepath.Join(dir, "f.csv"), "--dry-run"}, nil, exitAborted, "primary_user_id"},
 		{"results file exists", []string{"run", "--in", good, "--out", filepath.Join(dir, "a.csv"), "--dry-run"}, nil, exitUsage, "--resume"},
 		{"help", []string{"run", "--help"}, nil, exitOK, "max-retries"},
@@ -517,8 +518,8 @@ func TestRunConfigErrorLeavesNoFiles(t *testing.T) {
 	in := writeInput(t, genPairs("typo", 3))
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	for _, env := range [][]string{
-		{"AUTH0_DOMAIN=http://example.com", "AUTH0_TOKEN=x"}, // plain http to a remote host
-		{"AUTH0_DOMAIN=acme auth0 com", "AUTH0_TOKEN=x"},     // not a host name
+		{"AUTH0_DOMAIN=http://example.com", "AUTH0_TOKEN=x-0123456789abcdef"}, // plain http to a remote host
+		{"AUTH0_DOMAIN=acme auth0 com", "AUTH0_TOKEN=x-0123456789abcdef"},     // not a host name
 	} {
 		out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath}, env: env})
 		if out.code != exitUsage {

@@ -482,7 +482,7 @@ func TestReliabilityTokensExpireEveryTwoSeconds(t *testing.T) {
 	pairs := genPairs("ttl", 150)
 	srv, _ := newTenant(t, linkertest.Config{
 		Seed:     15,
-		ClientID: "client-ttl", ClientSecret: "secret-ttl", TokenTTL: 2 * time.Second,
+		ClientID: "client-ttl", ClientSecret: "secret-ttl-0123456789", TokenTTL: 2 * time.Second,
 		// Requests wait before the token is checked: some tokens expire
 		// on their way, and the tenant answers 401 "expired".
 		Faults: linkertest.Faults{Latency: 50 * time.Millisecond, Jitter: 900 * time.Millisecond},
@@ -492,7 +492,7 @@ func TestReliabilityTokensExpireEveryTwoSeconds(t *testing.T) {
 	start := time.Now()
 	out := runBinary(t, invocation{
 		args: []string{"run", "--in", in, "--out", outPath, "--rate", "25", "--burst", "5", "--workers", "16"},
-		env:  []string{"AUTH0_DOMAIN=" + srv.URL, "AUTH0_CLIENT_ID=client-ttl", "AUTH0_CLIENT_SECRET=secret-ttl"},
+		env:  []string{"AUTH0_DOMAIN=" + srv.URL, "AUTH0_CLIENT_ID=client-ttl", "AUTH0_CLIENT_SECRET=secret-ttl-0123456789"},
 	})
 	took := time.Since(start)
 	st := srv.Stats()

@@ -85,7 +85,7 @@ func sampleRunFlags(t *testing.T) map[string]bool {
 func sampleParseLinkbatchFlags(t *testing.T, where string, extra []string) *config {
 	t.Helper()
 	getenv := func(k string) string {
-		return map[string]string{envDomain: "acme.eu.auth0.com", envClientID: "id", envClientSecret: "secret"}[k]
+		return map[string]string{envDomain: "acme.eu.auth0.com", envClientID: "id", envClientSecret: "secret-0123456789abcdef"}[k]
 	}
 	var stderr bytes.Buffer
 	cfg, err := parseRunFlags(append([]string{"--in", "in.csv", "--out", "out.csv"}, extra...), getenv, &stderr)
