@@ -63,6 +63,10 @@ func (c Config) Validate() error {
 // the credentials (401 or 403), which would fail every row alike.
 var ErrCredentials = errors.New("the tenant refused the credentials")
 
+// ErrIncomplete is wrapped by the error Run returns when it read the whole
+// input but some rows have no result.
+var ErrIncomplete = errors.New("the run ended before every row had a result")
+
 // ErrInterrupted is wrapped by the error Run returns when its context was
 // cancelled before every row was processed.
 var ErrInterrupted = errors.New("interrupted")
@@ -291,7 +295,7 @@ read:
 			break
 		}
 		if err != nil {
-			readErr = fmt.Errorf("read input: %w", err)
+			readErr = err // wrapped by Next
 			stop(readErr)
 			break
 		}
@@ -335,6 +339,9 @@ read:
 		return sum, cause
 	case ctx.Err() != nil:
 		return sum, fmt.Errorf("%w: %d rows have no result yet", ErrInterrupted, sum.Remaining)
+	case sum.Remaining > 0:
+		// A safety net: every way of stopping early is an error above.
+		return sum, fmt.Errorf("%w: %d rows have no result", ErrIncomplete, sum.Remaining)
 	}
 	return sum, nil
 }

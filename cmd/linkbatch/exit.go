@@ -64,7 +64,10 @@ func hint(err error) string {
 	case errors.Is(err, batch.ErrCredentials):
 		return "check " + envToken + " (it may have expired or been revoked) or " + envClientID + "/" + envClientSecret +
 			"; then run the same command with --resume"
-	case errors.Is(err, batch.ErrInterrupted):
+	case errors.Is(err, errInputChanged):
+		return "the input must stay as it was until the run ends; restore it (the results file's .run.json sidecar holds its SHA-256) " +
+			"and run the same command with --resume, or put a changed input in a new file with a new --out"
+	case errors.Is(err, batch.ErrInterrupted), errors.Is(err, batch.ErrIncomplete):
 		return "run the same command with --resume to process the remaining rows"
 	}
 	return ""
