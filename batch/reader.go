@@ -36,9 +36,11 @@ const utf8BOM = "\ufeff"
 //
 // A Reader is not safe for concurrent use.
 type Reader struct {
-	csv *csv.Reader
-	um  *gocsv.Unmarshaller
-	err error // sticky: io.EOF or the I/O error that ended reading
+	csv   *csv.Reader
+	um    *gocsv.Unmarshaller
+	split *splitter
+	ahead *Row  // a row read while rows refused before it were still due
+	err   error // sticky: io.EOF or the I/O error that ended reading
 }
 
 // NewReader reads and checks the header of the input r. Columns are matched
@@ -53,9 +55,17 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if b, err := br.Peek(len(utf8BOM)); err == nil && string(b) == utf8BOM {
 		_, _ = br.Discard(len(utf8BOM)) // cannot fail: the bytes are buffered
 	}
-	cr := csv.NewReader(br)
+	split := &splitter{src: br}
+	cr := csv.NewReader(split)
 	cr.ReuseRecord = true
 	um, err := gocsv.NewUnmarshaller(cr, &Row{})
+	headerLine := 0
+	if err == nil {
+		headerLine, _ = cr.FieldPos(0)
+	}
+	if u, ok := split.takeUnclosed(headerLine); ok {
+		return nil, fmt.Errorf("read header: %w", u.err())
+	}
 	if errors.Is(err, io.EOF) {
 		return nil, ErrNoHeader
 	}
@@ -77,7 +87,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 		}
 	}
 	cr.FieldsPerRecord = len(header)
-	return &Reader{csv: cr, um: um}, nil
+	return &Reader{csv: cr, um: um, split: split}, nil
 }
 
 // mapHeader returns the names under which gocsv is to see the header's
@@ -113,14 +123,41 @@ func mapHeader(raw []string) ([]string, error) {
 // Problems of a single row do not stop reading: a row the CSV parser
 // rejects (a stray quote, a wrong number of fields) comes back with Err set
 // to the parser's *csv.ParseError and no fields, and a row that fails
-// Validate with Err set to its *FieldError. Row.Line is the physical line
-// where the row starts (the header is line 1). The error result is only
-// for what ends reading: io.EOF, or the input's I/O error, wrapped; Next
-// keeps returning it afterwards.
+// Validate with Err set to its *FieldError. A quoted field may span at most
+// 16 lines and 64 KiB: a quote still open after that, or at the end of the
+// input, makes its row come back with a *csv.ParseError wrapping
+// ErrUnclosedQuote at the line and column of the quote, and reading resumes
+// on the next line. So every line of the input is either blank, the header,
+// or part of exactly one row. Row.Line is the physical line where the row
+// starts (the header is line 1). The error result is only for what ends
+// reading: io.EOF, or the input's I/O error, wrapped; a line or row cut
+// short by that error is never returned. Next keeps returning it afterwards.
 func (r *Reader) Next() (Row, error) {
-	if r.err != nil {
-		return Row{}, r.err
+	if r.ahead == nil && r.err == nil {
+		row, err := r.read()
+		if err != nil {
+			r.err = err
+		} else {
+			r.ahead = &row
+		}
 	}
+	before := 0 // any line, once reading ended
+	if r.ahead != nil {
+		before = r.ahead.Line
+	}
+	if u, ok := r.split.takeUnclosed(before); ok {
+		return Row{Line: u.line, Err: u.err()}, nil
+	}
+	if r.ahead != nil {
+		row := *r.ahead
+		r.ahead = nil
+		return row, nil
+	}
+	return Row{}, r.err
+}
+
+// read returns the parser's next row, or what ends reading.
+func (r *Reader) read() (Row, error) {
 	v, err := r.um.Read()
 	if err != nil {
 		var pe *csv.ParseError
@@ -128,11 +165,9 @@ func (r *Reader) Next() (Row, error) {
 			return Row{Line: pe.StartLine, Err: pe}, nil
 		}
 		if errors.Is(err, io.EOF) {
-			r.err = io.EOF
-		} else {
-			r.err = fmt.Errorf("read input: %w", err)
+			return Row{}, io.EOF
 		}
-		return Row{}, r.err
+		return Row{}, fmt.Errorf("read input: %w", err)
 	}
 	row := *v.(*Row)
 	row.Line, _ = r.csv.FieldPos(0)

@@ -177,9 +177,43 @@ func TestReaderBadRows(t *testing.T) {
 			want:  []wantRow{{2, "", "extraneous or missing \" in quoted-field"}, {3, "auth0|2", ""}},
 		},
 		{
-			name:  "quote never closed eats the rest",
+			name:  "quote never closed",
 			input: "primary_user_id,secondary_user_id\nauth0|1,\"github|1\nauth0|2,github|2\n",
-			want:  []wantRow{{2, "", "extraneous or missing \" in quoted-field"}},
+			want:  []wantRow{{2, "", "line 2, column 9: quote opened here does not close"}, {3, "auth0|2", ""}},
+		},
+		{
+			name:  "quote never closed on the last line",
+			input: "primary_user_id,secondary_user_id\nauth0|1,github|1\nauth0|2,\"github|2",
+			want:  []wantRow{{2, "auth0|1", ""}, {3, "", "line 3, column 9: quote opened here does not close"}},
+		},
+		{
+			name: "quote closed within the bound",
+			input: "primary_user_id,secondary_user_id,note\nauth0|1,github|1,\"a" + strings.Repeat("\n", maxRowLines-1) + "b\"\n" +
+				"auth0|2,github|2,\n",
+			want: []wantRow{{2, "auth0|1", ""}, {2 + maxRowLines, "auth0|2", ""}},
+		},
+		{
+			name: "quote open past the line bound",
+			input: "primary_user_id,secondary_user_id,note\nauth0|1,github|1,\"a" + strings.Repeat("\nauth0|x,github|x,", maxRowLines) + "b\"\n" +
+				"auth0|2,github|2,\n",
+			want: append(append([]wantRow{{2, "", "line 2, column 18: quote opened here"}}, func() []wantRow {
+				var w []wantRow
+				for i := range maxRowLines - 1 {
+					w = append(w, wantRow{3 + i, "auth0|x", ""})
+				}
+				return w
+			}()...), wantRow{2 + maxRowLines, "", "bare \""}, wantRow{3 + maxRowLines, "auth0|2", ""}),
+		},
+		{
+			name: "quote open past the size bound",
+			input: "primary_user_id,secondary_user_id,note\nauth0|1,github|1,\"" + strings.Repeat("n", maxRowBytes) + "\n" +
+				"auth0|2,github|2,\"x\"\"y\"\n",
+			want: []wantRow{{2, "", "line 2, column 18: quote opened here"}, {3, "auth0|2", ""}},
+		},
+		{
+			name:  "unclosed quotes on consecutive lines",
+			input: "primary_user_id,secondary_user_id\n\"auth0|1,github|1\n\"auth0|2,github|2\nauth0|3,github|3\n",
+			want:  []wantRow{{2, "", "line 2, column 1: quote opened"}, {3, "", "line 3, column 1: quote opened"}, {4, "auth0|3", ""}},
 		},
 		{
 			name:  "invalid row then valid row",

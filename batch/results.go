@@ -38,6 +38,10 @@ type Result struct {
 	// Warning flags a pair that a reviewer should look at before linking
 	// (WarnEmailMismatch, WarnEmailUnverified), set when the users were read.
 	Warning string
+
+	// fatal is the kind (see linker.FatalForAll) of a failure that every
+	// row would meet alike; it is not written out.
+	fatal string
 }
 
 // Warnings, as written in the results file's warning column.

@@ -65,6 +65,62 @@ func (c Config) Validate() error {
 // the credentials (401 or 403), which would fail every row alike.
 var ErrCredentials = errors.New("the tenant refused the credentials")
 
+// ErrEveryRowFails is matched by the *FailingAlikeError that Run returns
+// when consecutive rows failed alike for a reason no row can escape.
+var ErrEveryRowFails = errors.New("every row fails alike")
+
+// abortStreak is how many rows in a row must fail alike, for a reason that
+// comes from the tenant's address or the token rather than from the row
+// (linker.FatalForAll), before Run stops starting rows: enough that one
+// passing fault does not stop a run, few enough that a mistake costs
+// seconds, not days.
+const abortStreak = 5
+
+// FailingAlikeError is the error of a run that stopped because abortStreak
+// rows in a row failed alike, for a reason no row can escape.
+type FailingAlikeError struct {
+	Kind string // linker.FatalDNS, FatalRefused, FatalTLS or FatalTokenFormat
+	Rows int    // rows in a row that failed so
+	Last string // the last of their errors
+}
+
+func (e *FailingAlikeError) Error() string {
+	return fmt.Sprintf("%s: %d rows in a row failed alike (%s): %s", ErrEveryRowFails, e.Rows, e.Kind, e.Last)
+}
+
+// Is reports whether target is ErrEveryRowFails.
+func (e *FailingAlikeError) Is(target error) bool { return target == ErrEveryRowFails }
+
+// failStreak counts the rows that last ended failing alike. It is safe for
+// concurrent use.
+type failStreak struct {
+	mu   sync.Mutex
+	kind string
+	n    int
+}
+
+// add counts a row's result and returns the error that stops the run once
+// abortStreak rows in a row failed alike; any other result starts over.
+func (s *failStreak) add(res Result) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if res.fatal == "" {
+		s.kind, s.n = "", 0
+		return nil
+	}
+	if res.fatal != s.kind {
+		s.kind, s.n = res.fatal, 0
+	}
+	if s.n++; s.n < abortStreak {
+		return nil
+	}
+	return &FailingAlikeError{Kind: s.kind, Rows: s.n, Last: res.Error}
+}
+
+// ErrIncomplete is wrapped by the error Run returns when it read the whole
+// input but some rows have no result.
+var ErrIncomplete = errors.New("the run ended before every row had a result")
+
 // ErrInterrupted is wrapped by the error Run returns when its context was
 // cancelled before every row was processed.
 var ErrInterrupted = errors.New("interrupted")
@@ -123,10 +179,14 @@ type Hooks struct {
 // Run reads the input twice, once to validate it and find duplicates and
 // conflicts, then to link each row, writing one result per row to out. Per-row
 // failures are results, not errors. Run returns an error only when the run
-// stopped early: the input could not be read, the results could not be
-// written, the credentials were refused (ErrCredentials) or ctx was cancelled
-// (ErrInterrupted). Rows not finished then have no result; a resumed run picks
-// them up.
+// stopped early: the input could not be read (or changed), the results could
+// not be written, the credentials were refused (ErrCredentials), 5 rows in
+// a row failed alike for a reason no row can escape (a *FailingAlikeError,
+// matching ErrEveryRowFails: see linker.FatalForAll) or ctx was cancelled
+// (ErrInterrupted); or, as a safety net, when rows were left without a
+// result (ErrIncomplete). Rows not started then have no result, and rows that
+// failed for a reason no row can escape are failed and retryable; a resumed
+// run picks both up.
 func (r *Runner) Run(ctx context.Context, open func() (io.ReadCloser, error), out *ResultWriter) (Summary, error) {
 	start := time.Now()
 	log := r.Log
@@ -189,6 +249,7 @@ func (r *Runner) Run(ctx context.Context, open func() (io.ReadCloser, error), ou
 	// a few hundred KiB at most.
 	results := make(chan Result, 1024)
 	var workers sync.WaitGroup
+	var streak failStreak
 	for range r.Config.Workers {
 		workers.Go(func() {
 			for row := range jobs {
@@ -201,6 +262,9 @@ func (r *Runner) Run(ctx context.Context, open func() (io.ReadCloser, error), ou
 				res, keep, fatal := r.process(work, row)
 				if r.Hooks.Active != nil {
 					r.Hooks.Active(-1)
+				}
+				if keep && fatal == nil {
+					fatal = streak.add(res)
 				}
 				if fatal != nil {
 					stop(fatal)
@@ -292,7 +356,7 @@ read:
 			break
 		}
 		if err != nil {
-			readErr = fmt.Errorf("read input: %w", err)
+			readErr = err // wrapped by Next
 			stop(readErr)
 			break
 		}
@@ -332,10 +396,13 @@ read:
 		return sum, writeErr
 	case readErr != nil:
 		return sum, readErr
-	case errors.Is(cause, ErrCredentials):
+	case errors.Is(cause, ErrCredentials), errors.Is(cause, ErrEveryRowFails):
 		return sum, cause
 	case ctx.Err() != nil:
 		return sum, fmt.Errorf("%w: %d rows have no result yet", ErrInterrupted, sum.Remaining)
+	case sum.Remaining > 0:
+		// A safety net: every way of stopping early is an error above.
+		return sum, fmt.Errorf("%w: %d rows have no result", ErrIncomplete, sum.Remaining)
 	}
 	return sum, nil
 }
@@ -485,6 +552,11 @@ func fail(res *Result, err error) {
 		res.Error = err.Error()
 	}
 	res.Retryable = errors.Is(err, ratelimit.ErrRetriesExhausted) || ae == nil
+	if res.fatal = linker.FatalForAll(err); res.fatal != "" {
+		// The cause is the tenant's address or the token, not the row: once
+		// it is fixed, a resumed run tries the row again.
+		res.Retryable = true
+	}
 }
 
 // errNoReadScope explains an ambiguous answer that could not be checked.

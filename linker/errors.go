@@ -1,10 +1,14 @@
 package linker
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -107,4 +111,58 @@ func IsMaybeAlreadyLinked(err error) bool {
 		return ae.Message == MsgInexistentIdentity
 	}
 	return false
+}
+
+// Kinds of failure that every request to the tenant meets alike, whatever
+// the row: FatalForAll returns one of them.
+const (
+	FatalDNS         = "dns"                // the tenant's host name does not resolve
+	FatalRefused     = "connection_refused" // nothing accepts connections at the tenant's address
+	FatalTLS         = "tls"                // the tenant's TLS handshake or certificate fails
+	FatalTokenFormat = "token_format"       // the token is not a JWT: 400 "Bad HTTP authentication header format"
+)
+
+// MsgBadAuthHeader is the message of Auth0's 400 answer (error code
+// "Bearer") to a bearer token that is not a JWT.
+const MsgBadAuthHeader = "Bad HTTP authentication header format"
+
+// FatalForAll returns the kind (FatalDNS, FatalRefused, FatalTLS or
+// FatalTokenFormat) of an error that no row can escape, because it comes
+// from the tenant's address or the token rather than from the row: a DNS
+// failure (*net.DNSError), a refused connection (ECONNREFUSED), a TLS
+// failure (an untrusted, expired or mismatched certificate, or a server
+// that does not speak TLS), or Auth0's 400 "Bad HTTP authentication header
+// format" (code "Bearer"). It returns "" for any other error, nil included.
+// Errors are matched through any wrapping. It is safe for concurrent use.
+func FatalForAll(err error) string {
+	if err == nil {
+		return ""
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		if ae.Status == http.StatusBadRequest && (ae.Code == "Bearer" || ae.Message == MsgBadAuthHeader) {
+			return FatalTokenFormat
+		}
+		return ""
+	}
+	var (
+		dnsErr    *net.DNSError
+		verifyErr *tls.CertificateVerificationError
+		recordErr tls.RecordHeaderError
+		authority x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(err, &dnsErr):
+		return FatalDNS
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return FatalRefused
+	case errors.As(err, &verifyErr), errors.As(err, &recordErr), errors.As(err, &authority),
+		errors.As(err, &hostname), errors.As(err, &invalid),
+		// net/http reports a TLS record that is plain HTTP by text only.
+		strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return FatalTLS
+	}
+	return ""
 }

@@ -15,7 +15,7 @@ const (
 	exitOK       = 0 // every row linked, already linked, planned or skipped
 	exitProblems = 1 // the run finished, but some rows are invalid or failed
 	exitUsage    = 2 // bad flags or configuration; nothing was sent
-	exitAborted  = 3 // the run stopped early: credentials refused, input unreadable, interrupted
+	exitAborted  = 3 // the run stopped early: credentials refused, every row failing alike, input unreadable or changed, interrupted
 )
 
 // usageError is a problem with the command line or the configuration.
@@ -56,6 +56,22 @@ func exitCode(err error, stderr io.Writer) int {
 
 // hint says what to do next about an error that aborted a run.
 func hint(err error) string {
+	const resume = "; then run the same command with --resume"
+	var alike *batch.FailingAlikeError
+	if errors.As(err, &alike) {
+		switch alike.Kind {
+		case linker.FatalDNS:
+			return "check " + envDomain + " (--domain): its host name does not resolve (a typo? a tenant's domain looks like acme.eu.auth0.com)" + resume
+		case linker.FatalRefused:
+			return "check " + envDomain + " (--domain): nothing accepts connections at its address and port (a wrong port, or a proxy that is down)" + resume
+		case linker.FatalTLS:
+			return "check " + envDomain + " (--domain): its TLS certificate is not trusted or not for that name (a wrong host, or a proxy that intercepts TLS: " +
+				"add its CA to the system's trust store)" + resume
+		case linker.FatalTokenFormat:
+			return "check " + envToken + " (--token): it is not a JWT (three base64url parts separated by dots); copy the whole Management API token, " +
+				"without quotes or a \"Bearer \" prefix" + resume
+		}
+	}
 	switch {
 	case errors.Is(err, batch.ErrCredentials) && linker.IsForbidden(err):
 		return "grant the application the update:users scope (and read:users, used to check ambiguous answers and by --verify): " +
@@ -63,7 +79,10 @@ func hint(err error) string {
 	case errors.Is(err, batch.ErrCredentials):
 		return "check " + envToken + " (it may have expired or been revoked) or " + envClientID + "/" + envClientSecret +
 			"; then run the same command with --resume"
-	case errors.Is(err, batch.ErrInterrupted):
+	case errors.Is(err, errInputChanged):
+		return "the input must stay as it was until the run ends; restore it (the results file's .run.json sidecar holds its SHA-256) " +
+			"and run the same command with --resume, or put a changed input in a new file with a new --out"
+	case errors.Is(err, batch.ErrInterrupted), errors.Is(err, batch.ErrIncomplete):
 		return "run the same command with --resume to process the remaining rows"
 	}
 	return ""

@@ -283,8 +283,10 @@ func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation
 // inputOpener opens the input once and returns a function that reads it
 // afresh each time (the run reads it more than once), always the same bytes:
 // the file as it was when opened, even if it is replaced or grows meanwhile.
-// Standard input is first copied to a temporary file. The readers are safe
-// to use concurrently.
+// A read that finds other bytes (the file was changed in place or
+// truncated) fails with an error wrapping errInputChanged before it passes
+// on a byte that differs (see input). Standard input is first copied to a
+// temporary file. The readers are safe to use concurrently.
 func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), func(), error) {
 	var f *os.File
 	if in == "-" {
@@ -314,10 +316,7 @@ func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), fun
 		cleanup()
 		return nil, nil, usagef("--in: %s is a directory", in)
 	}
-	size := st.Size()
-	return func() (io.ReadCloser, error) {
-		return io.NopCloser(io.NewSectionReader(f, 0, size)), nil
-	}, cleanup, nil
+	return newInput(f, st.Size()).open, cleanup, nil
 }
 
 // checkOut refuses to overwrite a results file that is not empty unless

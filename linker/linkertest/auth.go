@@ -92,7 +92,25 @@ const (
 	msgReadScope = "Insufficient scope; expected any of: read:users, read:user_idp_tokens, read:current_user."
 	msgExpired   = "Expired token received for JSON Web Token validation"
 	msgBadToken  = "Invalid token."
+	msgBadHeader = "Bad HTTP authentication header format"
 )
+
+// jwtShaped reports whether tok has the shape of a JWT: three non-empty
+// base64url segments separated by dots. Auth0 answers a bearer token of
+// another shape with 400 "Bad HTTP authentication header format" (code
+// "Bearer") before it looks the token up.
+func jwtShaped(tok string) bool {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || strings.Trim(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=") != "" {
+			return false
+		}
+	}
+	return true
+}
 
 // authorize checks the bearer token of r for any of scopes. It returns the
 // error to answer, or a zero status when r may proceed.
@@ -101,6 +119,9 @@ func (s *Server) authorize(r *http.Request, scopes []string, scopeMsg string) (s
 	tok = strings.TrimSpace(tok)
 	if !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return http.StatusUnauthorized, "invalid_token", msgBadToken
+	}
+	if !jwtShaped(tok) {
+		return http.StatusBadRequest, "Bearer", msgBadHeader
 	}
 	s.mu.Lock()
 	t, ok := s.tokens[tok]
