@@ -1,11 +1,15 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+
+	"go.uber.org/zap"
 
 	"github.com/linkbatch/linkbatch/batch"
 )
@@ -90,8 +94,8 @@ func sameFile(a, b string) bool {
 }
 
 // checkAliases refuses, with a usage error, a command line on which two of
-// the files a run reads or writes (--in, --out, the sidecar and
-// --report) are one file, however each is spelled. A stream --out is
+// the files a run reads or writes (--in, --out, the sidecar, the lock file
+// and --report) are one file, however each is spelled. A stream --out is
 // left out: nothing is created beside it and it is never read back.
 func checkAliases(c *config) error {
 	type named struct{ what, path string }
@@ -102,7 +106,8 @@ func checkAliases(c *config) error {
 	if !c.outStream {
 		files = append(files,
 			named{"--out", c.Out},
-			named{"the run record of --out", batch.SidecarPath(c.Out)})
+			named{"the run record of --out", batch.SidecarPath(c.Out)},
+			named{"the lock file of --out", lockPath(c.Out)})
 	}
 	if c.Report != "" {
 		files = append(files, named{"--report", c.Report})
@@ -115,4 +120,61 @@ func checkAliases(c *config) error {
 		}
 	}
 	return nil
+}
+
+// removeStaleTemps removes the temporary files that a run killed while it
+// rewrote the results file out or its sidecar left in out's directory
+// (.NAME.tmp-N and .NAME.run.json.tmp-N, which hold user ids), and returns
+// how many it removed. Call it only while holding the lock on out: then no
+// other run is writing them.
+func removeStaleTemps(out string) (int, error) {
+	dir, base := filepath.Split(out)
+	if dir == "" {
+		dir = "."
+	}
+	// The names os.CreateTemp makes for batch's atomic rewrites: a random
+	// decimal number in place of its *.
+	stale := regexp.MustCompile(`^\.` + regexp.QuoteMeta(base) + `(\.run\.json)?\.tmp-[0-9]+$`)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("remove stale temporary files: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !stale.MatchString(e.Name()) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	if err := errors.Join(errs...); err != nil {
+		return n, fmt.Errorf("remove stale temporary files: %w", err)
+	}
+	return n, nil
+}
+
+// claimResults locks the results file of cfg for the run and removes the
+// temporary files that an earlier run killed mid-rewrite left beside it. It
+// returns the function that releases the lock. A stream --out is not locked.
+func claimResults(cfg *config, log *zap.Logger) (func(), error) {
+	if cfg.outStream {
+		return func() {}, nil
+	}
+	l, err := lockResults(cfg.Out)
+	if err != nil {
+		return nil, err
+	}
+	n, err := removeStaleTemps(cfg.Out)
+	if err != nil {
+		l.Release()
+		return nil, err
+	}
+	if n > 0 {
+		log.Info("removed temporary files left by an interrupted run", zap.String("results", cfg.Out), zap.Int("files", n))
+	}
+	return l.Release, nil
 }

@@ -96,6 +96,13 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 	})
 
+	// Nothing is read, sent or written before the results file is ours.
+	release, err := claimResults(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer release()
+
 	open, cleanup, err := inputOpener(cfg.In, stdin)
 	if err != nil {
 		return err
