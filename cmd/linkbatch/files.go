@@ -159,10 +159,10 @@ func removeStaleTemps(out string) (int, error) {
 
 // claimResults locks the results file of cfg for the run and removes the
 // temporary files that an earlier run killed mid-rewrite left beside it. It
-// returns the function that releases the lock. A stream --out is not locked.
-func claimResults(cfg *config, log *zap.Logger) (func(), error) {
+// returns the lock, nil for a stream --out, which is not locked.
+func claimResults(cfg *config, log *zap.Logger) (*resultsLock, error) {
 	if cfg.outStream {
-		return func() {}, nil
+		return nil, nil
 	}
 	l, err := lockResults(cfg.Out)
 	if err != nil {
@@ -176,5 +176,5 @@ func claimResults(cfg *config, log *zap.Logger) (func(), error) {
 	if n > 0 {
 		log.Info("removed temporary files left by an interrupted run", zap.String("results", cfg.Out), zap.Int("files", n))
 	}
-	return l.Release, nil
+	return l, nil
 }

@@ -177,17 +177,22 @@ func TestRunSecondRunOnSameOutExits(t *testing.T) {
 	})
 	waitUntil(t, 30*time.Second, first, "5 result rows", func() bool { return rowsWritten(outPath) >= 5 })
 	symlink(t, "results.csv", filepath.Join(dir, "link.csv"))
+	hardlink(t, outPath, filepath.Join(dir, "hard.csv"))
 	wantPID := fmt.Sprintf("pid %d", first.cmd.Process.Pid)
-	for _, out := range []string{"./results.csv", outPath, "link.csv"} {
+	for _, out := range []string{"./results.csv", outPath, "link.csv", "hard.csv"} {
 		for _, resume := range []bool{false, true} {
 			args := []string{"run", "--in", in, "--out", out, "--workers", "2", "--no-progress"}
 			if resume {
 				args = append(args, "--resume")
 			}
+			want := wantPID
+			if out == "hard.csv" {
+				want = "pid unknown" // another name, another lock file: only the results file's own lock tells
+			}
 			start := time.Now()
 			r := runIn(t, dir, tenantEnv(srv, tok), args...)
-			if r.code != exitUsage || !strings.Contains(r.stderr, "in use by another linkbatch run") || !strings.Contains(r.stderr, wantPID) {
-				t.Errorf("second run %v: exit %d, want %d naming %s\n%s", args[3:], r.code, exitUsage, wantPID, r.stderr)
+			if r.code != exitUsage || !strings.Contains(r.stderr, "in use by another linkbatch run") || !strings.Contains(r.stderr, want) {
+				t.Errorf("second run %v: exit %d, want %d naming %s\n%s", args[3:], r.code, exitUsage, want, r.stderr)
 			}
 			if d := time.Since(start); d > 10*time.Second {
 				t.Errorf("second run %v took %v to give up", args[3:], d)
@@ -200,6 +205,9 @@ func TestRunSecondRunOnSameOutExits(t *testing.T) {
 	if code := first.wait(t, time.Minute); code != exitOK {
 		t.Fatalf("first run: exit %d, want 0\n%s", code, first.stderr)
 	}
+	if _, err := os.Lstat(outPath + ".lock"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the lock file is left after the run (%v)", err)
+	}
 	res := checkWellFormed(t, outPath)
 	checkAllLinked(t, srv, pairs, outcome{results: res})
 	if len(res) != len(pairs) {
@@ -207,6 +215,15 @@ func TestRunSecondRunOnSameOutExits(t *testing.T) {
 	}
 	if st := srv.Stats(); st.Posts != len(pairs) {
 		t.Errorf("tenant saw %d POSTs for %d pairs", st.Posts, len(pairs))
+	}
+	// Once it ended, the same results file is free again; a resume of a
+	// finished file keeps it as it is and sends nothing.
+	r := runIn(t, dir, tenantEnv(srv, tok), "run", "--in", in, "--out", "results.csv", "--resume", "--no-progress")
+	if r.code != exitOK {
+		t.Errorf("resume after the first run: exit %d, want 0\n%s", r.code, r.stderr)
+	}
+	if st := srv.Stats(); st.Posts != len(pairs) {
+		t.Errorf("tenant saw %d POSTs for %d pairs after the resume", st.Posts, len(pairs))
 	}
 }
 
@@ -310,9 +327,9 @@ func TestRunOutStream(t *testing.T) {
 	}
 }
 
-// TestRunRemovesStaleTemporaryFiles: the temporary files a run killed while
-// rewriting the results file or its sidecar left are removed at the next
-// start; those of other files are not.
+// TestRunRemovesStaleTemporaryFiles: the temporary files and the lock file
+// that a run killed while rewriting the results file or its sidecar left
+// are removed by the next run; those of other files are not.
 func TestRunRemovesStaleTemporaryFiles(t *testing.T) {
 	dir := t.TempDir()
 	in := writeInput(t, genPairs("stale", 3))
@@ -326,9 +343,16 @@ func TestRunRemovesStaleTemporaryFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The lock file a killed run left is no obstacle: its lock died with it.
+	if err := os.WriteFile(filepath.Join(dir, "res.csv.lock"), []byte("999999\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	r := runIn(t, dir, nil, "run", "--in", in, "--out", "res.csv", "--dry-run", "--resume", "--no-progress")
 	if r.code != exitOK {
 		t.Fatalf("resumed run: exit %d\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "res.csv.lock")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the lock file is left after the run (%v)", err)
 	}
 	for _, name := range stale {
 		if _, err := os.Lstat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {

@@ -18,50 +18,99 @@ func lockPath(out string) string { return resolvePath(out) + ".lock" }
 
 // resultsLock is the exclusive lock a run holds on its results file from
 // before it reads anything until it exits: an flock(2) on out's lock file,
-// which stays in place and records the holder's pid, and one on the results
-// file itself when it exists, which also catches a second name (a hard link)
-// for it. The kernel drops both when the process ends, however it ends.
-type resultsLock struct{ files []*os.File }
+// which records the holder's pid, and one on the results file itself when
+// it exists, which also catches a second name (a hard link) for it. The
+// kernel drops both when the process ends, however it ends; a lock file
+// left by a killed run is taken over by the next one.
+type resultsLock struct {
+	path  string // the lock file, removed on release
+	files []*os.File
+}
 
 // lockResults takes the lock on the results file out without waiting. When
 // another run holds it, it returns a usage error that names the holder's
 // pid, when known.
 func lockResults(out string) (*resultsLock, error) {
-	l := &resultsLock{}
 	path := lockPath(out)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := lockFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("lock results: %w", err)
-	}
-	if err := tryLock(f); err != nil {
-		_ = f.Close()
 		return nil, lockError(out, path, err)
 	}
-	l.files = append(l.files, f)
+	l := &resultsLock{path: path, files: []*os.File{f}}
 	if err := recordPID(f); err != nil {
 		l.Release()
 		return nil, fmt.Errorf("lock results: %s: %w", path, err)
 	}
-	r, err := os.Open(out)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return l, nil
-	case err != nil:
+	if err := l.Hold(out); err != nil {
 		l.Release()
-		return nil, fmt.Errorf("lock results: %w", err)
+		return nil, err
 	}
-	if err := tryLock(r); err != nil {
-		_ = r.Close()
-		l.Release()
-		return nil, lockError(out, "", err)
-	}
-	l.files = append(l.files, r)
 	return l, nil
 }
 
-// Release drops the lock. The lock file stays: removing it would let a run
-// that opened it meanwhile lock a file nobody else sees.
+// Hold locks the results file out itself as well, if it exists, for as
+// long as l is held. Call it again once the run has created or replaced
+// the file. A nil l holds nothing.
+func (l *resultsLock) Hold(out string) error {
+	if l == nil {
+		return nil
+	}
+	r, err := os.Open(out)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("lock results: %w", err)
+	}
+	// A second flock of a file this process holds would fail: two opens
+	// are two locks.
+	if st, err := r.Stat(); err == nil {
+		for _, f := range l.files {
+			if held, err := f.Stat(); err == nil && os.SameFile(held, st) {
+				return r.Close()
+			}
+		}
+	}
+	if err := tryLock(r); err != nil {
+		_ = r.Close()
+		return lockError(out, "", err)
+	}
+	l.files = append(l.files, r)
+	return nil
+}
+
+// lockFile creates or opens the lock file at path and locks it. A run that
+// releases its lock removes the file first, so a lock taken on a file that
+// no longer is at path is dropped and taken again on the one that is.
+func lockFile(path string) (*os.File, error) {
+	for range 100 {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := tryLock(f); err != nil {
+			_ = f.Close()
+			return nil, err
+		}
+		held, err1 := f.Stat()
+		named, err2 := os.Stat(path)
+		if err1 == nil && err2 == nil && os.SameFile(held, named) {
+			return f, nil
+		}
+		_ = f.Close() // removed by its holder meanwhile
+	}
+	return nil, errLocked
+}
+
+// Release drops the lock and removes the lock file, while still holding it.
+// A nil l holds nothing.
 func (l *resultsLock) Release() {
+	if l == nil {
+		return
+	}
+	if len(l.files) > 0 {
+		_ = os.Remove(l.path)
+	}
 	for _, f := range l.files {
 		_ = f.Close()
 	}
@@ -74,7 +123,7 @@ func lockError(out, path string, err error) error {
 	if !errors.Is(err, errLocked) {
 		return fmt.Errorf("lock results: %w", err)
 	}
-	holder := "pid unknown"
+	holder := "pid unknown: it runs on another name for the same file"
 	if path != "" {
 		if b, err := os.ReadFile(path); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {

@@ -97,11 +97,11 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	})
 
 	// Nothing is read, sent or written before the results file is ours.
-	release, err := claimResults(cfg, log)
+	lock, err := claimResults(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer lock.Release()
 
 	open, cleanup, err := inputOpener(cfg.In, stdin)
 	if err != nil {
@@ -187,6 +187,11 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	var kept batch.ResumeReport
 	out, done, closeOut, err := openResults(cfg, fingerprint, stdout, log, &kept)
 	if err != nil {
+		return err
+	}
+	// The file created or compacted is locked too, under any name.
+	if err := lock.Hold(cfg.Out); err != nil {
+		_ = closeOut()
 		return err
 	}
 	runner.Done = done
