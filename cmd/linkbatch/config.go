@@ -138,7 +138,7 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 		printGroupedDefaults(stderr, fs)
 	}
 	fs.StringVar(&cfg.In, "in", "", "input CSV `file` of pairs; - reads standard input")
-	fs.StringVar(&cfg.Out, "out", "", "results CSV `file` to write")
+	fs.StringVar(&cfg.Out, "out", "", "results CSV `file` to write, locked for the run; - or /dev/stdout writes standard output (a stream: no resume)")
 	fs.BoolVar(&cfg.Batch.DryRun, "dry-run", false, "validate and plan only; send no write to the tenant (needs no credentials)")
 	fs.StringVar(&cfg.Report, "report", "", "at the end, write an HTML report of the run (totals, statuses, warnings, the first rows of each problem) to `file`")
 	fs.BoolVar(&cfg.Resume, "resume", false, "continue the run that wrote --out: keep its final rows, process the rest")
