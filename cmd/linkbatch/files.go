@@ -168,10 +168,19 @@ func claimResults(cfg *config, log *zap.Logger) (*resultsLock, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, err := removeStaleTemps(cfg.Out)
-	if err != nil {
-		l.Release()
-		return nil, err
+	// A resume compacts the file a symbolic link leads to, beside it.
+	places := []string{cfg.Out}
+	if real := resolvePath(cfg.Out); real != cfg.Out {
+		places = append(places, real)
+	}
+	n := 0
+	for _, out := range places {
+		removed, err := removeStaleTemps(out)
+		n += removed
+		if err != nil {
+			l.Release()
+			return nil, err
+		}
 	}
 	if n > 0 {
 		log.Info("removed temporary files left by an interrupted run", zap.String("results", cfg.Out), zap.Int("files", n))

@@ -367,4 +367,31 @@ func TestRunRemovesStaleTemporaryFiles(t *testing.T) {
 	if !strings.Contains(r.stderr, `"files":2`) {
 		t.Errorf("the removal is not logged:\n%s", r.stderr)
 	}
+
+	// Through a symbolic link, those beside the file it leads to go too.
+	real := filepath.Join(dir, "real")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "res.csv"), filepath.Join(real, "res.csv")); err != nil {
+		t.Fatal(err)
+	}
+	symlink(t, "real/res.csv", filepath.Join(dir, "link.csv"))
+	if err := os.Rename(filepath.Join(dir, "res.csv.run.json"), filepath.Join(dir, "link.csv.run.json")); err != nil {
+		t.Fatal(err)
+	}
+	staleThere := filepath.Join(real, ".res.csv.tmp-99")
+	if err := os.WriteFile(staleThere, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = runIn(t, dir, nil, "run", "--in", in, "--out", "link.csv", "--dry-run", "--resume", "--no-progress")
+	if r.code != exitOK {
+		t.Fatalf("resumed run through a link: exit %d\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Lstat(staleThere); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s not removed (%v)", staleThere, err)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "link.csv")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("link.csv is no longer a symbolic link (%v)", err)
+	}
 }
