@@ -25,13 +25,16 @@ func isStreamOut(out string) (bool, error) {
 	}
 	// These name whatever a descriptor of the process is, even a regular
 	// file: nothing may be created beside them.
-	switch abs, _ := filepath.Abs(out); {
+	abs, _ := filepath.Abs(out)
+	switch {
 	case abs == "/dev/stdout", abs == "/dev/stderr",
 		strings.HasPrefix(abs, "/dev/fd/"), strings.HasPrefix(abs, "/proc/"):
 		return true, nil
 	}
 	st, err := os.Stat(out)
 	switch {
+	case err != nil && filepath.Dir(abs) == "/dev":
+		return false, fmt.Errorf("%s: no such device (no results file is created in /dev)", out)
 	case err != nil:
 		return false, nil // created by the run; a bad path fails then
 	case st.IsDir():

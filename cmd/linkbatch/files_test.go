@@ -236,8 +236,11 @@ func TestRunOutStream(t *testing.T) {
 	in := writeInput(t, pairs)
 	bad := writeInput(t, pairs[:1], "auth0|z,myspace|1")
 	// A failing run would create these in /dev; remove them if it did.
-	for _, dev := range []string{"/dev/stdout", "/dev/null"} {
-		for _, p := range []string{batch.SidecarPath(dev), dev + ".lock"} {
+	for _, dev := range []string{"/dev/stdout", "/dev/null", "/dev/stdot"} {
+		for _, p := range []string{dev, batch.SidecarPath(dev), dev + ".lock"} {
+			if dev != "/dev/stdot" && p == dev {
+				continue
+			}
 			if _, err := os.Lstat(p); err == nil {
 				t.Fatalf("%s exists before the test", p)
 			}
@@ -310,6 +313,7 @@ func TestRunOutStream(t *testing.T) {
 		{"resume a stream", "/dev/null", []string{"--resume"}, "regular file"},
 		{"resume standard output", "-", []string{"--resume"}, "regular file"},
 		{"report of a stream", "/dev/stdout", []string{"--report", "r.html"}, "regular file"},
+		{"a misspelt device", "/dev/stdot", nil, "no such device"},
 		{"a directory", ".", nil, "is a directory"},
 		{"a directory by absolute path", "ABS", nil, "is a directory"},
 	} {

@@ -405,9 +405,8 @@ func openResults(cfg *config, fingerprint string, stdout io.Writer, log *zap.Log
 }
 
 // openStream opens the stream out (see isStreamOut): standard output for -
-// and /dev/stdout, otherwise the named file, appended to and never created,
-// so that a misspelt device name is an error rather than a new file in
-// /dev. It returns the writer and a function that closes the stream.
+// and /dev/stdout, otherwise the named file, appended to and never created.
+// It returns the writer and a function that closes the stream.
 func openStream(out string, stdout io.Writer) (*batch.ResultWriter, func() error, error) {
 	if isStdout(out) {
 		w, err := batch.NewResultWriter(stdout, true)
