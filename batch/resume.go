@@ -145,9 +145,15 @@ type ResumeReport struct {
 // partly written last row (a crash mid-write) is cut off; rows that are not
 // final (see Result.Final; with retryFailed, failed rows are not final
 // either) are removed, so that the file ends with one row per line. The file
-// is streamed, and replaced atomically when anything changes.
+// is streamed, and replaced atomically when anything changes; when path is a
+// symbolic link, the file it leads to is replaced, through a temporary file
+// beside it.
 func PrepareResume(path string, retryFailed bool) (*LineSet, ResumeReport, error) {
 	var rep ResumeReport
+	// Replace the file a symbolic link leads to, not the link.
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, rep, fmt.Errorf("read results: %w", err)

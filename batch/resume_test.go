@@ -104,3 +104,29 @@ func TestRunInfoRoundTrip(t *testing.T) {
 		t.Errorf("ReadRunInfo accepted a record of another version")
 	}
 }
+
+// TestPrepareResumeThroughSymlink: compacting a results file named by a
+// symbolic link rewrites the file it leads to and leaves the link a link.
+func TestPrepareResumeThroughSymlink(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real.csv")
+	header := strings.Join(resultColumns, ",") + "\n"
+	linked := "2,auth0|a,github|a,linked,201,1,,,10,false,\n"
+	transient := "3,auth0|c,github|c,failed,503,6,,503 Service Unavailable,900,true,\n"
+	if err := os.WriteFile(real, []byte(header+linked+transient), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.csv")
+	if err := os.Symlink("real.csv", link); err != nil {
+		t.Fatal(err)
+	}
+	if _, rep, err := PrepareResume(link, false); err != nil || rep.Dropped != 1 {
+		t.Fatalf("PrepareResume: %+v, %v; want 1 row dropped", rep, err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("%s is no longer a symbolic link (%v)", link, err)
+	}
+	if b, err := os.ReadFile(real); err != nil || string(b) != header+linked {
+		t.Errorf("%s holds %q (%v), want the compacted rows", real, b, err)
+	}
+}

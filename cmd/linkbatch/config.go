@@ -45,6 +45,9 @@ type config struct {
 
 	// secretFlags names the secrets given as flags, to warn about.
 	secretFlags []string
+	// outStream is set by Validate when Out is a stream, not a results
+	// file (see isStreamOut).
+	outStream bool
 }
 
 // Environment variables read as fallbacks, named as Auth0's own tools name them.
@@ -136,7 +139,7 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 		printGroupedDefaults(stderr, fs)
 	}
 	fs.StringVar(&cfg.In, "in", "", "input CSV `file` of pairs; - reads standard input")
-	fs.StringVar(&cfg.Out, "out", "", "results CSV `file` to write")
+	fs.StringVar(&cfg.Out, "out", "", "results CSV `file` to write, locked for the run; - or /dev/stdout writes standard output (a stream: no resume)")
 	fs.BoolVar(&cfg.Batch.DryRun, "dry-run", false, "validate and plan only; send no write to the tenant (needs no credentials)")
 	fs.StringVar(&cfg.Report, "report", "", "at the end, write an HTML report of the run (totals, statuses, warnings, the first rows of each problem) to `file`")
 	fs.BoolVar(&cfg.Resume, "resume", false, "continue the run that wrote --out: keep its final rows, process the rest")
@@ -202,14 +205,19 @@ func (c *config) Validate() error {
 	if c.RetryFailed && !c.Resume {
 		return usagef("--retry-failed goes with --resume")
 	}
-	if c.Report != "" && (c.Out == "-" || c.Report == c.Out || c.Report == c.In) {
-		return usagef("--report needs --out to name a file, and a file of its own")
+	stream, err := isStreamOut(c.Out)
+	if err != nil {
+		return usagef("--out: %v", err)
 	}
-	if c.Resume && c.Out == "-" {
-		return usagef("--resume needs --out to name a file")
+	c.outStream = stream
+	if c.Report != "" && stream {
+		return usagef("--report needs --out to name a regular file, which it reads back")
 	}
-	if c.In != "-" && c.In == c.Out {
-		return usagef("--in and --out name the same file")
+	if c.Resume && stream {
+		return usagef("--resume needs --out to name a regular file; %s is a stream, which keeps nothing to resume", c.Out)
+	}
+	if err := checkAliases(c); err != nil {
+		return err
 	}
 	if err := c.Batch.Validate(); err != nil {
 		return usagef("%v", err)

@@ -96,6 +96,13 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 	})
 
+	// Nothing is read, sent or written before the results file is ours.
+	lock, err := claimResults(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+
 	open, cleanup, err := inputOpener(cfg.In, stdin)
 	if err != nil {
 		return err
@@ -113,7 +120,7 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		readers           sync.WaitGroup
 	)
 	readers.Go(func() { plan, planErr = batch.ReadPlan(open) })
-	if cfg.Out != "-" {
+	if !cfg.outStream {
 		readers.Go(func() { fingerprint, printErr = fingerprintInput(open) })
 	}
 	readers.Wait()
@@ -180,6 +187,11 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	var kept batch.ResumeReport
 	out, done, closeOut, err := openResults(cfg, fingerprint, stdout, log, &kept)
 	if err != nil {
+		return err
+	}
+	// The file created or compacted is locked too, under any name.
+	if err := lock.Hold(cfg.Out); err != nil {
+		_ = closeOut()
 		return err
 	}
 	runner.Done = done
@@ -274,7 +286,7 @@ func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation
 	if sim != nil {
 		fields = append(fields, zap.Object("simulated_tenant", sim))
 	}
-	if sum.Remaining > 0 && cfg.Out != "-" {
+	if sum.Remaining > 0 && !cfg.outStream {
 		fields = append(fields, zap.String("next", "run the same command with --resume to process the remaining rows"))
 	}
 	log.Info("summary", fields...)
@@ -322,7 +334,7 @@ func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), fun
 // checkOut refuses to overwrite a results file that is not empty unless
 // the run resumes it.
 func checkOut(cfg *config) error {
-	if cfg.Out == "-" || cfg.Resume {
+	if cfg.outStream || cfg.Resume {
 		return nil
 	}
 	if st, err := os.Stat(cfg.Out); err == nil && st.Size() > 0 {
@@ -345,11 +357,11 @@ func fingerprintInput(open func() (io.ReadCloser, error)) (string, error) {
 // an earlier run of the same input wrote, repaired and compacted to its final
 // rows. It returns the writer, the lines already final (nil for a new file),
 // and a close function that syncs the file to disk; kept is set to what a
-// resumed file held.
+// resumed file held. A stream --out is opened by openStream.
 func openResults(cfg *config, fingerprint string, stdout io.Writer, log *zap.Logger, kept *batch.ResumeReport) (*batch.ResultWriter, *batch.LineSet, func() error, error) {
-	if cfg.Out == "-" {
-		w, err := batch.NewResultWriter(stdout, true)
-		return w, nil, func() error { return nil }, err
+	if cfg.outStream {
+		w, closeOut, err := openStream(cfg.Out, stdout)
+		return w, nil, closeOut, err
 	}
 	sidecar := batch.SidecarPath(cfg.Out)
 	var done *batch.LineSet
@@ -388,13 +400,39 @@ func openResults(cfg *config, fingerprint string, stdout io.Writer, log *zap.Log
 		_ = f.Close()
 		return nil, nil, nil, err
 	}
-	return w, done, func() error {
+	return w, done, func() error { return syncClose(f) }, nil
+}
+
+// openStream opens the stream out (see isStreamOut): standard output for -
+// and /dev/stdout, otherwise the named file, appended to and never created.
+// It returns the writer and a function that closes the stream.
+func openStream(out string, stdout io.Writer) (*batch.ResultWriter, func() error, error) {
+	if isStdout(out) {
+		w, err := batch.NewResultWriter(stdout, true)
+		return w, func() error { return nil }, err
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open results: %w", err)
+	}
+	w, err := batch.NewResultWriter(f, true)
+	if err != nil {
+		_ = f.Close()
+		return nil, nil, err
+	}
+	return w, func() error { return syncClose(f) }, nil
+}
+
+// syncClose syncs f to disk when it is a regular file (a pipe or a terminal
+// cannot be synced) and closes it.
+func syncClose(f *os.File) error {
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
 		if err := f.Sync(); err != nil {
 			_ = f.Close()
 			return fmt.Errorf("sync results: %w", err)
 		}
-		return f.Close()
-	}, nil
+	}
+	return f.Close()
 }
 
 // writeReport writes the HTML report of the run from its results file.
