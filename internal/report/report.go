@@ -1,6 +1,13 @@
-package batch
+// Package report writes the HTML report of a results file for a reviewer:
+// totals, a chart, what the email warnings mean and the first rows of each
+// kind of problem. It owns the page, its text and its escaping; it reads
+// results only through batch.ReadResults and must not know how rows are
+// linked, the tenant, or the command's flags (its caller fills Info).
+package report
 
 import (
+	"github.com/linkbatch/linkbatch/batch"
+
 	"bufio"
 	"cmp"
 	"container/heap"
@@ -18,9 +25,9 @@ import (
 	"unicode/utf8"
 )
 
-// DefaultReportLimit is how many rows a report lists for each kind of problem
-// when ReportInfo.Limit is not set.
-const DefaultReportLimit = 20
+// DefaultLimit is how many rows a report lists for each kind of problem
+// when Info.Limit is not set.
+const DefaultLimit = 20
 
 const (
 	// reportMaxKinds bounds the distinct kinds a report keeps per section
@@ -31,8 +38,8 @@ const (
 	reportMaxText = 160
 )
 
-// ReportInfo describes the run a report is about. Every field is optional.
-type ReportInfo struct {
+// Info describes the run a report is about. Every field is optional.
+type Info struct {
 	// Title heads the page; the default names the kind of run and the input.
 	Title string
 	// Input and Results name the input and results files, as given.
@@ -47,13 +54,13 @@ type ReportInfo struct {
 	// run's requests, rate-limit answers, retries, elapsed time, and the
 	// rows it left without a result. Its counts cover this run only; the
 	// report's counts come from the results file.
-	Summary *Summary
+	Summary *batch.Summary
 	// Limit is how many rows are listed for each kind of problem, those
-	// with the lowest line numbers; 0 means DefaultReportLimit.
+	// with the lowest line numbers; 0 means DefaultLimit.
 	Limit int
 }
 
-// WriteReport reads a results file (as written by ResultWriter) from
+// Write reads a results file (as written by ResultWriter) from
 // results and writes to w a self-contained HTML page about it for a
 // reviewer: totals by status and warning, a status chart, what the email
 // warnings mean, and the first rows of each kind of problem (each kind of
@@ -67,16 +74,16 @@ type ReportInfo struct {
 // invisible formatting characters are shown as U+XXXX and anything shaped
 // like a JWT is removed.
 //
-// WriteReport returns an error wrapping ReadResults' when the results do not
+// Write returns an error wrapping ReadResults' when the results do not
 // parse, or the writer's. It is safe to call concurrently on distinct
 // writers and readers.
-func WriteReport(w io.Writer, results io.Reader, info ReportInfo) error {
+func Write(w io.Writer, results io.Reader, info Info) error {
 	limit := info.Limit
 	if limit <= 0 {
-		limit = DefaultReportLimit
+		limit = DefaultLimit
 	}
 	agg := newReportAgg(limit)
-	if err := ReadResults(results, func(r Result) error { agg.add(r); return nil }); err != nil {
+	if err := batch.ReadResults(results, func(r batch.Result) error { agg.add(r); return nil }); err != nil {
 		return fmt.Errorf("report: %w", err)
 	}
 	bw := bufio.NewWriter(w)
@@ -136,25 +143,25 @@ func newReportAgg(limit int) *reportAgg {
 // otherKind names the kind that collects what does not fit in bounded maps.
 const otherKind = "other"
 
-func (a *reportAgg) add(r Result) {
+func (a *reportAgg) add(r batch.Result) {
 	a.rows++
-	bump(a.statuses, r.Status)
+	bump(a.statuses, string(r.Status))
 	if r.Warning != "" {
 		bump(a.warnings, r.Warning)
-		if r.Status == StatusLinked {
+		if r.Status == batch.StatusLinked {
 			a.warnedLinked++
 		}
 		a.kind(secWarning, r.Warning).add(r, a.limit)
 	}
 	switch r.Status {
-	case StatusInvalid:
+	case batch.StatusInvalid:
 		a.kind(secInvalid, invalidKind(r.Error)).add(r, a.limit)
-	case StatusFailed:
+	case batch.StatusFailed:
 		a.kind(secFailed, failedKind(r)).add(r, a.limit)
-	case StatusSkipped:
-		a.kind(secSkipped, StatusSkipped).add(r, a.limit)
-	case StatusAlreadyLinked:
-		a.kind(secAlreadyLinked, StatusAlreadyLinked).add(r, a.limit)
+	case batch.StatusSkipped:
+		a.kind(secSkipped, string(batch.StatusSkipped)).add(r, a.limit)
+	case batch.StatusAlreadyLinked:
+		a.kind(secAlreadyLinked, string(batch.StatusAlreadyLinked)).add(r, a.limit)
 	}
 }
 
@@ -183,7 +190,7 @@ func (a *reportAgg) kind(section int, name string) *reportKind {
 	return k
 }
 
-func (k *reportKind) add(r Result, limit int) {
+func (k *reportKind) add(r batch.Result, limit int) {
 	k.count++
 	if r.Retryable {
 		k.retryable++
@@ -198,7 +205,7 @@ func (k *reportKind) add(r Result, limit int) {
 		Line:      r.Line,
 		Primary:   shown(r.Primary),
 		Secondary: shown(r.Secondary),
-		Status:    shown(r.Status),
+		Status:    shown(string(r.Status)),
 		Detail:    shown(r.Error),
 		Retryable: r.Retryable,
 	})
@@ -241,7 +248,7 @@ func invalidKind(msg string) string {
 }
 
 // failedKind groups failed rows by the API's answer.
-func failedKind(r Result) string {
+func failedKind(r batch.Result) string {
 	switch {
 	case r.HTTPStatus != 0 && r.ErrorCode != "":
 		return "HTTP " + strconv.Itoa(r.HTTPStatus) + " " + shown(r.ErrorCode)
@@ -322,26 +329,36 @@ type (
 	reportFact struct{ Label, Value string }
 )
 
-// statusOrder is the order of statuses on the page; others follow by name.
-var statusOrder = []string{StatusLinked, StatusPlanned, StatusAlreadyLinked, StatusSkipped, StatusInvalid, StatusFailed}
-
 // warningText explains each warning to a reviewer.
 var warningText = map[string][]string{
-	WarnEmailUnverified: {
+	batch.WarnEmailUnverified: {
 		"At least one of the two users has an email address that nobody proved to own. Some sign-up paths and identity providers accept any address without checking it, so an attacker can create an account carrying a victim's address.",
 		"Linking on such an address hands the attacker a way into the victim's merged account (or the victim's into the attacker's). Auth0's account-linking documentation warns against linking accounts on unverified emails for exactly this reason: it is an account-takeover path.",
 		"Confirm each pair by other means before linking, or run with --require-verified-email, which refuses these rows.",
 	},
-	WarnEmailMismatch: {
+	batch.WarnEmailMismatch: {
 		"The two users' email addresses differ, or one of them has none. The pair may still be one person (a work and a personal address), but nothing in the tenant shows it.",
 		"If the pair in the input is wrong, linking gives one person's sign-in access to another person's account, and the secondary's metadata is discarded. Check where the pair came from before linking.",
 	},
 }
 
-var warningClass = map[string]string{WarnEmailUnverified: "w-unverified", WarnEmailMismatch: "w-mismatch"}
+var warningClass = map[string]string{batch.WarnEmailUnverified: "w-unverified", batch.WarnEmailMismatch: "w-mismatch"}
 
-func (a *reportAgg) page(info ReportInfo) reportPage {
+// page builds the page model: its heading, the problems, the totals and
+// chart, the warnings, what needs attention and the run's figures.
+func (a *reportAgg) page(info Info) reportPage {
 	p := reportPage{Rows: a.rows, Limit: a.limit, Verified: info.Verify || len(a.warnings) > 0}
+	p.heading(info)
+	first := a.problems(&p)
+	a.totals(&p, first)
+	a.warningSections(&p)
+	a.attention(&p, info)
+	p.Run = runFacts(info.Summary)
+	return p
+}
+
+// heading sets the page's title, heading, mode and file names.
+func (p *reportPage) heading(info Info) {
 	input := info.Input
 	if input == "-" {
 		input = "standard input"
@@ -368,37 +385,55 @@ func (a *reportAgg) page(info ReportInfo) reportPage {
 		p.Generated = info.Generated.Format("2006-01-02 15:04 MST")
 		p.Title += " (" + info.Generated.Format("2006-01-02") + ")"
 	}
+}
 
-	// Problems: each section's kinds, the most frequent first.
+// problems adds each section's kinds, the most frequent first, and returns
+// the id of the first section of each status.
+func (a *reportAgg) problems(p *reportPage) map[string]string {
 	kinds := slices.SortedFunc(maps.Values(a.kinds), func(x, y *reportKind) int {
 		return cmp.Or(cmp.Compare(x.section, y.section), cmp.Compare(y.count, x.count), cmp.Compare(x.name, y.name))
 	})
 	first := map[string]string{} // status -> id of its first section
 	for i, k := range kinds {
-		sec := reportSection{ID: "k" + strconv.Itoa(i), Title: k.name, Count: k.count, Retryable: k.retryable}
-		switch k.section {
-		case secInvalid:
-			sec.Kind, sec.Class = StatusInvalid, "s-invalid"
-			if k.name == otherKind {
-				sec.Title = "other messages"
-			}
-		case secFailed:
-			sec.Kind, sec.Class = StatusFailed, "s-failed"
-		case secSkipped:
-			sec.Kind, sec.Class, sec.Title = StatusSkipped, "s-skipped", "exact duplicates of an earlier row"
-		case secAlreadyLinked:
-			sec.Kind, sec.Class, sec.Title = StatusAlreadyLinked, "s-already_linked", "the secondary is already one of the primary's identities"
-		default: // secWarning: listed with its explanation below
-			continue
+		sec, ok := problemSection(k)
+		if !ok {
+			continue // a warning: listed with its explanation
 		}
+		sec.ID = "k" + strconv.Itoa(i)
 		sec.fill(k)
 		if _, ok := first[sec.Kind]; !ok {
 			first[sec.Kind] = sec.ID
 		}
 		p.Problems = append(p.Problems, sec)
 	}
+	return first
+}
 
-	// Totals and the chart: statuses in a fixed order, then by name.
+// problemSection returns the section of a kind of problem; false for a
+// warning.
+func problemSection(k *reportKind) (reportSection, bool) {
+	sec := reportSection{Title: k.name, Count: k.count, Retryable: k.retryable}
+	switch k.section {
+	case secInvalid:
+		sec.Kind, sec.Class = string(batch.StatusInvalid), "s-invalid"
+		if k.name == otherKind {
+			sec.Title = "other messages"
+		}
+	case secFailed:
+		sec.Kind, sec.Class = string(batch.StatusFailed), "s-failed"
+	case secSkipped:
+		sec.Kind, sec.Class, sec.Title = string(batch.StatusSkipped), "s-skipped", "exact duplicates of an earlier row"
+	case secAlreadyLinked:
+		sec.Kind, sec.Class, sec.Title = string(batch.StatusAlreadyLinked), "s-already_linked", "the secondary is already one of the primary's identities"
+	default: // secWarning
+		return sec, false
+	}
+	return sec, true
+}
+
+// totals adds the cards and the chart: statuses in the order of
+// batch.Statuses, then by name.
+func (a *reportAgg) totals(p *reportPage, first map[string]string) {
 	statuses := slices.SortedFunc(maps.Keys(a.statuses), func(x, y string) int {
 		return cmp.Or(cmp.Compare(rank(x), rank(y)), cmp.Compare(x, y))
 	})
@@ -407,11 +442,14 @@ func (a *reportAgg) page(info ReportInfo) reportPage {
 		p.Cards = append(p.Cards, reportCard{Label: shown(s), Class: "c-" + statusClass(s), Count: a.statuses[s], Anchor: first[s]})
 		p.Bars = append(p.Bars, bar(shown(s), "s-"+statusClass(s), a.statuses[s], a.rows))
 	}
+}
 
-	// Warnings: both known ones whenever the users were read, zero or not.
+// warningSections adds the warnings: both known ones whenever the users
+// were read, zero or not.
+func (a *reportAgg) warningSections(p *reportPage) {
 	warnings := slices.Collect(maps.Keys(a.warnings))
 	if p.Verified {
-		for _, w := range []string{WarnEmailUnverified, WarnEmailMismatch} {
+		for _, w := range []string{batch.WarnEmailUnverified, batch.WarnEmailMismatch} {
 			if !slices.Contains(warnings, w) {
 				warnings = append(warnings, w)
 			}
@@ -428,27 +466,18 @@ func (a *reportAgg) page(info ReportInfo) reportPage {
 		p.Cards = append(p.Cards, reportCard{Label: sec.Title, Class: "c-" + cls, Count: sec.Count, Anchor: sec.ID})
 		p.WarningBars = append(p.WarningBars, bar(sec.Title, cls, sec.Count, a.rows))
 	}
+}
 
-	// What needs attention.
-	bad := a.statuses[StatusInvalid] + a.statuses[StatusFailed]
-	warned := 0
-	for _, n := range a.warnings {
-		warned += n
-	}
+// attention sets what needs attention and the page's tone.
+func (a *reportAgg) attention(p *reportPage, info Info) {
+	bad := a.statuses[string(batch.StatusInvalid)] + a.statuses[string(batch.StatusFailed)]
 	if bad > 0 {
 		p.Tone = "bad"
 		p.Attention = append(p.Attention, fmt.Sprintf("%s %s invalid or failed: nothing was linked for them. See the problems below.", thousands(bad), plural(bad, "row is", "rows are")))
 	}
-	switch {
-	case warned > 0 && info.DryRun:
+	if msg := a.warningAttention(info.DryRun); msg != "" {
 		p.Tone = cmp.Or(p.Tone, "warn")
-		p.Attention = append(p.Attention, fmt.Sprintf("%s %s an email warning, and a run would link them all the same: review them before linking, or run with --require-verified-email to refuse them.", thousands(warned), plural(warned, "pair has", "pairs have")))
-	case a.warnedLinked > 0:
-		p.Tone = cmp.Or(p.Tone, "warn")
-		p.Attention = append(p.Attention, fmt.Sprintf("%s linked %s an email warning: check that each is one person.", thousands(a.warnedLinked), plural(a.warnedLinked, "pair had", "pairs had")))
-	case warned > 0:
-		p.Tone = cmp.Or(p.Tone, "warn")
-		p.Attention = append(p.Attention, fmt.Sprintf("%s %s an email warning (none of them linked).", thousands(warned), plural(warned, "pair had", "pairs had")))
+		p.Attention = append(p.Attention, msg)
 	}
 	if info.Summary != nil && info.Summary.Remaining > 0 {
 		p.Tone = "bad"
@@ -463,33 +492,54 @@ func (a *reportAgg) page(info ReportInfo) reportPage {
 	if len(p.Attention) == 0 {
 		p.Attention = append(p.Attention, "No problems and no warnings.")
 	}
-
-	if s := info.Summary; s != nil {
-		p.Run = []reportFact{
-			{"input rows", thousands(s.Rows)},
-			{"kept from an earlier run", thousands(s.Kept)},
-			{"rows with no result", thousands(s.Remaining)},
-			{"requests sent", thousands(int(s.Requests))},
-			{"429 answers", thousands(int(s.RateLimited))},
-			{"retries", thousands(int(s.Retries))},
-			{"elapsed", s.Elapsed.Round(time.Millisecond).String()},
-		}
-	}
-	return p
 }
 
+// warningAttention says what the email warnings call for, or "".
+func (a *reportAgg) warningAttention(dryRun bool) string {
+	warned := 0
+	for _, n := range a.warnings {
+		warned += n
+	}
+	switch {
+	case warned > 0 && dryRun:
+		return fmt.Sprintf("%s %s an email warning, and a run would link them all the same: review them before linking, or run with --require-verified-email to refuse them.", thousands(warned), plural(warned, "pair has", "pairs have"))
+	case a.warnedLinked > 0:
+		return fmt.Sprintf("%s linked %s an email warning: check that each is one person.", thousands(a.warnedLinked), plural(a.warnedLinked, "pair had", "pairs had"))
+	case warned > 0:
+		return fmt.Sprintf("%s %s an email warning (none of them linked).", thousands(warned), plural(warned, "pair had", "pairs had"))
+	}
+	return ""
+}
+
+// runFacts lists the run's own figures, when the run writes the report.
+func runFacts(s *batch.Summary) []reportFact {
+	if s == nil {
+		return nil
+	}
+	return []reportFact{
+		{"input rows", thousands(s.Rows)},
+		{"kept from an earlier run", thousands(s.Kept)},
+		{"rows with no result", thousands(s.Remaining)},
+		{"requests sent", thousands(int(s.Requests))},
+		{"429 answers", thousands(int(s.RateLimited))},
+		{"retries", thousands(int(s.Retries))},
+		{"elapsed", s.Elapsed.Round(time.Millisecond).String()},
+	}
+}
+
+// rank orders statuses on the page as batch.Statuses does; others follow.
 func rank(status string) int {
-	if i := slices.Index(statusOrder, status); i >= 0 {
+	if i := slices.Index(batch.Statuses, batch.Status(status)); i >= 0 {
 		return i
 	}
-	return len(statusOrder)
+	return len(batch.Statuses)
 }
 
 func wrank(w string) int {
 	switch w {
-	case WarnEmailUnverified:
+	case batch.WarnEmailUnverified:
 		return 0
-	case WarnEmailMismatch:
+	case batch.WarnEmailMismatch:
 		return 1
 	}
 	return 2
@@ -498,7 +548,7 @@ func wrank(w string) int {
 // statusClass returns the CSS class suffix of a status: only known statuses
 // get their own colour.
 func statusClass(s string) string {
-	if slices.Contains(statusOrder, s) {
+	if batch.Status(s).Known() {
 		return s
 	}
 	return "other"
