@@ -84,7 +84,7 @@ func (p *pool) feed(src Source) {
 			return
 		}
 		if err != nil {
-			if p.dispatch.Err() == nil { // not a read cut short by the stop
+			if !cutShort(p.dispatch, err) {
 				p.readErr = err
 				p.stop(err)
 			}
@@ -95,6 +95,12 @@ func (p *pool) feed(src Source) {
 			return
 		}
 	}
+}
+
+// cutShort reports whether err is a Read that ended because the run
+// stopped handing out rows, rather than a failure of the source.
+func cutShort(dispatch context.Context, err error) bool {
+	return dispatch.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 }
 
 // dispatchRow routes one row; it reports false when the run stopped.

@@ -11,12 +11,14 @@ import (
 var ErrEndOfInput = errors.New("end of input")
 
 // AckFunc tells a source that the result of the row it came with is
-// durable: written to the Sink and flushed. The pool calls it at most once
-// per row, and never for a row left without a result (interrupted, cut
-// short by refused credentials): such a row stays unacknowledged, for a
-// queue to deliver again or a resumed run to pick up. It may be called from
-// any goroutine. An error it returns stops the run. A nil AckFunc means the
-// source needs no acknowledgement (a file).
+// durable: written to the Sink and flushed (or, for a row that Runner.Done
+// holds, written by an earlier run: it is acknowledged as soon as it is
+// read). The pool calls it at most once per row, and never for a row left
+// without a result (interrupted, cut short by refused credentials): such a
+// row stays unacknowledged, for a queue to deliver again or a resumed run
+// to pick up. It may be called from any goroutine. An error it returns
+// stops the run like a failed write. A nil AckFunc means the source needs
+// no acknowledgement (a file).
 type AckFunc func(ctx context.Context) error
 
 // Source is an input of rows: a CSV file (CSVSource), or a queue.

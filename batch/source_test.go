@@ -215,3 +215,59 @@ func TestRunInputErrorWrappedOnce(t *testing.T) {
 		}
 	}
 }
+
+// cancelSource hands out its rows, then cancels the run on the next Read
+// and returns the context's error, as a queue's Read would.
+type cancelSource struct {
+	*sliceSource
+	cancel context.CancelFunc
+}
+
+func (s *cancelSource) Read(ctx context.Context) (Row, AckFunc, error) {
+	s.mu.Lock()
+	end := s.next == len(s.rows)
+	s.mu.Unlock()
+	if end {
+		s.cancel()
+		<-ctx.Done()
+		return Row{}, nil, ctx.Err()
+	}
+	return s.sliceSource.Read(ctx)
+}
+
+// TestRunSourceAcks: a row already done is acknowledged without a new
+// result; a run interrupted while waiting for a row ends as interrupted,
+// with every row read written and acknowledged, and nothing else.
+func TestRunSourceAcks(t *testing.T) {
+	rows := []Row{
+		{Line: 1, Primary: "auth0|1", Secondary: "github|1"},
+		{Line: 2, Primary: "auth0|2", Secondary: "github|2"},
+		{Line: 3, Primary: "auth0|3", Secondary: "github|3"},
+	}
+	inner, buf := newSliceSource(t, rows)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	src := &cancelSource{sliceSource: inner, cancel: cancel}
+	cfg := DefaultConfig()
+	cfg.DryRun = true
+	r := &Runner{Config: cfg, Done: &LineSet{}}
+	r.Done.Add(2)
+
+	sum, err := r.RunSource(ctx, src, inner.sink)
+	if !errors.Is(err, ErrInterrupted) {
+		t.Errorf("RunSource() = %v, want ErrInterrupted", err)
+	}
+	got := map[int]Status{}
+	if err := ReadResults(buf, func(res Result) error { got[res.Line] = res.Status; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[int]Status{1: StatusPlanned, 3: StatusPlanned}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("results %v, want %v (line 2 is done already)", got, want)
+	}
+	if want := map[int]int{1: 1, 2: 1, 3: 1}; fmt.Sprint(inner.acks) != fmt.Sprint(want) {
+		t.Errorf("acknowledgements %v, want %v", inner.acks, want)
+	}
+	if sum.Rows != 3 || sum.Kept != 1 || sum.Remaining != 0 {
+		t.Errorf("summary rows %d kept %d remaining %d, want 3, 1, 0", sum.Rows, sum.Kept, sum.Remaining)
+	}
+}

@@ -1,5 +1,7 @@
 package batch
 
+import "slices"
+
 // Status is a row's outcome, as written in the results file's status
 // column.
 type Status string
@@ -25,11 +27,4 @@ var Statuses = []Status{
 func (s Status) String() string { return string(s) }
 
 // Known reports whether s is one of Statuses.
-func (s Status) Known() bool {
-	for _, k := range Statuses {
-		if s == k {
-			return true
-		}
-	}
-	return false
-}
+func (s Status) Known() bool { return slices.Contains(Statuses, s) }
