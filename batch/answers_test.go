@@ -88,7 +88,7 @@ func TestRunTrustsA2xxStatus(t *testing.T) {
 		name     string
 		answer   func(w http.ResponseWriter, r *http.Request)
 		holds    bool
-		status   string
+		status   Status
 		wantGets int32
 		note     string
 	}{

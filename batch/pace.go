@@ -52,3 +52,24 @@ func (r *Runner) attempt(kind string, resp *linker.Response, err error, start ti
 	}
 	r.Hooks.Attempt(a)
 }
+
+// call makes one paced request of the given kind ("link", "get_user"):
+// send runs through the pacer, with its retries, each attempt under
+// Config.Timeout and reported to the Attempt hook. It adds the attempts to
+// res and sets res.HTTPStatus to the last answer's status, and returns the
+// last attempt's response and error.
+func (r *Runner) call(ctx context.Context, kind string, res *Result, send func(ctx context.Context) (*linker.Response, error)) (*linker.Response, error) {
+	n, resp, err := r.do(ctx, func(ctx context.Context) (*linker.Response, error) {
+		actx, cancel := context.WithTimeout(ctx, r.Config.Timeout)
+		defer cancel()
+		t0 := time.Now()
+		resp, err := send(actx)
+		r.attempt(kind, resp, err, t0)
+		return resp, err
+	})
+	res.Attempts += n
+	if resp != nil {
+		res.HTTPStatus = resp.StatusCode
+	}
+	return resp, err
+}

@@ -13,7 +13,7 @@ import (
 
 // Verdict says why a row must not be sent.
 type Verdict struct {
-	Status string // "invalid" or "skipped"
+	Status Status // StatusInvalid or StatusSkipped
 	Err    string // "FIELD: what is wrong"; never contains a link_with JWT
 	Other  int    // the earlier line the row clashes with or repeats; 0 if none
 }
@@ -70,7 +70,7 @@ type planCand struct {
 // decides which rows must not be sent. While it runs it keeps 48 bytes per
 // valid row (two 24-byte records, sorted in 1.5 MiB chunks and merged);
 // the Plan it returns keeps only the verdicts. It returns the errors of NewReader
-// for a file that cannot be read as input, and the wrapped I/O error that
+// for a file that cannot be read as input, and the I/O error (as it is) that
 // stopped reading.
 //
 // A row must not be sent ("invalid") when it could not be read or fails
@@ -364,9 +364,10 @@ func (p *Plan) retainedBytes() int {
 func (p *Plan) Rows() int { return p.rows }
 
 // Verdict returns why the row starting at line must not be sent, and false
-// when it may be sent (or no row starts there).
+// when it may be sent (or no row starts there). A nil Plan (a source with
+// no pre-pass) holds no row back.
 func (p *Plan) Verdict(line int) (Verdict, bool) {
-	if line <= 0 || line > math.MaxUint32 {
+	if p == nil || line <= 0 || line > math.MaxUint32 {
 		return Verdict{}, false
 	}
 	i, found := slices.BinarySearchFunc(p.verdicts, uint32(line), func(v planVerdict, l uint32) int { return cmp.Compare(v.line, l) })
@@ -377,9 +378,9 @@ func (p *Plan) Verdict(line int) (Verdict, bool) {
 	other := int(v.other)
 	switch v.code {
 	case planRowErr:
-		return Verdict{Status: "invalid", Err: v.msg}, true
+		return Verdict{Status: StatusInvalid, Err: v.msg}, true
 	case planDuplicate:
-		return Verdict{Status: "skipped", Err: fmt.Sprintf("duplicate of line %d", other), Other: other}, true
+		return Verdict{Status: StatusSkipped, Err: fmt.Sprintf("duplicate of line %d", other), Other: other}, true
 	case planSecondaryAgain:
 		return invalidf(other, "%s: also given to a different primary on line %d", colSecondary, other), true
 	case planSecondarySamePair:
@@ -394,7 +395,7 @@ func (p *Plan) Verdict(line int) (Verdict, bool) {
 }
 
 func invalidf(other int, format string, args ...any) Verdict {
-	return Verdict{Status: "invalid", Err: fmt.Sprintf(format, args...), Other: other}
+	return Verdict{Status: StatusInvalid, Err: fmt.Sprintf(format, args...), Other: other}
 }
 
 // Bytes returns the approximate memory the pre-pass used for its index at

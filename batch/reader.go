@@ -129,8 +129,9 @@ func mapHeader(raw []string) ([]string, error) {
 // ErrUnclosedQuote at the line and column of the quote, and reading resumes
 // on the next line. So every line of the input is either blank, the header,
 // or part of exactly one row. Row.Line is the physical line where the row
-// starts (the header is line 1). The error result is only for what ends
-// reading: io.EOF, or the input's I/O error, wrapped; a line or row cut
+// starts (the header is line 1). Every row returned is checked (Row.Check).
+// The error result is only for what ends reading: io.EOF, or the input's
+// I/O error as it is (the caller says which input); a line or row cut
 // short by that error is never returned. Next keeps returning it afterwards.
 func (r *Reader) Next() (Row, error) {
 	if r.ahead == nil && r.err == nil {
@@ -146,7 +147,7 @@ func (r *Reader) Next() (Row, error) {
 		before = r.ahead.Line
 	}
 	if u, ok := r.split.takeUnclosed(before); ok {
-		return Row{Line: u.line, Err: u.err()}, nil
+		return Row{Line: u.line, Err: u.err()}.Check(), nil
 	}
 	if r.ahead != nil {
 		row := *r.ahead
@@ -162,19 +163,16 @@ func (r *Reader) read() (Row, error) {
 	if err != nil {
 		var pe *csv.ParseError
 		if errors.As(err, &pe) && isSyntaxError(pe.Err) {
-			return Row{Line: pe.StartLine, Err: pe}, nil
+			return Row{Line: pe.StartLine, Err: pe}.Check(), nil
 		}
 		if errors.Is(err, io.EOF) {
 			return Row{}, io.EOF
 		}
-		return Row{}, fmt.Errorf("read input: %w", err)
+		return Row{}, err // the caller names the input
 	}
 	row := *v.(*Row)
 	row.Line, _ = r.csv.FieldPos(0)
-	if err := row.Validate(); err != nil {
-		row.Err = err
-	}
-	return row, nil
+	return row.Check(), nil
 }
 
 // isSyntaxError reports whether err is one of the per-record errors of

@@ -31,7 +31,7 @@ func readAll(t testing.TB, input string) []Row {
 }
 
 func TestNewReaderHeader(t *testing.T) {
-	want := Row{Line: 2, Primary: "auth0|1", Secondary: "github|2", ConnectionID: testConn}
+	want := Row{Line: 2, Primary: "auth0|1", Secondary: "github|2", ConnectionID: testConn}.Check() // the reader checks every row
 	tests := []struct {
 		name  string
 		input string

@@ -11,22 +11,12 @@ import (
 	"time"
 )
 
-// Row outcomes, as written in the results file's status column.
-const (
-	StatusLinked        = "linked"         // the API linked the pair (201)
-	StatusAlreadyLinked = "already_linked" // the secondary was already among the primary's identities
-	StatusPlanned       = "planned"        // dry run: valid, would be sent
-	StatusInvalid       = "invalid"        // the row is malformed or clashes with another row; nothing sent
-	StatusSkipped       = "skipped"        // an exact duplicate of an earlier row; nothing sent
-	StatusFailed        = "failed"         // the API refused the link, or retries ran out
-)
-
 // Result is the outcome of one input row: one line of the results file.
 type Result struct {
 	Line       int
 	Primary    string
 	Secondary  string
-	Status     string
+	Status     Status
 	HTTPStatus int
 	Attempts   int
 	ErrorCode  string
@@ -77,7 +67,7 @@ func (r Result) record() []string {
 		strconv.Itoa(r.Line),
 		Defuse(r.Primary),
 		Defuse(r.Secondary),
-		r.Status,
+		string(r.Status),
 		httpStatus,
 		strconv.Itoa(r.Attempts),
 		Defuse(r.ErrorCode),
@@ -209,7 +199,7 @@ func ReadResults(r io.Reader, fn func(Result) error) error {
 		res := Result{
 			Primary:   undefuse(get(rec, "primary_user_id")),
 			Secondary: undefuse(get(rec, "secondary_user_id")),
-			Status:    get(rec, "status"),
+			Status:    Status(get(rec, "status")),
 			ErrorCode: undefuse(get(rec, "error_code")),
 			Error:     undefuse(get(rec, "error")),
 		}

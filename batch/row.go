@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unicode"
@@ -29,6 +30,10 @@ const (
 // Err is non-nil when the row could not be read (a CSV syntax error or a
 // wrong number of fields; the other fields are then empty) or when it is
 // invalid (a *FieldError from Validate).
+//
+// A row is validated once, by Check (the Reader does it for every row it
+// returns); a checked row carries its link request, which Request returns
+// without validating again.
 type Row struct {
 	Line              int    `csv:"-"`
 	Primary           string `csv:"primary_user_id"`
@@ -37,18 +42,31 @@ type Row struct {
 	ConnectionID      string `csv:"connection_id"`
 	LinkWith          string `csv:"link_with"`
 	Err               error  `csv:"-"`
+
+	checked bool               // Check ran: req or Err holds its outcome
+	req     linker.LinkRequest // the request of a checked valid row
 }
 
-// FieldError says which column of a row is wrong and why.
+// FieldError says which column of a row is wrong and why. Err never holds
+// the column's secret content; it may be one of linker's sentinels
+// (linker.ErrEmptyID, linker.ErrEmptyIDPart and the like), which errors.Is
+// finds through Unwrap.
 type FieldError struct {
 	Field string // the column name, e.g. "secondary_user_id"
-	Msg   string // what is wrong, without the column's secret content
+	Err   error  // what is wrong
 }
 
-// Error returns "FIELD: MSG".
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+// Error returns "FIELD: ERR".
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
 
-func fieldErr(field, msg string) *FieldError { return &FieldError{Field: field, Msg: msg} }
+// Unwrap returns Err.
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// fieldErr returns a *FieldError whose Err says msg.
+func fieldErr(field, msg string) *FieldError { return &FieldError{Field: field, Err: errors.New(msg)} }
+
+// fieldErrOf returns a *FieldError wrapping err.
+func fieldErrOf(field string, err error) *FieldError { return &FieldError{Field: field, Err: err} }
 
 // String describes the row by its line and ids, without its link_with JWT.
 func (r Row) String() string {
@@ -145,7 +163,7 @@ func (r Row) Validate() error {
 			return err
 		}
 		if _, userID, _ := r.secondary(); userID == "" {
-			return fieldErr(colSecondary, linker.ErrEmptyIDPart.Error())
+			return fieldErrOf(colSecondary, linker.ErrEmptyIDPart)
 		}
 	} else {
 		if err := checkUserID(colSecondary, r.Secondary); err != nil {
@@ -164,17 +182,40 @@ func (r Row) Validate() error {
 	return nil
 }
 
-// Request returns the link request the row asks for, or the error of
-// Validate.
-func (r Row) Request() (linker.LinkRequest, error) {
+// Check validates the row once and returns it carrying the outcome: its
+// link request, or Err set to the *FieldError of Validate. A row that
+// already has an Err (one that could not be read) is returned marked
+// checked, as it is. Checking a checked row does nothing.
+func (r Row) Check() Row {
+	if r.checked {
+		return r
+	}
+	r.checked = true
+	if r.Err != nil {
+		return r
+	}
 	if err := r.Validate(); err != nil {
-		return linker.LinkRequest{}, err
+		r.Err = err
+		return r
 	}
 	if r.LinkWith != "" {
-		return linker.LinkRequest{PrimaryID: r.Primary, LinkWith: r.LinkWith}, nil
+		r.req = linker.LinkRequest{PrimaryID: r.Primary, LinkWith: r.LinkWith}
+		return r
 	}
 	provider, userID, _ := r.secondary()
-	return linker.LinkRequest{PrimaryID: r.Primary, Provider: provider, UserID: userID, ConnectionID: r.ConnectionID}, nil
+	r.req = linker.LinkRequest{PrimaryID: r.Primary, Provider: provider, UserID: userID, ConnectionID: r.ConnectionID}
+	return r
+}
+
+// Request returns the link request the row asks for, or the row's error.
+// A row that was not checked is checked first (on a copy: check it once
+// with Check to validate it once).
+func (r Row) Request() (linker.LinkRequest, error) {
+	r = r.Check()
+	if r.Err != nil {
+		return linker.LinkRequest{}, r.Err
+	}
+	return r.req, nil
 }
 
 // checkUserID checks a full user id "provider|user_id".
@@ -183,7 +224,7 @@ func checkUserID(field, id string) error {
 		return err
 	}
 	if _, _, err := linker.ParseUserID(id); err != nil {
-		return fieldErr(field, err.Error())
+		return fieldErrOf(field, err)
 	}
 	return nil
 }
@@ -196,12 +237,12 @@ func checkText(field, s string) error {
 		return fieldErr(field, fmt.Sprintf("is %d bytes long, longer than any user id (at most %d)", len(s), linker.MaxIDLen))
 	}
 	if strings.TrimSpace(s) == "" {
-		return fieldErr(field, linker.ErrEmptyID.Error())
+		return fieldErrOf(field, linker.ErrEmptyID)
 	}
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf { // fast path for ASCII
 			if c < 0x20 || c == 0x7f {
-				return fieldErr(field, linker.ErrControlChars.Error())
+				return fieldErrOf(field, linker.ErrControlChars)
 			}
 			i++
 			continue
@@ -211,7 +252,7 @@ func checkText(field, s string) error {
 		case c == utf8.RuneError && size == 1:
 			return fieldErr(field, "is not valid UTF-8")
 		case unicode.IsControl(c):
-			return fieldErr(field, linker.ErrControlChars.Error())
+			return fieldErrOf(field, linker.ErrControlChars)
 		case unicode.Is(unicode.Cf, c):
 			return fieldErr(field, "contains invisible formatting characters")
 		}

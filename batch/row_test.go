@@ -79,7 +79,7 @@ func TestRowValidate(t *testing.T) {
 			if !errors.As(err, &fe) {
 				t.Fatalf("Validate() = %v (%T), want a *FieldError", err, err)
 			}
-			if fe.Field != tt.field || !strings.Contains(fe.Msg, tt.msg) {
+			if fe.Field != tt.field || !strings.Contains(fe.Err.Error(), tt.msg) {
 				t.Errorf("Validate() = %q, want field %s and a message containing %q", err, tt.field, tt.msg)
 			}
 			if !strings.HasPrefix(err.Error(), tt.field+": ") {
@@ -97,6 +97,48 @@ func TestFieldErrorFormat(t *testing.T) {
 	want := `secondary_user_id: provider "foo" is not a known identity provider`
 	if err == nil || err.Error() != want {
 		t.Errorf("Validate() = %v, want %s", err, want)
+	}
+}
+
+func TestFieldErrorUnwrap(t *testing.T) {
+	tests := []struct {
+		name string
+		row  Row
+		want error
+	}{
+		{"empty primary", Row{Primary: "", Secondary: "github|2"}, linker.ErrEmptyID},
+		{"primary without provider", Row{Primary: "nobar", Secondary: "github|2"}, linker.ErrNoProvider},
+		{"empty identity user_id", Row{Primary: "auth0|1", Secondary: "github|", SecondaryProvider: "github"}, linker.ErrEmptyIDPart},
+		{"control characters", Row{Primary: "auth0|1", Secondary: "github|2\x01"}, linker.ErrControlChars},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.row.Validate()
+			if !errors.Is(err, tt.want) {
+				t.Errorf("Validate() = %v, want it to match %v", err, tt.want)
+			}
+			if err := tt.row.Check().Err; !errors.Is(err, tt.want) {
+				t.Errorf("Check().Err = %v, want it to match %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRowCheckCarriesRequest(t *testing.T) {
+	row := Row{Line: 2, Primary: "auth0|1", Secondary: "github|2"}.Check()
+	// A checked row is not validated again: its request is the one Check
+	// built, whatever happens to its fields afterwards.
+	row.Secondary = "not valid"
+	req, err := row.Request()
+	if err != nil || req.Provider != "github" || req.UserID != "2" {
+		t.Errorf("Request() = %+v, %v; want the request built by Check", req, err)
+	}
+	bad := Row{Line: 3, Primary: "auth0|1", Secondary: "auth0|1"}.Check()
+	if bad.Err == nil {
+		t.Fatal("Check() of a row naming the primary twice: no Err")
+	}
+	if _, err := bad.Request(); err != bad.Err {
+		t.Errorf("Request() = %v, want the row's Err %v", err, bad.Err)
 	}
 }
 

@@ -100,7 +100,7 @@ func TestRunDryRunVerify(t *testing.T) {
 	got, sum := runAndCollect(t, newTestRunner(t, srv, cfg), input)
 	tests := []struct {
 		line    int
-		status  string
+		status  Status
 		warning string
 		errPart string
 	}{

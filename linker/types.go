@@ -10,6 +10,11 @@
 // Secrets never appear in the values this package returns: the link_with JWT
 // is not part of any error or String form, and the IdP tokens that the API may
 // return inside identities are dropped while decoding.
+//
+// linker is the only package that knows HTTP status codes: it answers the
+// questions others ask of a response or an error (Retryable, IsNotFound,
+// IsAuth, IsRateLimited, Response.Created). It must not know rows, input
+// files, results or pacing.
 package linker
 
 import (
@@ -129,3 +134,7 @@ type Response struct {
 	// decoded. Its text holds no secret.
 	BodyErr error
 }
+
+// Created reports whether the answer was 201 Created, the only success the
+// API documents for a link.
+func (r *Response) Created() bool { return r.StatusCode == 201 }

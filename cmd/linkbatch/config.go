@@ -194,8 +194,20 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 }
 
 // Validate checks the whole configuration and returns a *usageError naming
-// the first problem.
+// the first problem: of the files, then of the settings, then of the
+// credentials.
 func (c *config) Validate() error {
+	if err := c.validateFiles(); err != nil {
+		return err
+	}
+	if err := c.validateSettings(); err != nil {
+		return err
+	}
+	return c.validateCredentials()
+}
+
+// validateFiles checks --in, --out, --report and --resume together.
+func (c *config) validateFiles() error {
 	if c.In == "" {
 		return usagef("--in is required (a CSV file, or - for standard input)")
 	}
@@ -219,6 +231,11 @@ func (c *config) Validate() error {
 	if err := checkAliases(c); err != nil {
 		return err
 	}
+	return nil
+}
+
+// validateSettings checks the batch, pacing, logging and progress settings.
+func (c *config) validateSettings() error {
 	if err := c.Batch.Validate(); err != nil {
 		return usagef("%v", err)
 	}
@@ -237,6 +254,12 @@ func (c *config) Validate() error {
 	if c.Pace.Share <= 0 || c.Pace.Share > 1 {
 		return usagef("--share must be more than 0 and at most 1, not %g", c.Pace.Share)
 	}
+	return nil
+}
+
+// validateCredentials checks the tenant and the credentials, when the run
+// needs them.
+func (c *config) validateCredentials() error {
 	if c.Simulate || (c.Batch.DryRun && !c.Batch.ReadsUsers()) {
 		return nil // no credentials needed
 	}

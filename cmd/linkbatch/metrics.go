@@ -89,8 +89,8 @@ func newMetrics(p *ratelimit.Pacer) *metrics {
 	)
 	// Every status is exported from the start, at 0, so that rates and
 	// alerts work before the first such row.
-	for _, st := range summaryStatuses {
-		m.rows.WithLabelValues(st)
+	for _, st := range batch.Statuses {
+		m.rows.WithLabelValues(string(st))
 	}
 	return m
 }
@@ -105,7 +105,7 @@ func (m *metrics) Hooks() batch.Hooks {
 				m.rateLimited.Inc()
 			}
 		},
-		Result: func(res batch.Result) { m.rows.WithLabelValues(res.Status).Inc() },
+		Result: func(res batch.Result) { m.rows.WithLabelValues(string(res.Status)).Inc() },
 		Active: func(delta int) { m.inFlight.Add(float64(delta)) },
 	}
 }

@@ -77,7 +77,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	m := newMetrics(pacer)
 	url, _ := startMetrics(t, t.Context(), m.Handler())
 	h := m.Hooks()
-	for _, st := range []string{batch.StatusLinked, batch.StatusLinked, batch.StatusFailed, batch.StatusLinked} {
+	for _, st := range []batch.Status{batch.StatusLinked, batch.StatusLinked, batch.StatusFailed, batch.StatusLinked} {
 		h.Result(batch.Result{Status: st})
 	}
 	for _, a := range []struct {

@@ -544,12 +544,6 @@ func (e summaryExtra) zapFields(sum batch.Summary) []zap.Field {
 	}
 }
 
-// summaryStatuses is the order of statuses in the summary table.
-var summaryStatuses = []string{
-	batch.StatusLinked, batch.StatusAlreadyLinked, batch.StatusPlanned,
-	batch.StatusInvalid, batch.StatusSkipped, batch.StatusFailed,
-}
-
 // writeSummaryTable writes the end-of-run summary for people, as a small
 // aligned table: rows by status, requests, 429s, retries, elapsed time, the
 // effective request rate against the learned limit, and the results file.
@@ -558,12 +552,12 @@ func writeSummaryTable(w io.Writer, sum batch.Summary, extra summaryExtra) {
 	type entry struct{ name, value string }
 	var rows []entry
 	add := func(name string, value any) { rows = append(rows, entry{name, fmt.Sprint(value)}) }
-	for _, st := range summaryStatuses {
-		add(st, sum.Counts[st])
+	for _, st := range batch.Statuses {
+		add(string(st), sum.Counts[st])
 	}
 	for _, st := range sortedKeys(sum.Counts) {
-		if !slices.Contains(summaryStatuses, st) {
-			add(st, sum.Counts[st])
+		if !st.Known() {
+			add(string(st), sum.Counts[st])
 		}
 	}
 	for _, wn := range sortedKeys(sum.Warnings) {
@@ -600,8 +594,8 @@ func writeSummaryTable(w io.Writer, sum batch.Summary, extra summaryExtra) {
 	_ = tw.Flush()
 }
 
-func sortedKeys(m map[string]int) []string {
-	keys := make([]string, 0, len(m))
+func sortedKeys[K ~string](m map[K]int) []K {
+	keys := make([]K, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}

@@ -48,7 +48,7 @@ func attemptOf(kind string, status int, latency time.Duration) batch.Attempt {
 }
 
 // drive feeds hooks the given results and request statuses.
-func drive(h batch.Hooks, statuses []string, attempts []int) {
+func drive(h batch.Hooks, statuses []batch.Status, attempts []int) {
 	for _, code := range attempts {
 		h.Attempt(attemptOf("link", code, 20*time.Millisecond))
 	}
@@ -69,7 +69,7 @@ func TestProgressLogLine(t *testing.T) {
 		todo     int
 		planWait time.Duration // from newProgress to Plan
 		runFor   time.Duration // from Plan to the tick
-		statuses []string
+		statuses []batch.Status
 		attempts []int
 		want     map[string]any
 		noETA    bool
@@ -81,14 +81,14 @@ func TestProgressLogLine(t *testing.T) {
 		},
 		{
 			name: "linking with 429s and a failure", pacer: paced, todo: 8, planWait: 2 * time.Second, runFor: 10 * time.Second,
-			statuses: []string{batch.StatusLinked, batch.StatusFailed, batch.StatusInvalid},
+			statuses: []batch.Status{batch.StatusLinked, batch.StatusFailed, batch.StatusInvalid},
 			attempts: []int{201, 429, 429, 201, 400, 0},
 			want: map[string]any{"rows_done": int64(3), "rows_total": int64(8), "rows_per_s": 0.3, "pace_rps": 5.0,
 				"rate_limited": int64(2), "failed": int64(1), "elapsed": 12 * time.Second, "eta": 17 * time.Second},
 		},
 		{
 			name: "all done", todo: 4, runFor: 2 * time.Second,
-			statuses: []string{batch.StatusLinked, batch.StatusLinked, batch.StatusSkipped, batch.StatusAlreadyLinked},
+			statuses: []batch.Status{batch.StatusLinked, batch.StatusLinked, batch.StatusSkipped, batch.StatusAlreadyLinked},
 			want:     map[string]any{"rows_done": int64(4), "rows_total": int64(4), "rows_per_s": 2.0, "eta": time.Duration(0)},
 		},
 	}
@@ -153,8 +153,8 @@ func TestProgressRateWindow(t *testing.T) {
 	}
 }
 
-func slicesRepeat(s string, n int) []string {
-	out := make([]string, n)
+func slicesRepeat(s batch.Status, n int) []batch.Status {
+	out := make([]batch.Status, n)
 	for i := range out {
 		out[i] = s
 	}
@@ -219,21 +219,21 @@ func TestProgressTTY(t *testing.T) {
 		name     string
 		pacer    *ratelimit.Pacer
 		todo     int
-		statuses []string
+		statuses []batch.Status
 		attempts []int
 		want     []string
 		not      []string
 	}{
 		{
 			name: "midway", todo: 8,
-			statuses: []string{batch.StatusLinked, batch.StatusFailed, batch.StatusLinked},
+			statuses: []batch.Status{batch.StatusLinked, batch.StatusFailed, batch.StatusLinked},
 			attempts: []int{201, 429, 201, 404},
 			want:     []string{"3/8 rows", "0.3 rows/s", "elapsed 10s", "ETA 17s", "failed 1", "429s 1", "37%", "[=="},
 			not:      []string{"pace"}, // a dry run has no pacer
 		},
 		{
 			name: "paced", pacer: paced, todo: 5,
-			statuses: []string{batch.StatusLinked},
+			statuses: []batch.Status{batch.StatusLinked},
 			want:     []string{"1/5 rows", "pace 5/s", "learned ?"},
 		},
 		{
@@ -242,7 +242,7 @@ func TestProgressTTY(t *testing.T) {
 		},
 		{
 			name: "complete", todo: 2,
-			statuses: []string{batch.StatusLinked, batch.StatusLinked},
+			statuses: []batch.Status{batch.StatusLinked, batch.StatusLinked},
 			want:     []string{"2/2 rows", "100%", "ETA 0s"},
 		},
 	}
@@ -427,7 +427,7 @@ func TestSummaryTable(t *testing.T) {
 			name: "a run with 429s and a learned limit",
 			sum: batch.Summary{
 				Rows:     12,
-				Counts:   map[string]int{batch.StatusLinked: 9, batch.StatusFailed: 2, batch.StatusSkipped: 1},
+				Counts:   map[batch.Status]int{batch.StatusLinked: 9, batch.StatusFailed: 2, batch.StatusSkipped: 1},
 				Warnings: map[string]int{batch.WarnEmailMismatch: 1, batch.WarnEmailUnverified: 0},
 				Requests: 250, RateLimited: 12, Retries: 15, Elapsed: 25 * time.Second,
 			},
@@ -443,7 +443,7 @@ func TestSummaryTable(t *testing.T) {
 		{
 			name: "an interrupted, resumed dry run",
 			sum: batch.Summary{
-				Counts: map[string]int{batch.StatusPlanned: 3}, Kept: 4, Remaining: 5, Elapsed: 1500 * time.Millisecond,
+				Counts: map[batch.Status]int{batch.StatusPlanned: 3}, Kept: 4, Remaining: 5, Elapsed: 1500 * time.Millisecond,
 			},
 			extra: summaryExtra{Results: "-"},
 			want: map[string]string{

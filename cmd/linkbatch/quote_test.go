@@ -30,7 +30,7 @@ func TestRunUnclosedQuoteKeepsTheRest(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		args []string
-		want string
+		want batch.Status
 	}{
 		{"dry run", []string{"--dry-run"}, batch.StatusPlanned},
 		{"real run", []string{"--rate", "1000", "--burst", "100"}, batch.StatusLinked},

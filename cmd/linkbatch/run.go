@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/internal/report"
 	"github.com/linkbatch/linkbatch/linker"
 	"github.com/linkbatch/linkbatch/ratelimit"
 )
@@ -446,7 +447,7 @@ func writeReport(cfg *config, sum batch.Summary, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("report: %w", err)
 	}
-	err = batch.WriteReport(f, in, batch.ReportInfo{
+	err = report.Write(f, in, report.Info{
 		Input: cfg.In, Results: cfg.Out, Generated: now,
 		DryRun: cfg.Batch.DryRun, Verify: cfg.Batch.ReadsUsers(),
 		Summary: &sum,

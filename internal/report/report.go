@@ -1,11 +1,17 @@
-package batch
+// Package report writes the HTML report of a results file for a reviewer:
+// totals, a chart, what the email warnings mean and the first rows of each
+// kind of problem. It owns the page, its text and its escaping; it reads
+// results only through batch.ReadResults and must not know how rows are
+// linked, the tenant, or the command's flags (its caller fills Info).
+package report
 
 import (
+	"github.com/linkbatch/linkbatch/batch"
+
 	"bufio"
 	"cmp"
 	"container/heap"
 	"fmt"
-	"html/template"
 	"io"
 	"maps"
 	"path/filepath"
@@ -18,9 +24,9 @@ import (
 	"unicode/utf8"
 )
 
-// DefaultReportLimit is how many rows a report lists for each kind of problem
-// when ReportInfo.Limit is not set.
-const DefaultReportLimit = 20
+// DefaultLimit is how many rows a report lists for each kind of problem
+// when Info.Limit is not set.
+const DefaultLimit = 20
 
 const (
 	// reportMaxKinds bounds the distinct kinds a report keeps per section
@@ -31,8 +37,8 @@ const (
 	reportMaxText = 160
 )
 
-// ReportInfo describes the run a report is about. Every field is optional.
-type ReportInfo struct {
+// Info describes the run a report is about. Every field is optional.
+type Info struct {
 	// Title heads the page; the default names the kind of run and the input.
 	Title string
 	// Input and Results name the input and results files, as given.
@@ -47,13 +53,13 @@ type ReportInfo struct {
 	// run's requests, rate-limit answers, retries, elapsed time, and the
 	// rows it left without a result. Its counts cover this run only; the
 	// report's counts come from the results file.
-	Summary *Summary
+	Summary *batch.Summary
 	// Limit is how many rows are listed for each kind of problem, those
-	// with the lowest line numbers; 0 means DefaultReportLimit.
+	// with the lowest line numbers; 0 means DefaultLimit.
 	Limit int
 }
 
-// WriteReport reads a results file (as written by ResultWriter) from
+// Write reads a results file (as written by ResultWriter) from
 // results and writes to w a self-contained HTML page about it for a
 // reviewer: totals by status and warning, a status chart, what the email
 // warnings mean, and the first rows of each kind of problem (each kind of
@@ -67,16 +73,16 @@ type ReportInfo struct {
 // invisible formatting characters are shown as U+XXXX and anything shaped
 // like a JWT is removed.
 //
-// WriteReport returns an error wrapping ReadResults' when the results do not
+// Write returns an error wrapping ReadResults' when the results do not
 // parse, or the writer's. It is safe to call concurrently on distinct
 // writers and readers.
-func WriteReport(w io.Writer, results io.Reader, info ReportInfo) error {
+func Write(w io.Writer, results io.Reader, info Info) error {
 	limit := info.Limit
 	if limit <= 0 {
-		limit = DefaultReportLimit
+		limit = DefaultLimit
 	}
 	agg := newReportAgg(limit)
-	if err := ReadResults(results, func(r Result) error { agg.add(r); return nil }); err != nil {
+	if err := batch.ReadResults(results, func(r batch.Result) error { agg.add(r); return nil }); err != nil {
 		return fmt.Errorf("report: %w", err)
 	}
 	bw := bufio.NewWriter(w)
@@ -136,25 +142,25 @@ func newReportAgg(limit int) *reportAgg {
 // otherKind names the kind that collects what does not fit in bounded maps.
 const otherKind = "other"
 
-func (a *reportAgg) add(r Result) {
+func (a *reportAgg) add(r batch.Result) {
 	a.rows++
-	bump(a.statuses, r.Status)
+	bump(a.statuses, string(r.Status))
 	if r.Warning != "" {
 		bump(a.warnings, r.Warning)
-		if r.Status == StatusLinked {
+		if r.Status == batch.StatusLinked {
 			a.warnedLinked++
 		}
 		a.kind(secWarning, r.Warning).add(r, a.limit)
 	}
 	switch r.Status {
-	case StatusInvalid:
+	case batch.StatusInvalid:
 		a.kind(secInvalid, invalidKind(r.Error)).add(r, a.limit)
-	case StatusFailed:
+	case batch.StatusFailed:
 		a.kind(secFailed, failedKind(r)).add(r, a.limit)
-	case StatusSkipped:
-		a.kind(secSkipped, StatusSkipped).add(r, a.limit)
-	case StatusAlreadyLinked:
-		a.kind(secAlreadyLinked, StatusAlreadyLinked).add(r, a.limit)
+	case batch.StatusSkipped:
+		a.kind(secSkipped, string(batch.StatusSkipped)).add(r, a.limit)
+	case batch.StatusAlreadyLinked:
+		a.kind(secAlreadyLinked, string(batch.StatusAlreadyLinked)).add(r, a.limit)
 	}
 }
 
@@ -183,7 +189,7 @@ func (a *reportAgg) kind(section int, name string) *reportKind {
 	return k
 }
 
-func (k *reportKind) add(r Result, limit int) {
+func (k *reportKind) add(r batch.Result, limit int) {
 	k.count++
 	if r.Retryable {
 		k.retryable++
@@ -198,7 +204,7 @@ func (k *reportKind) add(r Result, limit int) {
 		Line:      r.Line,
 		Primary:   shown(r.Primary),
 		Secondary: shown(r.Secondary),
-		Status:    shown(r.Status),
+		Status:    shown(string(r.Status)),
 		Detail:    shown(r.Error),
 		Retryable: r.Retryable,
 	})
@@ -241,7 +247,7 @@ func invalidKind(msg string) string {
 }
 
 // failedKind groups failed rows by the API's answer.
-func failedKind(r Result) string {
+func failedKind(r batch.Result) string {
 	switch {
 	case r.HTTPStatus != 0 && r.ErrorCode != "":
 		return "HTTP " + strconv.Itoa(r.HTTPStatus) + " " + shown(r.ErrorCode)
@@ -322,26 +328,36 @@ type (
 	reportFact struct{ Label, Value string }
 )
 
-// statusOrder is the order of statuses on the page; others follow by name.
-var statusOrder = []string{StatusLinked, StatusPlanned, StatusAlreadyLinked, StatusSkipped, StatusInvalid, StatusFailed}
-
 // warningText explains each warning to a reviewer.
 var warningText = map[string][]string{
-	WarnEmailUnverified: {
+	batch.WarnEmailUnverified: {
 		"At least one of the two users has an email address that nobody proved to own. Some sign-up paths and identity providers accept any address without checking it, so an attacker can create an account carrying a victim's address.",
 		"Linking on such an address hands the attacker a way into the victim's merged account (or the victim's into the attacker's). Auth0's account-linking documentation warns against linking accounts on unverified emails for exactly this reason: it is an account-takeover path.",
 		"Confirm each pair by other means before linking, or run with --require-verified-email, which refuses these rows.",
 	},
-	WarnEmailMismatch: {
+	batch.WarnEmailMismatch: {
 		"The two users' email addresses differ, or one of them has none. The pair may still be one person (a work and a personal address), but nothing in the tenant shows it.",
 		"If the pair in the input is wrong, linking gives one person's sign-in access to another person's account, and the secondary's metadata is discarded. Check where the pair came from before linking.",
 	},
 }
 
-var warningClass = map[string]string{WarnEmailUnverified: "w-unverified", WarnEmailMismatch: "w-mismatch"}
+var warningClass = map[string]string{batch.WarnEmailUnverified: "w-unverified", batch.WarnEmailMismatch: "w-mismatch"}
 
-func (a *reportAgg) page(info ReportInfo) reportPage {
+// page builds the page model: its heading, the problems, the totals and
+// chart, the warnings, what needs attention and the run's figures.
+func (a *reportAgg) page(info Info) reportPage {
 	p := reportPage{Rows: a.rows, Limit: a.limit, Verified: info.Verify || len(a.warnings) > 0}
+	p.heading(info)
+	first := a.problems(&p)
+	a.totals(&p, first)
+	a.warningSections(&p)
+	a.attention(&p, info)
+	p.Run = runFacts(info.Summary)
+	return p
+}
+
+// heading sets the page's title, heading, mode and file names.
+func (p *reportPage) heading(info Info) {
 	input := info.Input
 	if input == "-" {
 		input = "standard input"
@@ -368,37 +384,55 @@ func (a *reportAgg) page(info ReportInfo) reportPage {
 		p.Generated = info.Generated.Format("2006-01-02 15:04 MST")
 		p.Title += " (" + info.Generated.Format("2006-01-02") + ")"
 	}
+}
 
-	// Problems: each section's kinds, the most frequent first.
+// problems adds each section's kinds, the most frequent first, and returns
+// the id of the first section of each status.
+func (a *reportAgg) problems(p *reportPage) map[string]string {
 	kinds := slices.SortedFunc(maps.Values(a.kinds), func(x, y *reportKind) int {
 		return cmp.Or(cmp.Compare(x.section, y.section), cmp.Compare(y.count, x.count), cmp.Compare(x.name, y.name))
 	})
 	first := map[string]string{} // status -> id of its first section
 	for i, k := range kinds {
-		sec := reportSection{ID: "k" + strconv.Itoa(i), Title: k.name, Count: k.count, Retryable: k.retryable}
-		switch k.section {
-		case secInvalid:
-			sec.Kind, sec.Class = StatusInvalid, "s-invalid"
-			if k.name == otherKind {
-				sec.Title = "other messages"
-			}
-		case secFailed:
-			sec.Kind, sec.Class = StatusFailed, "s-failed"
-		case secSkipped:
-			sec.Kind, sec.Class, sec.Title = StatusSkipped, "s-skipped", "exact duplicates of an earlier row"
-		case secAlreadyLinked:
-			sec.Kind, sec.Class, sec.Title = StatusAlreadyLinked, "s-already_linked", "the secondary is already one of the primary's identities"
-		default: // secWarning: listed with its explanation below
-			continue
+		sec, ok := problemSection(k)
+		if !ok {
+			continue // a warning: listed with its explanation
 		}
+		sec.ID = "k" + strconv.Itoa(i)
 		sec.fill(k)
 		if _, ok := first[sec.Kind]; !ok {
 			first[sec.Kind] = sec.ID
 		}
 		p.Problems = append(p.Problems, sec)
 	}
+	return first
+}
 
-	// Totals and the chart: statuses in a fixed order, then by name.
+// problemSection returns the section of a kind of problem; false for a
+// warning.
+func problemSection(k *reportKind) (reportSection, bool) {
+	sec := reportSection{Title: k.name, Count: k.count, Retryable: k.retryable}
+	switch k.section {
+	case secInvalid:
+		sec.Kind, sec.Class = string(batch.StatusInvalid), "s-invalid"
+		if k.name == otherKind {
+			sec.Title = "other messages"
+		}
+	case secFailed:
+		sec.Kind, sec.Class = string(batch.StatusFailed), "s-failed"
+	case secSkipped:
+		sec.Kind, sec.Class, sec.Title = string(batch.StatusSkipped), "s-skipped", "exact duplicates of an earlier row"
+	case secAlreadyLinked:
+		sec.Kind, sec.Class, sec.Title = string(batch.StatusAlreadyLinked), "s-already_linked", "the secondary is already one of the primary's identities"
+	default: // secWarning
+		return sec, false
+	}
+	return sec, true
+}
+
+// totals adds the cards and the chart: statuses in the order of
+// batch.Statuses, then by name.
+func (a *reportAgg) totals(p *reportPage, first map[string]string) {
 	statuses := slices.SortedFunc(maps.Keys(a.statuses), func(x, y string) int {
 		return cmp.Or(cmp.Compare(rank(x), rank(y)), cmp.Compare(x, y))
 	})
@@ -407,11 +441,14 @@ func (a *reportAgg) page(info ReportInfo) reportPage {
 		p.Cards = append(p.Cards, reportCard{Label: shown(s), Class: "c-" + statusClass(s), Count: a.statuses[s], Anchor: first[s]})
 		p.Bars = append(p.Bars, bar(shown(s), "s-"+statusClass(s), a.statuses[s], a.rows))
 	}
+}
 
-	// Warnings: both known ones whenever the users were read, zero or not.
+// warningSections adds the warnings: both known ones whenever the users
+// were read, zero or not.
+func (a *reportAgg) warningSections(p *reportPage) {
 	warnings := slices.Collect(maps.Keys(a.warnings))
 	if p.Verified {
-		for _, w := range []string{WarnEmailUnverified, WarnEmailMismatch} {
+		for _, w := range []string{batch.WarnEmailUnverified, batch.WarnEmailMismatch} {
 			if !slices.Contains(warnings, w) {
 				warnings = append(warnings, w)
 			}
@@ -428,27 +465,18 @@ func (a *reportAgg) page(info ReportInfo) reportPage {
 		p.Cards = append(p.Cards, reportCard{Label: sec.Title, Class: "c-" + cls, Count: sec.Count, Anchor: sec.ID})
 		p.WarningBars = append(p.WarningBars, bar(sec.Title, cls, sec.Count, a.rows))
 	}
+}
 
-	// What needs attention.
-	bad := a.statuses[StatusInvalid] + a.statuses[StatusFailed]
-	warned := 0
-	for _, n := range a.warnings {
-		warned += n
-	}
+// attention sets what needs attention and the page's tone.
+func (a *reportAgg) attention(p *reportPage, info Info) {
+	bad := a.statuses[string(batch.StatusInvalid)] + a.statuses[string(batch.StatusFailed)]
 	if bad > 0 {
 		p.Tone = "bad"
 		p.Attention = append(p.Attention, fmt.Sprintf("%s %s invalid or failed: nothing was linked for them. See the problems below.", thousands(bad), plural(bad, "row is", "rows are")))
 	}
-	switch {
-	case warned > 0 && info.DryRun:
+	if msg := a.warningAttention(info.DryRun); msg != "" {
 		p.Tone = cmp.Or(p.Tone, "warn")
-		p.Attention = append(p.Attention, fmt.Sprintf("%s %s an email warning, and a run would link them all the same: review them before linking, or run with --require-verified-email to refuse them.", thousands(warned), plural(warned, "pair has", "pairs have")))
-	case a.warnedLinked > 0:
-		p.Tone = cmp.Or(p.Tone, "warn")
-		p.Attention = append(p.Attention, fmt.Sprintf("%s linked %s an email warning: check that each is one person.", thousands(a.warnedLinked), plural(a.warnedLinked, "pair had", "pairs had")))
-	case warned > 0:
-		p.Tone = cmp.Or(p.Tone, "warn")
-		p.Attention = append(p.Attention, fmt.Sprintf("%s %s an email warning (none of them linked).", thousands(warned), plural(warned, "pair had", "pairs had")))
+		p.Attention = append(p.Attention, msg)
 	}
 	if info.Summary != nil && info.Summary.Remaining > 0 {
 		p.Tone = "bad"
@@ -463,33 +491,54 @@ func (a *reportAgg) page(info ReportInfo) reportPage {
 	if len(p.Attention) == 0 {
 		p.Attention = append(p.Attention, "No problems and no warnings.")
 	}
-
-	if s := info.Summary; s != nil {
-		p.Run = []reportFact{
-			{"input rows", thousands(s.Rows)},
-			{"kept from an earlier run", thousands(s.Kept)},
-			{"rows with no result", thousands(s.Remaining)},
-			{"requests sent", thousands(int(s.Requests))},
-			{"429 answers", thousands(int(s.RateLimited))},
-			{"retries", thousands(int(s.Retries))},
-			{"elapsed", s.Elapsed.Round(time.Millisecond).String()},
-		}
-	}
-	return p
 }
 
+// warningAttention says what the email warnings call for, or "".
+func (a *reportAgg) warningAttention(dryRun bool) string {
+	warned := 0
+	for _, n := range a.warnings {
+		warned += n
+	}
+	switch {
+	case warned > 0 && dryRun:
+		return fmt.Sprintf("%s %s an email warning, and a run would link them all the same: review them before linking, or run with --require-verified-email to refuse them.", thousands(warned), plural(warned, "pair has", "pairs have"))
+	case a.warnedLinked > 0:
+		return fmt.Sprintf("%s linked %s an email warning: check that each is one person.", thousands(a.warnedLinked), plural(a.warnedLinked, "pair had", "pairs had"))
+	case warned > 0:
+		return fmt.Sprintf("%s %s an email warning (none of them linked).", thousands(warned), plural(warned, "pair had", "pairs had"))
+	}
+	return ""
+}
+
+// runFacts lists the run's own figures, when the run writes the report.
+func runFacts(s *batch.Summary) []reportFact {
+	if s == nil {
+		return nil
+	}
+	return []reportFact{
+		{"input rows", thousands(s.Rows)},
+		{"kept from an earlier run", thousands(s.Kept)},
+		{"rows with no result", thousands(s.Remaining)},
+		{"requests sent", thousands(int(s.Requests))},
+		{"429 answers", thousands(int(s.RateLimited))},
+		{"retries", thousands(int(s.Retries))},
+		{"elapsed", s.Elapsed.Round(time.Millisecond).String()},
+	}
+}
+
+// rank orders statuses on the page as batch.Statuses does; others follow.
 func rank(status string) int {
-	if i := slices.Index(statusOrder, status); i >= 0 {
+	if i := slices.Index(batch.Statuses, batch.Status(status)); i >= 0 {
 		return i
 	}
-	return len(statusOrder)
+	return len(batch.Statuses)
 }
 
 func wrank(w string) int {
 	switch w {
-	case WarnEmailUnverified:
+	case batch.WarnEmailUnverified:
 		return 0
-	case WarnEmailMismatch:
+	case batch.WarnEmailMismatch:
 		return 1
 	}
 	return 2
@@ -498,7 +547,7 @@ func wrank(w string) int {
 // statusClass returns the CSS class suffix of a status: only known statuses
 // get their own colour.
 func statusClass(s string) string {
-	if slices.Contains(statusOrder, s) {
+	if batch.Status(s).Known() {
 		return s
 	}
 	return "other"
@@ -547,127 +596,3 @@ func thousands(n int) string {
 	}
 	return b.String()
 }
-
-var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{"n": thousands}).Parse(reportHTML))
-
-const reportHTML = `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<title>{{.Title}}</title>
-<style>
-:root { --fg:#1d2330; --muted:#5b6475; --line:#dfe3ea; --bg:#f6f7f9; --card:#fff;
-  --linked:#1f8a4c; --planned:#2f6fd6; --already:#1a9aa0; --skipped:#8a93a3; --invalid:#c9372c; --failed:#8e1b3a;
-  --unverified:#d9480f; --mismatch:#e6a100; --other:#6d5bd0; }
-* { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--fg); font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; }
-main { max-width:1120px; margin:0 auto; padding:28px 32px 48px; }
-h1 { font-size:26px; margin:0 0 6px; }
-h2 { font-size:19px; margin:34px 0 12px; padding-bottom:6px; border-bottom:2px solid var(--line); }
-h3 { font-size:16px; margin:0; display:flex; gap:10px; align-items:baseline; flex-wrap:wrap; }
-code, .mono { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace; font-size:13px; }
-.meta { color:var(--muted); margin:0; }
-.meta b { color:var(--fg); font-weight:600; }
-.banner { margin:18px 0 8px; padding:12px 16px; border-radius:8px; border-left:6px solid; background:var(--card); }
-.banner p { margin:4px 0; }
-.banner.ok { border-color:var(--linked); } .banner.warn { border-color:var(--mismatch); } .banner.bad { border-color:var(--invalid); }
-.cards { display:flex; flex-wrap:wrap; gap:10px; margin:16px 0; }
-.card { background:var(--card); border:1px solid var(--line); border-top:4px solid var(--skipped); border-radius:8px; padding:8px 14px; min-width:120px; color:inherit; text-decoration:none; }
-a.card:hover { border-color:var(--fg); }
-.card .n { display:block; font-size:24px; font-weight:700; font-variant-numeric:tabular-nums; }
-.card .l { color:var(--muted); font-size:13px; }
-.c-rows { border-top-color:var(--fg); } .c-linked { border-top-color:var(--linked); } .c-planned { border-top-color:var(--planned); }
-.c-already_linked { border-top-color:var(--already); } .c-skipped { border-top-color:var(--skipped); } .c-invalid { border-top-color:var(--invalid); }
-.c-failed { border-top-color:var(--failed); } .c-other, .c-w-other { border-top-color:var(--other); }
-.c-w-unverified { border-top-color:var(--unverified); } .c-w-mismatch { border-top-color:var(--mismatch); }
-.chart { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 16px; }
-.bar { display:grid; grid-template-columns:150px 1fr 170px; gap:12px; align-items:center; margin:5px 0; }
-.bar .track { background:#eceff3; border-radius:4px; height:18px; overflow:hidden; }
-.bar .fill { height:100%; border-radius:4px; }
-.bar .v { font-variant-numeric:tabular-nums; text-align:right; color:var(--muted); white-space:nowrap; }
-.bar .v b { color:var(--fg); }
-.chart hr { border:0; border-top:1px dashed var(--line); margin:10px 0; }
-.s-linked { background:var(--linked); } .s-planned { background:var(--planned); } .s-already_linked { background:var(--already); }
-.s-skipped { background:var(--skipped); } .s-invalid { background:var(--invalid); } .s-failed { background:var(--failed); } .s-other { background:var(--other); }
-.w-unverified { background:var(--unverified); } .w-mismatch { background:var(--mismatch); } .w-other { background:var(--other); }
-.kind { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 16px; margin:12px 0; }
-.tag { display:inline-block; color:#fff; border-radius:4px; padding:1px 8px; font-size:12px; font-weight:600; letter-spacing:.02em; }
-.count { color:var(--muted); font-weight:400; }
-.explain p { margin:8px 0; max-width:86ch; }
-table { border-collapse:collapse; width:100%; margin-top:10px; font-size:13px; table-layout:fixed; }
-col.c-line { width:64px; } col.c-id { width:29%; } col.c-status { width:120px; }
-table.index { table-layout:auto; background:var(--card); border:1px solid var(--line); border-radius:8px; margin:0 0 6px; }
-table.index td.n { text-align:right; font-variant-numeric:tabular-nums; width:90px; }
-table.index a { color:inherit; }
-th, td { text-align:left; padding:5px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
-th { color:var(--muted); font-weight:600; background:#fafbfc; }
-td.line { text-align:right; font-variant-numeric:tabular-nums; width:56px; }
-td.id { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace; word-break:break-all; }
-.more { color:var(--muted); font-size:13px; margin:8px 0 0; }
-.none { color:var(--muted); }
-dl.run { display:grid; grid-template-columns:repeat(auto-fill, minmax(200px, 1fr)); gap:10px 18px; background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 16px; margin:0; }
-dl.run div { display:flex; flex-direction:column; } dl.run dt { color:var(--muted); font-size:13px; } dl.run dd { margin:0; font-weight:600; font-variant-numeric:tabular-nums; }
-footer { color:var(--muted); font-size:13px; margin-top:36px; }
-@media print { body { background:#fff; } .kind, .chart, .card { break-inside:avoid; } }
-</style>
-</head>
-<body>
-<main>
-<h1>{{.Heading}}</h1>
-<p class="meta">{{if .Input}}Input <b class="mono">{{.Input}}</b> · {{end}}{{if .Results}}results <b class="mono">{{.Results}}</b> · {{end}}{{if .Generated}}generated <b>{{.Generated}}</b>{{end}}</p>
-<p class="meta">{{.Mode}}</p>
-
-<section class="banner {{.Tone}}" aria-label="summary">
-{{range .Attention}}<p>{{.}}</p>
-{{end}}</section>
-
-<h2>Totals</h2>
-<div class="cards" id="totals">
-{{range .Cards}}{{if .Anchor}}<a class="card {{.Class}}" href="#{{.Anchor}}">{{else}}<div class="card {{.Class}}">{{end}}<span class="n" data-total="{{.Label}}">{{n .Count}}</span><span class="l">{{.Label}}</span>{{if .Anchor}}</a>{{else}}</div>{{end}}
-{{end}}</div>
-
-<h2>Status breakdown</h2>
-<div class="chart">
-{{range .Bars}}<div class="bar"><span>{{.Label}}</span><div class="track"><div class="fill {{.Class}}" style="width: {{.Width}}%"></div></div><span class="v"><b>{{n .Count}}</b> · {{.Pct}}%</span></div>
-{{else}}<p class="none">The results file has no rows.</p>
-{{end}}{{if .WarningBars}}<hr>
-{{range .WarningBars}}<div class="bar"><span>{{.Label}}</span><div class="track"><div class="fill {{.Class}}" style="width: {{.Width}}%"></div></div><span class="v"><b>{{n .Count}}</b> · {{.Pct}}%</span></div>
-{{end}}{{end}}</div>
-
-<h2>Email warnings</h2>
-{{if not .Verified}}<p class="none">The users were not read, so the emails were not compared. Run with --verify to see these warnings.</p>
-{{end}}{{range .Warnings}}<div class="kind" id="{{.ID}}">
-<h3><span class="tag {{.Class}}">{{.Title}}</span> <span class="count">{{n .Count}} {{if eq .Count 1}}pair{{else}}pairs{{end}}</span></h3>
-{{if .Explain}}<div class="explain">{{range .Explain}}<p>{{.}}</p>{{end}}</div>{{end}}
-{{template "rows" .}}</div>
-{{end}}{{if .Verified}}<p class="more">Auth0 on linking accounts safely: <a href="https://auth0.com/docs/manage-users/user-accounts/user-account-linking" rel="noreferrer">User Account Linking</a>.</p>{{end}}
-
-<h2>Problems</h2>
-{{if .Problems}}<table class="index" id="problems">
-<thead><tr><th>status</th><th>kind</th><th>rows</th></tr></thead>
-<tbody>
-{{range .Problems}}<tr><td><span class="tag {{.Class}}">{{.Kind}}</span></td><td><a href="#{{.ID}}"><code>{{.Title}}</code></a></td><td class="n">{{n .Count}}</td></tr>
-{{end}}</tbody>
-</table>
-{{end}}{{range .Problems}}<div class="kind" id="{{.ID}}">
-<h3><span class="tag {{.Class}}">{{.Kind}}</span> <code>{{.Title}}</code> <span class="count">{{n .Count}} {{if eq .Count 1}}row{{else}}rows{{end}}{{if .Retryable}}, {{n .Retryable}} retryable with --resume{{end}}</span></h3>
-{{template "rows" .}}</div>
-{{else}}<p class="none">No invalid, failed, skipped or already linked rows.</p>
-{{end}}
-{{if .Run}}<h2>This run</h2>
-<dl class="run">{{range .Run}}<div><dt>{{.Label}}</dt><dd>{{.Value}}</dd></div>{{end}}</dl>
-{{end}}
-<footer>Each list shows the first {{.Limit}} rows of its kind by input line; the results file holds every row (line 1 of the input is its header). Ids and messages are shown as written, with control and invisible characters spelled out as U+XXXX. Made by linkbatch; this page runs no script and loads nothing.</footer>
-</main>
-</body>
-</html>
-{{define "rows"}}{{if .Rows}}<table>
-<colgroup><col class="c-line"><col class="c-id"><col class="c-id">{{if .Statuses}}<col{{if .Details}} class="c-status"{{end}}>{{end}}{{if .Details}}<col>{{end}}</colgroup>
-<thead><tr><th>line</th><th>primary_user_id</th><th>secondary_user_id</th>{{if .Statuses}}<th>status</th>{{end}}{{if .Details}}<th>detail</th>{{end}}</tr></thead>
-<tbody>
-{{range .Rows}}<tr><td class="line">{{.Line}}</td><td class="id">{{.Primary}}</td><td class="id">{{.Secondary}}</td>{{if $.Statuses}}<td>{{.Status}}</td>{{end}}{{if $.Details}}<td>{{.Detail}}{{if .Retryable}} <i>(retryable)</i>{{end}}</td>{{end}}</tr>
-{{end}}</tbody>
-</table>
-{{if .More}}<p class="more">… and {{n .More}} more in the results file.</p>{{end}}{{else}}<p class="none">None.</p>{{end}}{{end}}`

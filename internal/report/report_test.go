@@ -1,6 +1,8 @@
-package batch
+package report
 
 import (
+	"github.com/linkbatch/linkbatch/batch"
+
 	"bytes"
 	"context"
 	"errors"
@@ -16,10 +18,10 @@ import (
 )
 
 // resultsFile returns rs as a results file.
-func resultsFile(t *testing.T, rs ...Result) *bytes.Buffer {
+func resultsFile(t *testing.T, rs ...batch.Result) *bytes.Buffer {
 	t.Helper()
 	var buf bytes.Buffer
-	w, err := NewResultWriter(&buf, true)
+	w, err := batch.NewResultWriter(&buf, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,11 +33,11 @@ func resultsFile(t *testing.T, rs ...Result) *bytes.Buffer {
 	return &buf
 }
 
-func renderReport(t *testing.T, info ReportInfo, rs ...Result) string {
+func renderReport(t *testing.T, info Info, rs ...batch.Result) string {
 	t.Helper()
 	var out bytes.Buffer
-	if err := WriteReport(&out, resultsFile(t, rs...), info); err != nil {
-		t.Fatalf("WriteReport: %v", err)
+	if err := Write(&out, resultsFile(t, rs...), info); err != nil {
+		t.Fatalf("Write: %v", err)
 	}
 	return out.String()
 }
@@ -50,7 +52,7 @@ func TestReportAggregation(t *testing.T) {
 	tests := []struct {
 		name         string
 		limit        int
-		give         []Result
+		give         []batch.Result
 		wantStatuses map[string]int
 		wantWarnings map[string]int
 		wantKinds    []kind
@@ -59,17 +61,17 @@ func TestReportAggregation(t *testing.T) {
 	}{
 		{
 			name: "invalid rows group by field and message, not by value or line",
-			give: []Result{
-				{Line: 9, Status: StatusInvalid, Error: `secondary_user_id: provider "myspace" is not a known identity provider`},
-				{Line: 3, Status: StatusInvalid, Error: `secondary_user_id: provider "friendster" is not a known identity provider`},
-				{Line: 4, Status: StatusInvalid, Error: `secondary_provider: provider "myspace" is not a known identity provider`},
-				{Line: 5, Status: StatusInvalid, Error: `secondary_user_id: also given to a different primary on line 2`},
-				{Line: 7, Status: StatusInvalid, Error: `secondary_user_id: also given to a different primary on line 6`},
-				{Line: 8, Status: StatusInvalid, Error: `parse error on line 8, column 43: bare " in non-quoted-field`},
-				{Line: 6, Status: StatusPlanned},
-				{Line: 2, Status: StatusPlanned},
+			give: []batch.Result{
+				{Line: 9, Status: batch.StatusInvalid, Error: `secondary_user_id: provider "myspace" is not a known identity provider`},
+				{Line: 3, Status: batch.StatusInvalid, Error: `secondary_user_id: provider "friendster" is not a known identity provider`},
+				{Line: 4, Status: batch.StatusInvalid, Error: `secondary_provider: provider "myspace" is not a known identity provider`},
+				{Line: 5, Status: batch.StatusInvalid, Error: `secondary_user_id: also given to a different primary on line 2`},
+				{Line: 7, Status: batch.StatusInvalid, Error: `secondary_user_id: also given to a different primary on line 6`},
+				{Line: 8, Status: batch.StatusInvalid, Error: `parse error on line 8, column 43: bare " in non-quoted-field`},
+				{Line: 6, Status: batch.StatusPlanned},
+				{Line: 2, Status: batch.StatusPlanned},
 			},
-			wantStatuses: map[string]int{StatusInvalid: 6, StatusPlanned: 2},
+			wantStatuses: map[string]int{string(batch.StatusInvalid): 6, string(batch.StatusPlanned): 2},
 			wantWarnings: map[string]int{},
 			wantKinds: []kind{
 				{secInvalid, `parse error on line N, column N: bare " in non-quoted-field`, 1, []int{8}},
@@ -81,32 +83,32 @@ func TestReportAggregation(t *testing.T) {
 		{
 			name:  "keeps the lowest lines up to the limit, whatever the order",
 			limit: 2,
-			give: []Result{
-				{Line: 50, Status: StatusSkipped, Error: "duplicate of line 2"},
-				{Line: 7, Status: StatusSkipped, Error: "duplicate of line 2"},
-				{Line: 30, Status: StatusSkipped, Error: "duplicate of line 2"},
-				{Line: 4, Status: StatusSkipped, Error: "duplicate of line 2"},
-				{Line: 12, Status: StatusSkipped, Error: "duplicate of line 2"},
-				{Line: 3, Status: StatusAlreadyLinked, HTTPStatus: 200},
+			give: []batch.Result{
+				{Line: 50, Status: batch.StatusSkipped, Error: "duplicate of line 2"},
+				{Line: 7, Status: batch.StatusSkipped, Error: "duplicate of line 2"},
+				{Line: 30, Status: batch.StatusSkipped, Error: "duplicate of line 2"},
+				{Line: 4, Status: batch.StatusSkipped, Error: "duplicate of line 2"},
+				{Line: 12, Status: batch.StatusSkipped, Error: "duplicate of line 2"},
+				{Line: 3, Status: batch.StatusAlreadyLinked, HTTPStatus: 200},
 			},
-			wantStatuses: map[string]int{StatusSkipped: 5, StatusAlreadyLinked: 1},
+			wantStatuses: map[string]int{string(batch.StatusSkipped): 5, string(batch.StatusAlreadyLinked): 1},
 			wantWarnings: map[string]int{},
 			wantKinds: []kind{
-				{secSkipped, StatusSkipped, 5, []int{4, 7}},
-				{secAlreadyLinked, StatusAlreadyLinked, 1, []int{3}},
+				{secSkipped, string(batch.StatusSkipped), 5, []int{4, 7}},
+				{secAlreadyLinked, string(batch.StatusAlreadyLinked), 1, []int{3}},
 			},
 		},
 		{
 			name: "failed rows group by the API's answer",
-			give: []Result{
-				{Line: 2, Status: StatusFailed, HTTPStatus: 400, ErrorCode: "invalid_body", Error: "Payload validation error"},
-				{Line: 3, Status: StatusFailed, HTTPStatus: 400, ErrorCode: "invalid_body", Error: "Another message"},
-				{Line: 4, Status: StatusFailed, HTTPStatus: 503, Retryable: true, Error: "retries exhausted"},
-				{Line: 5, Status: StatusFailed, Retryable: true, Error: "connection refused"},
-				{Line: 6, Status: StatusFailed, HTTPStatus: 409, ErrorCode: "identity_exists"},
-				{Line: 7, Status: StatusLinked, HTTPStatus: 201},
+			give: []batch.Result{
+				{Line: 2, Status: batch.StatusFailed, HTTPStatus: 400, ErrorCode: "invalid_body", Error: "Payload validation error"},
+				{Line: 3, Status: batch.StatusFailed, HTTPStatus: 400, ErrorCode: "invalid_body", Error: "Another message"},
+				{Line: 4, Status: batch.StatusFailed, HTTPStatus: 503, Retryable: true, Error: "retries exhausted"},
+				{Line: 5, Status: batch.StatusFailed, Retryable: true, Error: "connection refused"},
+				{Line: 6, Status: batch.StatusFailed, HTTPStatus: 409, ErrorCode: "identity_exists"},
+				{Line: 7, Status: batch.StatusLinked, HTTPStatus: 201},
 			},
-			wantStatuses: map[string]int{StatusFailed: 5, StatusLinked: 1},
+			wantStatuses: map[string]int{string(batch.StatusFailed): 5, string(batch.StatusLinked): 1},
 			wantWarnings: map[string]int{},
 			wantKinds: []kind{
 				{secFailed, "HTTP 400 invalid_body", 2, []int{2, 3}},
@@ -118,25 +120,25 @@ func TestReportAggregation(t *testing.T) {
 		},
 		{
 			name: "warnings count whatever the status",
-			give: []Result{
-				{Line: 2, Status: StatusPlanned, Warning: WarnEmailUnverified},
-				{Line: 3, Status: StatusLinked, Warning: WarnEmailMismatch},
-				{Line: 4, Status: StatusLinked, Warning: WarnEmailUnverified},
-				{Line: 5, Status: StatusInvalid, Warning: WarnEmailMismatch, Error: "refused by --require-verified-email: the two users' emails differ"},
-				{Line: 6, Status: StatusLinked},
+			give: []batch.Result{
+				{Line: 2, Status: batch.StatusPlanned, Warning: batch.WarnEmailUnverified},
+				{Line: 3, Status: batch.StatusLinked, Warning: batch.WarnEmailMismatch},
+				{Line: 4, Status: batch.StatusLinked, Warning: batch.WarnEmailUnverified},
+				{Line: 5, Status: batch.StatusInvalid, Warning: batch.WarnEmailMismatch, Error: "refused by --require-verified-email: the two users' emails differ"},
+				{Line: 6, Status: batch.StatusLinked},
 			},
-			wantStatuses: map[string]int{StatusPlanned: 1, StatusLinked: 3, StatusInvalid: 1},
-			wantWarnings: map[string]int{WarnEmailUnverified: 2, WarnEmailMismatch: 2},
+			wantStatuses: map[string]int{string(batch.StatusPlanned): 1, string(batch.StatusLinked): 3, string(batch.StatusInvalid): 1},
+			wantWarnings: map[string]int{batch.WarnEmailUnverified: 2, batch.WarnEmailMismatch: 2},
 			wantKinds: []kind{
 				{secInvalid, "refused by --require-verified-email: the two users' emails differ", 1, []int{5}},
-				{secWarning, WarnEmailMismatch, 2, []int{3, 5}},
-				{secWarning, WarnEmailUnverified, 2, []int{2, 4}},
+				{secWarning, batch.WarnEmailMismatch, 2, []int{3, 5}},
+				{secWarning, batch.WarnEmailUnverified, 2, []int{2, 4}},
 			},
 			wantWarned: 2,
 		},
 		{
 			name: "an unknown status is counted, with no section",
-			give: []Result{
+			give: []batch.Result{
 				{Line: 2, Status: "exploded"},
 			},
 			wantStatuses: map[string]int{"exploded": 1},
@@ -145,7 +147,7 @@ func TestReportAggregation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			agg := newReportAgg(cmpOr(tt.limit, DefaultReportLimit))
+			agg := newReportAgg(cmpOr(tt.limit, DefaultLimit))
 			for _, r := range tt.give {
 				agg.add(r)
 			}
@@ -203,19 +205,19 @@ func cmpOr(a, b int) int {
 // what the report keeps stays bounded.
 func TestReportMemoryBounded(t *testing.T) {
 	const n = 20_000
-	agg := newReportAgg(DefaultReportLimit)
+	agg := newReportAgg(DefaultLimit)
 	for i := range n {
-		agg.add(Result{
+		agg.add(batch.Result{
 			Line:    n - i, // lowest lines last: every row displaces one
-			Status:  StatusInvalid,
+			Status:  batch.StatusInvalid,
 			Error:   fmt.Sprintf("field_%d: message %d", i, i),
 			Warning: fmt.Sprintf("warning_%d", i),
 		})
-		agg.add(Result{Line: n - i, Status: fmt.Sprintf("status_%d", i)})
+		agg.add(batch.Result{Line: n - i, Status: batch.Status(fmt.Sprintf("status_%d", i))})
 	}
 	kept := 0
 	for _, k := range agg.kinds {
-		if len(k.sample) > DefaultReportLimit {
+		if len(k.sample) > DefaultLimit {
 			t.Fatalf("kind %q keeps %d rows", k.name, len(k.sample))
 		}
 		kept += len(k.sample)
@@ -230,8 +232,8 @@ func TestReportMemoryBounded(t *testing.T) {
 	// The other kind keeps the lowest lines of all it saw.
 	var sec reportSection
 	sec.fill(other)
-	if sec.Rows[0].Line != 1 || sec.Rows[len(sec.Rows)-1].Line != DefaultReportLimit {
-		t.Errorf("other kind keeps lines %d..%d, want 1..%d", sec.Rows[0].Line, sec.Rows[len(sec.Rows)-1].Line, DefaultReportLimit)
+	if sec.Rows[0].Line != 1 || sec.Rows[len(sec.Rows)-1].Line != DefaultLimit {
+		t.Errorf("other kind keeps lines %d..%d, want 1..%d", sec.Rows[0].Line, sec.Rows[len(sec.Rows)-1].Line, DefaultLimit)
 	}
 	if agg.statuses[otherKind] != n-(reportMaxKinds-1) { // "invalid" takes one place
 		t.Errorf("other statuses = %d", agg.statuses[otherKind])
@@ -241,18 +243,18 @@ func TestReportMemoryBounded(t *testing.T) {
 
 func TestReportEscapesEverything(t *testing.T) {
 	const script = `<script>alert(1)</script>`
-	out := renderReport(t, ReportInfo{
+	out := renderReport(t, Info{
 		Title:   "Report </title>" + script,
 		Input:   `pairs<img src=x onerror=alert(2)>.csv`,
 		Results: `"><svg onload=alert(3)>`,
 		DryRun:  true, Verify: true,
 	},
-		Result{Line: 2, Primary: "auth0|" + script, Secondary: "github|1", Status: StatusPlanned, Warning: WarnEmailUnverified},
-		Result{Line: 3, Primary: "auth0|x", Secondary: `github|"><img src=x onerror=alert(4)>`, Status: StatusInvalid,
+		batch.Result{Line: 2, Primary: "auth0|" + script, Secondary: "github|1", Status: batch.StatusPlanned, Warning: batch.WarnEmailUnverified},
+		batch.Result{Line: 3, Primary: "auth0|x", Secondary: `github|"><img src=x onerror=alert(4)>`, Status: batch.StatusInvalid,
 			Error: `secondary_user_id: provider "` + script + `" is not a known identity provider`},
-		Result{Line: 4, Primary: "auth0|y", Secondary: "github|2", Status: StatusFailed, HTTPStatus: 400,
+		batch.Result{Line: 4, Primary: "auth0|y", Secondary: "github|2", Status: batch.StatusFailed, HTTPStatus: 400,
 			ErrorCode: `bad<script>`, Error: script},
-		Result{Line: 5, Primary: "auth0|z", Secondary: "github|3", Status: `<b>odd</b>`, Warning: `<i>w</i>`},
+		batch.Result{Line: 5, Primary: "auth0|z", Secondary: "github|3", Status: `<b>odd</b>`, Warning: `<i>w</i>`},
 	)
 	// No element comes from the data; the text stays text.
 	for _, bad := range []string{"<script", "<img", "<svg", "<b>odd", "<i>w", "ZgotmplZ"} {
@@ -276,9 +278,9 @@ func TestReportEscapesEverything(t *testing.T) {
 }
 
 func TestReportShowsHiddenCharacters(t *testing.T) {
-	out := renderReport(t, ReportInfo{},
-		Result{Line: 2, Primary: "auth0|abc\u202Efdp.exe", Secondary: "github|\u200b1", Status: StatusInvalid, Error: "primary_user_id: contains control characters"},
-		Result{Line: 3, Primary: "auth0|\xff\xfe", Secondary: "github|1", Status: StatusInvalid, Error: "primary_user_id: is not valid UTF-8"},
+	out := renderReport(t, Info{},
+		batch.Result{Line: 2, Primary: "auth0|abc\u202Efdp.exe", Secondary: "github|\u200b1", Status: batch.StatusInvalid, Error: "primary_user_id: contains control characters"},
+		batch.Result{Line: 3, Primary: "auth0|\xff\xfe", Secondary: "github|1", Status: batch.StatusInvalid, Error: "primary_user_id: is not valid UTF-8"},
 	)
 	// html/template writes + as &#43;.
 	for _, want := range []string{"auth0|abc[U&#43;202E]fdp.exe", "github|[U&#43;200B]1", "auth0|[FF][FE]"} {
@@ -293,7 +295,7 @@ func TestReportShowsHiddenCharacters(t *testing.T) {
 
 func TestReportCutsLongText(t *testing.T) {
 	long := "auth0|" + strings.Repeat("a", 10_000)
-	out := renderReport(t, ReportInfo{}, Result{Line: 2, Primary: long, Secondary: "github|1", Status: StatusSkipped, Error: "duplicate of line 1"})
+	out := renderReport(t, Info{}, batch.Result{Line: 2, Primary: long, Secondary: "github|1", Status: batch.StatusSkipped, Error: "duplicate of line 1"})
 	if strings.Contains(out, strings.Repeat("a", reportMaxText)) {
 		t.Error("a long id is shown whole")
 	}
@@ -304,11 +306,11 @@ func TestReportCutsLongText(t *testing.T) {
 
 func TestReportHasNoSecrets(t *testing.T) {
 	const jwt = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhdXRoMHwxMjMifQ.c2lnbmF0dXJl"
-	out := renderReport(t, ReportInfo{DryRun: false, Verify: true},
-		Result{Line: 2, Primary: "auth0|1", Secondary: "github|1", Status: StatusLinked, HTTPStatus: 201, Attempts: 1},
-		Result{Line: 3, Primary: "auth0|2", Status: StatusInvalid, Error: "link_with: is not a JWT (want three base64url parts joined by '.')"},
+	out := renderReport(t, Info{DryRun: false, Verify: true},
+		batch.Result{Line: 2, Primary: "auth0|1", Secondary: "github|1", Status: batch.StatusLinked, HTTPStatus: 201, Attempts: 1},
+		batch.Result{Line: 3, Primary: "auth0|2", Status: batch.StatusInvalid, Error: "link_with: is not a JWT (want three base64url parts joined by '.')"},
 		// Results never carry a token; if one ever did, the report drops it.
-		Result{Line: 4, Primary: "auth0|3", Secondary: jwt, Status: StatusFailed, HTTPStatus: 400, ErrorCode: "invalid_body",
+		batch.Result{Line: 4, Primary: "auth0|3", Secondary: jwt, Status: batch.StatusFailed, HTTPStatus: 400, ErrorCode: "invalid_body",
 			Error: "Payload validation error: link_with " + jwt},
 	)
 	if strings.Contains(out, "eyJ") {
@@ -322,48 +324,48 @@ func TestReportHasNoSecrets(t *testing.T) {
 func TestReportRendersSummaryAndAttention(t *testing.T) {
 	tests := []struct {
 		name     string
-		info     ReportInfo
-		give     []Result
+		info     Info
+		give     []batch.Result
 		want     []string
 		wantNot  []string
 		wantTone string
 	}{
 		{
 			name:     "clean live run",
-			info:     ReportInfo{Input: "/data/pairs.csv", Verify: true, Generated: time.Date(2026, 5, 12, 14, 30, 0, 0, time.UTC)},
-			give:     []Result{{Line: 2, Primary: "auth0|1", Secondary: "github|1", Status: StatusLinked}},
+			info:     Info{Input: "/data/pairs.csv", Verify: true, Generated: time.Date(2026, 5, 12, 14, 30, 0, 0, time.UTC)},
+			give:     []batch.Result{{Line: 2, Primary: "auth0|1", Secondary: "github|1", Status: batch.StatusLinked}},
 			want:     []string{"<title>linkbatch run report: pairs.csv (2026-05-12)</title>", "2026-05-12 14:30 UTC", "No problems and no warnings.", `data-total="linked">1<`, `data-total="email_unverified">0<`},
 			wantTone: "ok",
 		},
 		{
 			name:     "dry run without verify",
-			info:     ReportInfo{Input: "-", DryRun: true},
-			give:     []Result{{Line: 2, Status: StatusPlanned}},
+			info:     Info{Input: "-", DryRun: true},
+			give:     []batch.Result{{Line: 2, Status: batch.StatusPlanned}},
 			want:     []string{"linkbatch dry run report: standard input", "The users were not read"},
 			wantNot:  []string{`data-total="email_unverified"`},
 			wantTone: "warn",
 		},
 		{
 			name: "dry run with warnings and problems",
-			info: ReportInfo{DryRun: true, Verify: true},
-			give: []Result{
-				{Line: 2, Status: StatusPlanned, Warning: WarnEmailUnverified},
-				{Line: 3, Status: StatusInvalid, Error: "primary_user_id: no such user in the tenant"},
+			info: Info{DryRun: true, Verify: true},
+			give: []batch.Result{
+				{Line: 2, Status: batch.StatusPlanned, Warning: batch.WarnEmailUnverified},
+				{Line: 3, Status: batch.StatusInvalid, Error: "primary_user_id: no such user in the tenant"},
 			},
 			want:     []string{"1 row is invalid or failed", "1 pair has an email warning, and a run would link them", "account-takeover", `data-total="invalid">1<`},
 			wantTone: "bad",
 		},
 		{
 			name: "an interrupted run",
-			info: ReportInfo{Verify: true, Summary: &Summary{Rows: 10, Remaining: 9, Requests: 3, RateLimited: 1, Retries: 2, Elapsed: 1500 * time.Millisecond}},
-			give: []Result{{Line: 2, Status: StatusLinked, Warning: WarnEmailMismatch}},
+			info: Info{Verify: true, Summary: &batch.Summary{Rows: 10, Remaining: 9, Requests: 3, RateLimited: 1, Retries: 2, Elapsed: 1500 * time.Millisecond}},
+			give: []batch.Result{{Line: 2, Status: batch.StatusLinked, Warning: batch.WarnEmailMismatch}},
 			want: []string{"9 input rows have no result yet", "--resume", "1 linked pair had an email warning",
 				"<dt>requests sent</dt><dd>3</dd>", "<dt>429 answers</dt><dd>1</dd>", "<dt>elapsed</dt><dd>1.5s</dd>"},
 			wantTone: "bad",
 		},
 		{
 			name:     "an empty results file",
-			info:     ReportInfo{Verify: true},
+			info:     Info{Verify: true},
 			want:     []string{`data-total="rows">0<`, "The results file has no rows."},
 			wantTone: "ok",
 		},
@@ -396,15 +398,15 @@ type failWriter struct{}
 func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
 func TestReportErrors(t *testing.T) {
-	err := WriteReport(&bytes.Buffer{}, strings.NewReader("line,status\nx,planned\n"), ReportInfo{})
+	err := Write(&bytes.Buffer{}, strings.NewReader("line,status\nx,planned\n"), Info{})
 	if err == nil || !strings.Contains(err.Error(), "bad line number") {
 		t.Errorf("bad results: err = %v", err)
 	}
-	err = WriteReport(&bytes.Buffer{}, strings.NewReader("primary_user_id\nauth0|1\n"), ReportInfo{})
+	err = Write(&bytes.Buffer{}, strings.NewReader("primary_user_id\nauth0|1\n"), Info{})
 	if err == nil || !strings.Contains(err.Error(), `no "line" column`) {
 		t.Errorf("no line column: err = %v", err)
 	}
-	err = WriteReport(failWriter{}, resultsFile(t, Result{Line: 2, Status: StatusPlanned}), ReportInfo{})
+	err = Write(failWriter{}, resultsFile(t, batch.Result{Line: 2, Status: batch.StatusPlanned}), Info{})
 	if err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("failing writer: err = %v", err)
 	}
@@ -429,17 +431,17 @@ func TestReportInBrowser(t *testing.T) {
 	}
 	dir := t.TempDir()
 	page := filepath.Join(dir, "report.html")
-	var rs []Result
+	var rs []batch.Result
 	for i := range 30 {
-		rs = append(rs, Result{Line: 2 + i, Primary: fmt.Sprintf("auth0|%024d", i), Secondary: fmt.Sprintf("github|%d", i), Status: StatusPlanned})
+		rs = append(rs, batch.Result{Line: 2 + i, Primary: fmt.Sprintf("auth0|%024d", i), Secondary: fmt.Sprintf("github|%d", i), Status: batch.StatusPlanned})
 	}
-	rs[3].Warning = WarnEmailUnverified
-	rs[4].Warning = WarnEmailMismatch
-	rs[5].Status, rs[5].Error = StatusInvalid, `connection_id: "con_x" is not a connection id`
-	rs[6].Status, rs[6].Error = StatusSkipped, "duplicate of line 2"
-	rs[7].Primary, rs[7].Status, rs[7].Error = "auth0|<script>alert(1)</script>", StatusInvalid, "primary_user_id: contains control characters"
+	rs[3].Warning = batch.WarnEmailUnverified
+	rs[4].Warning = batch.WarnEmailMismatch
+	rs[5].Status, rs[5].Error = batch.StatusInvalid, `connection_id: "con_x" is not a connection id`
+	rs[6].Status, rs[6].Error = batch.StatusSkipped, "duplicate of line 2"
+	rs[7].Primary, rs[7].Status, rs[7].Error = "auth0|<script>alert(1)</script>", batch.StatusInvalid, "primary_user_id: contains control characters"
 	var buf bytes.Buffer
-	if err := WriteReport(&buf, resultsFile(t, rs...), ReportInfo{Input: "pairs.csv", DryRun: true, Verify: true}); err != nil {
+	if err := Write(&buf, resultsFile(t, rs...), Info{Input: "pairs.csv", DryRun: true, Verify: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(page, buf.Bytes(), 0o600); err != nil {

@@ -1,0 +1,12 @@
+// Package batch owns the pool that links the rows of one input: the rows
+// themselves (Row, checked once into a link request), the sources they
+// come from (Source; the CSV file is one, through Reader), the pre-pass
+// over a CSV file that refuses duplicates and conflicts (Plan), the
+// per-row decision (read the users, link, verify an ambiguous answer), and
+// the results (Result, Status, the Sink they are written to, resume).
+//
+// batch must not know HTTP status codes (linker classifies answers),
+// command-line flags or environment variables (cmd/linkbatch parses them
+// into a Config), or the terminal (progress and metrics follow a run
+// through Hooks). The HTML report of a results file is internal/report.
+package batch
