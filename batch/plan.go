@@ -100,8 +100,12 @@ type planCand struct {
 // ever missed; two different ids hashing equally (odds about n²/2⁶⁵ for n
 // distinct ids) could only make rows be refused that need not be, never
 // let a contradicting row through.
-func BuildPlan(r io.Reader) (*Plan, error) {
-	rd, err := NewReader(r)
+func BuildPlan(r io.Reader) (*Plan, error) { return Format{}.BuildPlan(r) }
+
+// BuildPlan is BuildPlan reading the input in this Format, as
+// Format.NewReader does.
+func (f Format) BuildPlan(r io.Reader) (*Plan, error) {
+	rd, err := f.NewReader(r)
 	if err != nil {
 		return nil, err
 	}

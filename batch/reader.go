@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/gocarina/gocsv"
+	"golang.org/x/text/encoding/unicode"
+	"golang.org/x/text/transform"
 )
 
 // Errors returned by NewReader and BuildPlan for a file that cannot be read
@@ -18,7 +21,8 @@ import (
 var (
 	// ErrNoHeader: the input is empty (or holds only blank lines).
 	ErrNoHeader = errors.New("input has no header row")
-	// ErrNoPrimaryColumn: the header has no primary_user_id column.
+	// ErrNoPrimaryColumn: the header has no primary_user_id column (the
+	// error is a *HeaderError wrapping it, as for the two below).
 	ErrNoPrimaryColumn = errors.New("header has no primary_user_id column")
 	// ErrNoSecondaryColumn: the header has neither a secondary_user_id nor a
 	// link_with column, so no row could name a secondary.
@@ -41,22 +45,55 @@ type Reader struct {
 	split *splitter
 	ahead *Row  // a row read while rows refused before it were still due
 	err   error // sticky: io.EOF or the I/O error that ended reading
+	enc   string
+	delim rune
 }
 
+// NewReader reads and checks the header of the input r, in the default
+// Format (see Format.NewReader).
+func NewReader(r io.Reader) (*Reader, error) { return Format{}.NewReader(r) }
+
 // NewReader reads and checks the header of the input r. Columns are matched
-// by name, trimmed and case-insensitively, in any order; unknown columns are
-// ignored; a leading UTF-8 byte order mark and CRLF line ends are accepted.
+// by name (or by the names f.Columns gives them), trimmed and
+// case-insensitively, in any order; unknown columns are ignored. The input
+// may be UTF-8, with or without a byte order mark, or UTF-16 with a byte
+// order mark (Excel's "Unicode text"), with CRLF or LF line ends. Its
+// delimiter is f.Delimiter, or, when that is zero, ',' unless only ';' or
+// only a tab splits the header into the columns linkbatch needs.
 //
-// It returns ErrNoHeader, ErrNoPrimaryColumn, ErrNoSecondaryColumn or
-// ErrDuplicateColumn for a header that does not do, and an error wrapping
-// the reader's for a header that cannot be read or parsed.
-func NewReader(r io.Reader) (*Reader, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	if b, err := br.Peek(len(utf8BOM)); err == nil && string(b) == utf8BOM {
-		_, _ = br.Discard(len(utf8BOM)) // cannot fail: the bytes are buffered
+// It returns f.Validate's error for a Format that cannot be used; a
+// *HeaderError wrapping ErrNoPrimaryColumn, ErrNoSecondaryColumn,
+// ErrDuplicateColumn or ErrMappedColumnMissing for a header that does not
+// do, which shows the header read, the likely cause and the fix;
+// ErrNoHeader for an empty input; and an error wrapping the reader's for a
+// header that cannot be read or parsed.
+func (f Format) NewReader(r io.Reader) (*Reader, error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
 	}
-	split := &splitter{src: br}
+	br := bufio.NewReaderSize(r, 64<<10)
+	enc := "UTF-8"
+	start, _ := br.Peek(len(utf8BOM)) // an error comes again on the next read
+	switch {
+	case bytes.HasPrefix(start, []byte(utf8BOM)):
+		_, _ = br.Discard(len(utf8BOM)) // cannot fail: the bytes are buffered
+	case bytes.HasPrefix(start, []byte{0xff, 0xfe}), bytes.HasPrefix(start, []byte{0xfe, 0xff}):
+		enc = "UTF-16LE"
+		if start[0] == 0xfe {
+			enc = "UTF-16BE"
+		}
+		// The decoder takes its byte order from the mark, and drops it.
+		dec := unicode.UTF16(unicode.LittleEndian, unicode.ExpectBOM).NewDecoder()
+		br = bufio.NewReaderSize(transform.NewReader(br, dec), 64<<10)
+	}
+	line := peekHeader(br)
+	delim := f.Delimiter
+	if delim == 0 {
+		delim = detectDelimiter(line, f.Columns)
+	}
+	split := &splitter{src: br, comma: byte(delim)}
 	cr := csv.NewReader(split)
+	cr.Comma = delim
 	cr.ReuseRecord = true
 	um, err := gocsv.NewUnmarshaller(cr, &Row{})
 	headerLine := 0
@@ -72,9 +109,9 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read header: %w", err)
 	}
-	header, err := mapHeader(um.Headers)
+	header, err := mapHeader(um.Headers, f.Columns)
 	if err != nil {
-		return nil, err
+		return nil, diagnose(err, line, slices.Clone(um.Headers), enc, delim, f)
 	}
 	if err := um.RenormalizeHeaders(func([]string) []string { return header }); err != nil {
 		return nil, fmt.Errorf("map header: %w", err)
@@ -87,33 +124,96 @@ func NewReader(r io.Reader) (*Reader, error) {
 		}
 	}
 	cr.FieldsPerRecord = len(header)
-	return &Reader{csv: cr, um: um, split: split}, nil
+	return &Reader{csv: cr, um: um, split: split, enc: enc, delim: delim}, nil
 }
+
+// peekHeader returns the input's first line that is not empty, without its
+// line end, leaving it in br; it waits only for the bytes of that line (an
+// input on a pipe may come slowly), and returns at most br's buffer.
+func peekHeader(br *bufio.Reader) []byte {
+	for n := 1; ; n = br.Buffered() + 1 {
+		_, err := br.Peek(n)
+		all, _ := br.Peek(br.Buffered()) // cannot fail: the bytes are buffered
+		rest := all
+		for {
+			if t, ok := bytes.CutPrefix(rest, []byte("\n")); ok {
+				rest = t
+			} else if t, ok := bytes.CutPrefix(rest, []byte("\r\n")); ok {
+				rest = t
+			} else {
+				break
+			}
+		}
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			return bytes.TrimSuffix(rest[:i], []byte("\r"))
+		}
+		if err != nil || br.Buffered() >= br.Size() {
+			return rest
+		}
+	}
+}
+
+// Encoding returns the input's encoding as read: "UTF-8", "UTF-16LE" or
+// "UTF-16BE".
+func (r *Reader) Encoding() string { return r.enc }
+
+// Delimiter returns the delimiter the input is read with.
+func (r *Reader) Delimiter() rune { return r.delim }
 
 // mapHeader returns the names under which gocsv is to see the header's
 // columns: the canonical name for a known column, and a unique name that
 // matches no field for the others.
-func mapHeader(raw []string) ([]string, error) {
+func mapHeader(raw []string, columns map[string]string) ([]string, error) {
+	names, err := mapHeaderNames(raw, columns)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(raw))
+	for i, name := range names {
+		if name == "" {
+			name = "\x00" + strconv.Itoa(i)
+		}
+		out[i] = name
+	}
+	return out, nil
+}
+
+// mapHeaderNames returns the canonical column of each header name, "" for
+// an unknown one; with the first problem found, the names mapped so far.
+func mapHeaderNames(raw []string, columns map[string]string) ([]string, error) {
 	known := []string{colPrimary, colSecondary, colSecondaryProvider, colConnectionID, colLinkWith}
+	byName := make(map[string]string, len(known)+len(columns))
+	for _, c := range known {
+		byName[c] = c
+	}
+	for col, name := range columns {
+		byName[strings.ToLower(strings.TrimSpace(name))] = col
+	}
 	out := make([]string, len(raw))
 	seen := make(map[string]bool, len(known))
 	for i, h := range raw {
-		name := strings.ToLower(strings.TrimSpace(h))
-		if !slices.Contains(known, name) {
-			out[i] = "\x00" + strconv.Itoa(i)
+		col, ok := byName[strings.ToLower(strings.TrimSpace(h))]
+		if !ok {
 			continue
 		}
-		if seen[name] {
-			return nil, fmt.Errorf("%w: %s", ErrDuplicateColumn, name)
+		if seen[col] {
+			return out, fmt.Errorf("%w: %s", ErrDuplicateColumn, col)
 		}
-		seen[name] = true
-		out[i] = name
+		seen[col] = true
+		out[i] = col
+	}
+	for _, c := range known {
+		if name, ok := columns[c]; ok && !slices.ContainsFunc(raw, func(h string) bool {
+			return strings.EqualFold(strings.TrimSpace(h), strings.TrimSpace(name))
+		}) {
+			return out, fmt.Errorf("%w: %s (for %s)", ErrMappedColumnMissing, quote(strings.TrimSpace(name)), c)
+		}
 	}
 	switch {
 	case !seen[colPrimary]:
-		return nil, ErrNoPrimaryColumn
+		return out, ErrNoPrimaryColumn
 	case !seen[colSecondary] && !seen[colLinkWith]:
-		return nil, ErrNoSecondaryColumn
+		return out, ErrNoSecondaryColumn
 	}
 	return out, nil
 }

@@ -284,7 +284,9 @@ func FuzzReader(f *testing.F) {
 	f.Add([]byte("primary_user_id,secondary_user_id\nauth0|1,github|2\ngithub|2,auth0|1\nauth0|3,github|2\n"))
 	f.Add([]byte("primary_user_id,secondary_user_id\n\"auth0|1,github|2\nauth0|3\n"))
 	f.Add([]byte("primArY_user_id,link_with,\n000,a,"))
+	f.Add([]byte("primary_user_id,secondary_user_id,n;o\r\nauth0|1,github|2,\"a;b\"\r\nauth0|ü,\"x\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkOtherFormats(t, data)
 		rd, err := NewReader(strings.NewReader(string(data)))
 		_, planErr := BuildPlan(strings.NewReader(string(data)))
 		if (err == nil) != (planErr == nil) {

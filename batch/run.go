@@ -99,6 +99,8 @@ type Runner struct {
 	// otherwise Run builds it, and RunSource holds no row back for
 	// duplicates or conflicts (a queue has no pre-pass).
 	Plan *Plan
+	// Format is how Run reads its CSV input (delimiter, column names).
+	Format Format
 
 	readScopeOnce sync.Once
 }
@@ -130,11 +132,11 @@ func (r *Runner) Run(ctx context.Context, open func() (io.ReadCloser, error), ou
 	plan := r.Plan
 	if plan == nil {
 		var err error
-		if plan, err = ReadPlan(open); err != nil {
+		if plan, err = r.Format.ReadPlan(open); err != nil {
 			return newSummary(), err
 		}
 	}
-	src, err := OpenCSV(open)
+	src, err := r.Format.OpenCSV(open)
 	if err != nil {
 		sum := newSummary()
 		sum.Rows = plan.Rows()
@@ -167,16 +169,7 @@ func (r *Runner) RunSource(ctx context.Context, src Source, out Sink) (Summary, 
 // ReadPlan opens the input and builds its plan. Its errors are "open
 // input: ..." and "read input: ..." wrapping BuildPlan's.
 func ReadPlan(open func() (io.ReadCloser, error)) (*Plan, error) {
-	in, err := open()
-	if err != nil {
-		return nil, fmt.Errorf("open input: %w", err)
-	}
-	defer in.Close()
-	plan, err := BuildPlan(in)
-	if err != nil {
-		return nil, fmt.Errorf("read input: %w", err)
-	}
-	return plan, nil
+	return Format{}.ReadPlan(open)
 }
 
 func newSummary() Summary {

@@ -3,6 +3,7 @@ package batch
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -34,8 +35,8 @@ func (u unclosed) err() error {
 }
 
 // splitter passes its source on to the CSV parser, a whole row at a time,
-// after finding where each row ends the way encoding/csv does (comma
-// separated, no lazy quotes, no comments). A row whose quote is never
+// after finding where each row ends the way encoding/csv does (separated
+// by comma, an ASCII delimiter, no lazy quotes, no comments). A row whose quote is never
 // closed within the bounds is replaced by an empty line (so the parser's
 // line count stays right), queued in unclosed, and the lines after its
 // first are read again as new rows. Only whole lines are passed on: when
@@ -43,6 +44,8 @@ func (u unclosed) err() error {
 // read before it is dropped and the error returned.
 type splitter struct {
 	src      *bufio.Reader
+	comma    byte     // the delimiter; 0 means ','
+	stops    string   // comma and quote, for bytes.IndexAny
 	line     int      // physical lines taken so far
 	back     [][]byte // lines to take again before reading src
 	long     []byte   // a line longer than src's buffer
@@ -102,7 +105,11 @@ func (s *splitter) fill() error {
 		return err
 	}
 	s.line++
-	quoted, col := scanQuotes(line, false)
+	if s.stops == "" {
+		s.comma = cmp.Or(s.comma, ',')
+		s.stops = string([]byte{s.comma, '"'})
+	}
+	quoted, col := s.scanQuotes(line, false)
 	if !quoted {
 		s.out = append(s.out, line...)
 		return nil
@@ -124,7 +131,7 @@ func (s *splitter) fill() error {
 		s.line++
 		rows = append(rows, bytes.Clone(line))
 		size += len(line)
-		quoted, bad = scanQuotesEnd(line)
+		quoted, bad = s.scanQuotesEnd(line)
 	}
 	if !quoted && !bad {
 		for _, l := range rows {
@@ -142,8 +149,8 @@ func (s *splitter) fill() error {
 // scanQuotesEnd is scanQuotes for a line that starts inside a quoted
 // field; bad reports that the row ends there in a quote error, so that its
 // quote did not close a field either.
-func scanQuotesEnd(line []byte) (open, bad bool) {
-	open, _, bad = scanQuotesErr(line, true)
+func (s *splitter) scanQuotesEnd(line []byte) (open, bad bool) {
+	open, _, bad = s.scanQuotesErr(line, true)
 	return open, bad
 }
 
@@ -151,14 +158,15 @@ func scanQuotesEnd(line []byte) (open, bad bool) {
 // line, which starts inside a quoted field when quoted is set and at the
 // start of a field otherwise; col is the 1-based column of the quote that
 // opened it when it opened on this line. Like encoding/csv, it takes a quote
-// within an unquoted field, or anything but a comma or the line end after a
-// closing quote, as an error that ends the row at the end of the line.
-func scanQuotes(line []byte, quoted bool) (open bool, col int) {
-	open, col, _ = scanQuotesErr(line, quoted)
+// within an unquoted field, or anything but the delimiter or the line end
+// after a closing quote, as an error that ends the row at the end of the
+// line.
+func (s *splitter) scanQuotes(line []byte, quoted bool) (open bool, col int) {
+	open, col, _ = s.scanQuotesErr(line, quoted)
 	return open, col
 }
 
-func scanQuotesErr(line []byte, quoted bool) (open bool, col int, bad bool) {
+func (s *splitter) scanQuotesErr(line []byte, quoted bool) (open bool, col int, bad bool) {
 	if !quoted && bytes.IndexByte(line, '"') < 0 {
 		return false, 0, false
 	}
@@ -176,7 +184,7 @@ func scanQuotesErr(line []byte, quoted bool) (open bool, col int, bad bool) {
 				continue
 			}
 			quoted, col = false, 0
-			if i < len(line) && line[i] == ',' {
+			if i < len(line) && line[i] == s.comma {
 				i++
 				fieldStart = true
 				continue
@@ -186,7 +194,7 @@ func scanQuotesErr(line []byte, quoted bool) (open bool, col int, bad bool) {
 			quoted, col, fieldStart = true, i+1, false
 			i++
 		default:
-			j := bytes.IndexAny(line[i:], ",\"")
+			j := bytes.IndexAny(line[i:], s.stops)
 			if j < 0 {
 				return false, 0, false // the line end
 			}
