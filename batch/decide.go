@@ -16,7 +16,7 @@ import (
 // read (the plan saw every one; this is a safety net), or a row of a dry
 // run that reads nothing.
 func (r *Runner) settle(plan *Plan, row Row) (Result, bool) {
-	res := Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary}
+	res := Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary, SecondaryProvider: row.SecondaryProvider}
 	switch v, held := plan.Verdict(row.Line); {
 	case held:
 		res.Status, res.Error = v.Status, v.Err
@@ -36,7 +36,7 @@ func (r *Runner) settle(plan *Plan, row Row) (Result, bool) {
 // error that must stop the run.
 func (r *Runner) process(ctx context.Context, row Row) (Result, bool, error) {
 	start := time.Now()
-	res := Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary}
+	res := Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary, SecondaryProvider: row.SecondaryProvider}
 	res, keep, fatal := r.processRow(ctx, row, res)
 	res.Duration = time.Since(start)
 	return res, keep, fatal
@@ -223,6 +223,9 @@ func (r *Runner) inspect(ctx context.Context, req linker.LinkRequest, res *Resul
 		return check(err, "secondary_user_id")
 	}
 	res.Warning = emailWarning(primary, secondary)
+	if res.Warning != "" {
+		res.PrimaryEmail, res.SecondaryEmail = primary.Email, secondary.Email
+	}
 	if r.Config.RequireVerifiedEmail && res.Warning != "" {
 		msg := "refused by --require-verified-email: the two users' emails differ"
 		if res.Warning == WarnEmailUnverified {

@@ -28,6 +28,14 @@ type Result struct {
 	// Warning flags a pair that a reviewer should look at before linking
 	// (WarnEmailMismatch, WarnEmailUnverified), set when the users were read.
 	Warning string
+	// SecondaryProvider is the input's secondary_provider: with it,
+	// Secondary is a bare user_id of that provider.
+	SecondaryProvider string
+	// PrimaryEmail and SecondaryEmail are the two users' email addresses,
+	// set with a Warning when the users were read. They are personal data:
+	// they are never written to the results file nor logged; only the
+	// report shows them (masked unless asked otherwise).
+	PrimaryEmail, SecondaryEmail string
 
 	// fatal is the kind (see linker.FatalForAll) of a failure that every
 	// row would meet alike; it is not written out.
@@ -56,6 +64,7 @@ func (r Result) Final() bool {
 var resultColumns = []string{
 	"line", "primary_user_id", "secondary_user_id", "status", "http_status",
 	"attempts", "error_code", "error", "duration_ms", "retryable", "warning",
+	"secondary_provider",
 }
 
 func (r Result) record() []string {
@@ -75,6 +84,7 @@ func (r Result) record() []string {
 		strconv.FormatInt(r.Duration.Milliseconds(), 10),
 		strconv.FormatBool(r.Retryable),
 		r.Warning,
+		Defuse(r.SecondaryProvider),
 	}
 }
 
@@ -215,6 +225,7 @@ func ReadResults(r io.Reader, fn func(Result) error) error {
 		}
 		res.Retryable, _ = strconv.ParseBool(get(rec, "retryable"))
 		res.Warning = get(rec, "warning")
+		res.SecondaryProvider = undefuse(get(rec, "secondary_provider"))
 		if err := fn(res); err != nil {
 			return err
 		}

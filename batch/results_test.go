@@ -39,6 +39,7 @@ func TestResultWriterRoundTrip(t *testing.T) {
 		{Line: 2, Primary: "auth0|1", Secondary: "google-oauth2|2", Status: StatusLinked, HTTPStatus: 201, Attempts: 1, Duration: 42 * time.Millisecond, Warning: WarnEmailUnverified},
 		{Line: 5, Primary: "=cmd|' /C calc'!A0", Secondary: "samlp|acme|bob,\"x\"", Status: StatusFailed, HTTPStatus: 503, Attempts: 6, Error: "503 Service Unavailable", Retryable: true},
 		{Line: 3, Primary: "auth0|3", Status: StatusInvalid, Error: "secondary_user_id: is empty"},
+		{Line: 4, Primary: "auth0|4", Secondary: "10774", SecondaryProvider: "google-oauth2", Status: StatusPlanned},
 	}
 	for _, r := range want {
 		if err := w.Write(r); err != nil {
@@ -48,6 +49,9 @@ func TestResultWriterRoundTrip(t *testing.T) {
 	first := strings.SplitN(buf.String(), "\n", 2)[0]
 	if first != strings.Join(resultColumns, ",") {
 		t.Errorf("header = %q", first)
+	}
+	if !strings.Contains(buf.String(), ",google-oauth2\n") {
+		t.Errorf("no secondary_provider written:\n%s", buf.String())
 	}
 	if !strings.Contains(buf.String(), "'=cmd") {
 		t.Errorf("formula cell not defused:\n%s", buf.String())

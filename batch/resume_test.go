@@ -10,7 +10,7 @@ import (
 
 func TestPrepareResume(t *testing.T) {
 	header := strings.Join(resultColumns, ",") + "\n"
-	linked := "2,auth0|a,github|a,linked,201,1,,,10,false,\n"
+	linked := "2,auth0|a,github|a,linked,201,1,,,10,false,,\n"
 	invalid := "3,auth0|b,,invalid,,0,,secondary_user_id: is empty,0,false,\n"
 	transient := "4,auth0|c,github|c,failed,503,6,,503 Service Unavailable,900,true,\n"
 	permanent := "5,auth0|d,github|d,failed,404,1,inexistent_user,404 Not Found: User not found.,12,false,\n"
@@ -111,8 +111,8 @@ func TestPrepareResumeThroughSymlink(t *testing.T) {
 	dir := t.TempDir()
 	real := filepath.Join(dir, "real.csv")
 	header := strings.Join(resultColumns, ",") + "\n"
-	linked := "2,auth0|a,github|a,linked,201,1,,,10,false,\n"
-	transient := "3,auth0|c,github|c,failed,503,6,,503 Service Unavailable,900,true,\n"
+	linked := "2,auth0|a,github|a,linked,201,1,,,10,false,,\n"
+	transient := "3,auth0|c,github|c,failed,503,6,,503 Service Unavailable,900,true,,\n"
 	if err := os.WriteFile(real, []byte(header+linked+transient), 0o600); err != nil {
 		t.Fatal(err)
 	}

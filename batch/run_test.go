@@ -238,3 +238,41 @@ func TestRunDryRunRequireVerifiedEmail(t *testing.T) {
 		t.Errorf("dry run sent %d POSTs and %d GETs; want none and some", st.Posts, st.Gets)
 	}
 }
+
+// TestRunVerifyEmailsStayOutOfFiles: a row with an email warning carries
+// the two users' emails to Hooks.Result (for the report), but neither the
+// results file nor the log holds them.
+func TestRunVerifyEmailsStayOutOfFiles(t *testing.T) {
+	srv, input := verifyTenant(t)
+	cfg := DefaultConfig()
+	cfg.DryRun, cfg.Verify = true, true
+	r := newTestRunner(t, srv, cfg)
+	var logBuf bytes.Buffer
+	r.Log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&logBuf), zapcore.DebugLevel))
+	hooked := map[int]Result{}
+	r.Hooks.Result = func(res Result) { hooked[res.Line] = res }
+	var buf bytes.Buffer
+	w, err := NewResultWriter(&buf, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Run(context.Background(), opener(input), w); err != nil {
+		t.Fatal(err)
+	}
+	if got := hooked[3]; got.PrimaryEmail != "bob@example.com" || got.SecondaryEmail != "robert@example.org" {
+		t.Errorf("line 3 emails = %q, %q; want bob@example.com, robert@example.org", got.PrimaryEmail, got.SecondaryEmail)
+	}
+	if got := hooked[4]; got.PrimaryEmail != "cy@example.com" || got.SecondaryEmail != "cy@example.com" {
+		t.Errorf("line 4 emails = %q, %q", got.PrimaryEmail, got.SecondaryEmail)
+	}
+	if got := hooked[2]; got.PrimaryEmail != "" || got.SecondaryEmail != "" {
+		t.Errorf("line 2 has no warning but carries emails %q, %q", got.PrimaryEmail, got.SecondaryEmail)
+	}
+	for name, text := range map[string]string{"results file": buf.String(), "log": logBuf.String()} {
+		for _, email := range []string{"bob@", "robert@", "cy@"} {
+			if strings.Contains(strings.ToLower(text), email) {
+				t.Errorf("the %s holds %s…:\n%s", name, email, text)
+			}
+		}
+	}
+}
