@@ -57,17 +57,48 @@ type Info struct {
 	// Limit is how many rows are listed for each kind of problem, those
 	// with the lowest line numbers; 0 means DefaultLimit.
 	Limit int
+	// Tenant is the tenant's domain the run read or linked in, or
+	// "simulated"; empty for a dry run that read nothing.
+	Tenant string
+	// InputSHA256 is the hex SHA-256 of the input's bytes.
+	InputSHA256 string
+	// Version is linkbatch's version.
+	Version string
+	// Flags are the command's flags as given, secrets left out by the
+	// caller ("--dry-run", "--workers=8"); as a safety net, the value of a
+	// flag whose name says secret, token, password or key is hidden.
+	Flags []string
+	// Emails, when set, holds the two users' emails of the rows with an
+	// email warning (see NewEmails); they are shown masked
+	// ("j***@example.com") unless ShowEmails is set.
+	Emails     *Emails
+	ShowEmails bool
+	// PairsLimit is how many pairs (planned or linked) the page lists, by
+	// line, in pages of 500; the rest are counted, and listed in the
+	// results file. 0 means DefaultPairsLimit.
+	PairsLimit int
 }
+
+// DefaultPairsLimit is how many pairs a report lists when
+// Info.PairsLimit is not set.
+const DefaultPairsLimit = 5000
+
+// pairsPage is the number of pairs in one folded page of the list.
+const pairsPage = 500
 
 // Write reads a results file (as written by ResultWriter) from
 // results and writes to w a self-contained HTML page about it for a
-// reviewer: totals by status and warning, a status chart, what the email
-// warnings mean, and the first rows of each kind of problem (each kind of
-// invalid row, each failure, skipped and already linked rows, each warning),
-// with their line numbers. The page has no script and loads nothing.
+// reviewer: what ties it to a run (tenant, input and its SHA-256, version,
+// flags), totals by status and warning, a status chart, what the email
+// warnings mean, the first rows of each kind of problem (each kind of
+// invalid row, each failure, skipped and already linked rows, each warning,
+// with the two users' emails when Info.Emails has them), with their line
+// numbers, and the planned or linked pairs themselves (the first
+// Info.PairsLimit by line, in folded pages of 500). The page has no script
+// and loads nothing.
 //
 // The results are read as a stream: memory stays bounded whatever their
-// number: counts, plus Limit rows for each of at most 40 kinds per section
+// number: counts, PairsLimit pairs, plus Limit rows for each of at most 40 kinds per section
 // (rarer kinds beyond those are counted together as "other"), with long ids
 // and messages cut. Everything taken from the file is HTML-escaped; control and
 // invisible formatting characters are shown as U+XXXX and anything shaped
@@ -82,6 +113,9 @@ func Write(w io.Writer, results io.Reader, info Info) error {
 		limit = DefaultLimit
 	}
 	agg := newReportAgg(limit)
+	if info.PairsLimit > 0 {
+		agg.pairLimit = info.PairsLimit
+	}
 	if err := batch.ReadResults(results, func(r batch.Result) error { agg.add(r); return nil }); err != nil {
 		return fmt.Errorf("report: %w", err)
 	}
@@ -115,6 +149,9 @@ type reportAgg struct {
 	warnedLinked int
 	kinds        map[kindKey]*reportKind
 	perSec       map[int]int // kinds per section
+	// pairs keeps the planned and linked rows with the lowest lines.
+	pairs     reportKind
+	pairLimit int
 }
 
 type kindKey struct {
@@ -131,11 +168,12 @@ type reportKind struct {
 
 func newReportAgg(limit int) *reportAgg {
 	return &reportAgg{
-		limit:    limit,
-		statuses: map[string]int{},
-		warnings: map[string]int{},
-		kinds:    map[kindKey]*reportKind{},
-		perSec:   map[int]int{},
+		limit:     limit,
+		pairLimit: DefaultPairsLimit,
+		statuses:  map[string]int{},
+		warnings:  map[string]int{},
+		kinds:     map[kindKey]*reportKind{},
+		perSec:    map[int]int{},
 	}
 }
 
@@ -153,6 +191,8 @@ func (a *reportAgg) add(r batch.Result) {
 		a.kind(secWarning, r.Warning).add(r, a.limit)
 	}
 	switch r.Status {
+	case batch.StatusPlanned, batch.StatusLinked:
+		a.pairs.add(r, a.pairLimit)
 	case batch.StatusInvalid:
 		a.kind(secInvalid, invalidKind(r.Error)).add(r, a.limit)
 	case batch.StatusFailed:
@@ -203,11 +243,21 @@ func (k *reportKind) add(r batch.Result, limit int) {
 	heap.Push(&k.sample, reportRow{
 		Line:      r.Line,
 		Primary:   shown(r.Primary),
-		Secondary: shown(r.Secondary),
+		Secondary: shown(secondaryID(r)),
 		Status:    shown(string(r.Status)),
+		Warning:   shown(r.Warning),
 		Detail:    shown(r.Error),
 		Retryable: r.Retryable,
 	})
+}
+
+// secondaryID returns the secondary as "provider|user_id": a bare user_id
+// gets the provider its row named.
+func secondaryID(r batch.Result) string {
+	if r.SecondaryProvider == "" || r.Secondary == "" || strings.HasPrefix(r.Secondary, r.SecondaryProvider+"|") {
+		return r.Secondary
+	}
+	return r.SecondaryProvider + "|" + r.Secondary
 }
 
 // rowHeap is a max-heap by line: the first row is the one to drop when a
@@ -302,6 +352,8 @@ type (
 		Run            []reportFact
 		Limit          int
 		Verified       bool
+		Audit          []reportFact
+		Pairs          pairsList
 	}
 	reportCard struct {
 		Label, Class, Anchor string
@@ -319,13 +371,28 @@ type (
 		More                   int
 		Details                bool // some row has a detail to show
 		Statuses               bool // show each row's status
+		Emails                 bool // some row has its emails to show
 	}
 	reportRow struct {
-		Line                               int
-		Primary, Secondary, Status, Detail string
-		Retryable                          bool
+		Line                                        int
+		Primary, Secondary, Status, Warning, Detail string
+		Emails                                      string // with an email warning, when known
+		Retryable                                   bool
 	}
 	reportFact struct{ Label, Value string }
+	pairsList  struct {
+		Title         string // "planned" or "linked"
+		Count, More   int
+		Pages         []pairsPageModel
+		Warnings      bool
+		ResultsFile   string
+		PerPage, Most int
+	}
+	pairsPageModel struct {
+		From, To int // 1-based positions in the list
+		Open     bool
+		Rows     []reportRow
+	}
 )
 
 // warningText explains each warning to a reviewer.
@@ -353,7 +420,83 @@ func (a *reportAgg) page(info Info) reportPage {
 	a.warningSections(&p)
 	a.attention(&p, info)
 	p.Run = runFacts(info.Summary)
+	p.Audit = auditFacts(info)
+	p.Pairs = a.pairsList(info)
+	if info.Emails != nil {
+		for i := range p.Warnings {
+			for j := range p.Warnings[i].Rows {
+				row := &p.Warnings[i].Rows[j]
+				row.Emails = info.Emails.shown(row.Line, info.ShowEmails)
+				p.Warnings[i].Emails = p.Warnings[i].Emails || row.Emails != ""
+			}
+		}
+	}
 	return p
+}
+
+// pairsList lists the pairs kept, in folded pages.
+func (a *reportAgg) pairsList(info Info) pairsList {
+	k := &a.pairs
+	l := pairsList{Title: "linked", Count: k.count, ResultsFile: shown(info.Results), PerPage: pairsPage, Most: a.pairLimit}
+	if info.DryRun {
+		l.Title = "planned"
+	}
+	rows := slices.SortedFunc(slices.Values(k.sample), func(x, y reportRow) int { return cmp.Compare(x.Line, y.Line) })
+	l.More = k.count - len(rows)
+	l.Warnings = slices.ContainsFunc(rows, func(r reportRow) bool { return r.Warning != "" })
+	for from := 0; from < len(rows); from += pairsPage {
+		to := min(from+pairsPage, len(rows))
+		l.Pages = append(l.Pages, pairsPageModel{From: from + 1, To: to, Open: from == 0, Rows: rows[from:to]})
+	}
+	return l
+}
+
+// auditFacts lists what an auditor needs to tie the report to a run: the
+// tenant, the input and its SHA-256, the version and the flags.
+func auditFacts(info Info) []reportFact {
+	var out []reportFact
+	add := func(label, value string) {
+		if value != "" {
+			out = append(out, reportFact{label, value})
+		}
+	}
+	tenant := info.Tenant
+	if tenant == "" && info.DryRun && !info.Verify {
+		tenant = "none read (a dry run without --verify)"
+	}
+	add("tenant", shown(tenant))
+	input := info.Input
+	if input == "-" {
+		input = "standard input"
+	}
+	add("input", shown(input))
+	add("input SHA-256", shown(info.InputSHA256))
+	add("results", shown(info.Results))
+	add("linkbatch version", shown(info.Version))
+	if len(info.Flags) > 0 {
+		flags := make([]string, len(info.Flags))
+		for i, f := range info.Flags {
+			flags[i] = shown(hideSecretFlag(f))
+		}
+		add("flags", strings.Join(flags, " "))
+	}
+	if !info.Generated.IsZero() {
+		add("generated", info.Generated.Format(time.RFC3339))
+	}
+	return out
+}
+
+// secretFlagRE matches the name of a flag whose value must not be shown.
+var secretFlagRE = regexp.MustCompile(`(?i)secret|token|password|passwd|key`)
+
+// hideSecretFlag hides the value of a flag "--name=value" whose name says
+// it is a secret.
+func hideSecretFlag(f string) string {
+	name, _, hasValue := strings.Cut(f, "=")
+	if hasValue && secretFlagRE.MatchString(name) {
+		return name + "=[hidden]"
+	}
+	return f
 }
 
 // heading sets the page's title, heading, mode and file names.

@@ -440,8 +440,16 @@ func TestReportInBrowser(t *testing.T) {
 	rs[5].Status, rs[5].Error = batch.StatusInvalid, `connection_id: "con_x" is not a connection id`
 	rs[6].Status, rs[6].Error = batch.StatusSkipped, "duplicate of line 2"
 	rs[7].Primary, rs[7].Status, rs[7].Error = "auth0|<script>alert(1)</script>", batch.StatusInvalid, "primary_user_id: contains control characters"
+	rs[8].Secondary, rs[8].SecondaryProvider = "10774", "google-oauth2"
+	rs[4].PrimaryEmail, rs[4].SecondaryEmail = "jane@example.com", "jd@example.org"
+	emails := NewEmails(0)
+	for _, r := range rs {
+		emails.Add(r)
+	}
+	info := Info{Input: "pairs.csv", DryRun: true, Verify: true, Tenant: "acme.eu.auth0.com",
+		InputSHA256: strings.Repeat("0f", 32), Version: "v9.9.9", Flags: []string{"--dry-run", "--verify"}, Emails: emails}
 	var buf bytes.Buffer
-	if err := Write(&buf, resultsFile(t, rs...), Info{Input: "pairs.csv", DryRun: true, Verify: true}); err != nil {
+	if err := Write(&buf, resultsFile(t, rs...), info); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(page, buf.Bytes(), 0o600); err != nil {
@@ -471,13 +479,19 @@ func TestReportInBrowser(t *testing.T) {
 			t.Errorf("the page does not show %s = %s", label, n)
 		}
 	}
-	for _, want := range []string{"linkbatch dry run report: pairs.csv", "Status breakdown", `connection_id: "…" is not a connection id`, "auth0|&lt;script&gt;alert(1)&lt;/script&gt;"} {
+	for _, want := range []string{"linkbatch dry run report: pairs.csv", "Status breakdown", `connection_id: "…" is not a connection id`, "auth0|&lt;script&gt;alert(1)&lt;/script&gt;",
+		"acme.eu.auth0.com", strings.Repeat("0f", 32), "v9.9.9", "--dry-run --verify",
+		"Planned pairs", "27 planned pairs", "planned pairs 1–27", ">google-oauth2|10774<",
+		"j***@example.com ↔ j***@example.org"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the page lacks %q", want)
 		}
 	}
 	if strings.Contains(dom, "<script") {
 		t.Error("the page has a script element")
+	}
+	if strings.Contains(dom, "jane@") {
+		t.Error("the page shows an email unmasked")
 	}
 
 	png := filepath.Join(dir, "report.png")

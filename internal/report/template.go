@@ -65,6 +65,8 @@ td.id { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono"
 .none { color:var(--muted); }
 dl.run { display:grid; grid-template-columns:repeat(auto-fill, minmax(200px, 1fr)); gap:10px 18px; background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 16px; margin:0; }
 dl.run div { display:flex; flex-direction:column; } dl.run dt { color:var(--muted); font-size:13px; } dl.run dd { margin:0; font-weight:600; font-variant-numeric:tabular-nums; }
+dl.audit { margin:14px 0 0; grid-template-columns:repeat(auto-fill, minmax(260px, 1fr)); } dl.audit dd { font-weight:500; word-break:break-all; }
+details.page summary { cursor:pointer; font-weight:600; }
 footer { color:var(--muted); font-size:13px; margin-top:36px; }
 @media print { body { background:#fff; } .kind, .chart, .card { break-inside:avoid; } }
 </style>
@@ -74,7 +76,8 @@ footer { color:var(--muted); font-size:13px; margin-top:36px; }
 <h1>{{.Heading}}</h1>
 <p class="meta">{{if .Input}}Input <b class="mono">{{.Input}}</b> · {{end}}{{if .Results}}results <b class="mono">{{.Results}}</b> · {{end}}{{if .Generated}}generated <b>{{.Generated}}</b>{{end}}</p>
 <p class="meta">{{.Mode}}</p>
-
+{{if .Audit}}<dl class="run audit" id="audit">{{range .Audit}}<div><dt>{{.Label}}</dt><dd class="mono">{{.Value}}</dd></div>{{end}}</dl>
+{{end}}
 <section class="banner {{.Tone}}" aria-label="summary">
 {{range .Attention}}<p>{{.}}</p>
 {{end}}</section>
@@ -112,6 +115,19 @@ footer { color:var(--muted); font-size:13px; margin-top:36px; }
 {{template "rows" .}}</div>
 {{else}}<p class="none">No invalid, failed, skipped or already linked rows.</p>
 {{end}}
+<h2 id="pairs">{{if eq .Pairs.Title "planned"}}Planned pairs{{else}}Linked pairs{{end}}</h2>
+{{with .Pairs}}{{if .Pages}}<p class="meta">{{n .Count}} {{.Title}} {{if eq .Count 1}}pair{{else}}pairs{{end}}{{if .More}}: the first {{n .Most}} by input line are listed here, in pages of {{.PerPage}}; the other {{n .More}} are in the results file{{if .ResultsFile}} <b class="mono">{{.ResultsFile}}</b>{{end}}{{end}}.</p>
+{{range .Pages}}<details class="kind page"{{if .Open}} open{{end}}><summary>{{$.Pairs.Title}} pairs {{n .From}}–{{n .To}}</summary>
+<table>
+<colgroup><col class="c-line"><col class="c-id"><col class="c-id"><col class="c-status">{{if $.Pairs.Warnings}}<col>{{end}}</colgroup>
+<thead><tr><th>line</th><th>primary_user_id</th><th>secondary (provider|user_id)</th><th>status</th>{{if $.Pairs.Warnings}}<th>warning</th>{{end}}</tr></thead>
+<tbody>
+{{range .Rows}}<tr><td class="line">{{.Line}}</td><td class="id">{{.Primary}}</td><td class="id">{{.Secondary}}</td><td>{{.Status}}</td>{{if $.Pairs.Warnings}}<td>{{.Warning}}</td>{{end}}</tr>
+{{end}}</tbody>
+</table>
+</details>
+{{end}}{{else}}<p class="none">No pairs were planned or linked.</p>
+{{end}}{{end}}
 {{if .Run}}<h2>This run</h2>
 <dl class="run">{{range .Run}}<div><dt>{{.Label}}</dt><dd>{{.Value}}</dd></div>{{end}}</dl>
 {{end}}
@@ -120,10 +136,10 @@ footer { color:var(--muted); font-size:13px; margin-top:36px; }
 </body>
 </html>
 {{define "rows"}}{{if .Rows}}<table>
-<colgroup><col class="c-line"><col class="c-id"><col class="c-id">{{if .Statuses}}<col{{if .Details}} class="c-status"{{end}}>{{end}}{{if .Details}}<col>{{end}}</colgroup>
-<thead><tr><th>line</th><th>primary_user_id</th><th>secondary_user_id</th>{{if .Statuses}}<th>status</th>{{end}}{{if .Details}}<th>detail</th>{{end}}</tr></thead>
+<colgroup><col class="c-line"><col class="c-id"><col class="c-id">{{if .Statuses}}<col{{if or .Details .Emails}} class="c-status"{{end}}>{{end}}{{if .Emails}}<col>{{end}}{{if .Details}}<col>{{end}}</colgroup>
+<thead><tr><th>line</th><th>primary_user_id</th><th>secondary_user_id</th>{{if .Statuses}}<th>status</th>{{end}}{{if .Emails}}<th>emails (primary ↔ secondary)</th>{{end}}{{if .Details}}<th>detail</th>{{end}}</tr></thead>
 <tbody>
-{{range .Rows}}<tr><td class="line">{{.Line}}</td><td class="id">{{.Primary}}</td><td class="id">{{.Secondary}}</td>{{if $.Statuses}}<td>{{.Status}}</td>{{end}}{{if $.Details}}<td>{{.Detail}}{{if .Retryable}} <i>(retryable)</i>{{end}}</td>{{end}}</tr>
+{{range .Rows}}<tr><td class="line">{{.Line}}</td><td class="id">{{.Primary}}</td><td class="id">{{.Secondary}}</td>{{if $.Statuses}}<td>{{.Status}}</td>{{end}}{{if $.Emails}}<td class="id emails">{{.Emails}}</td>{{end}}{{if $.Details}}<td>{{.Detail}}{{if .Retryable}} <i>(retryable)</i>{{end}}</td>{{end}}</tr>
 {{end}}</tbody>
 </table>
 {{if .More}}<p class="more">… and {{n .More}} more in the results file.</p>{{end}}{{else}}<p class="none">None.</p>{{end}}{{end}}`
