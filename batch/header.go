@@ -114,7 +114,7 @@ func detectDelimiter(line []byte, columns map[string]string) rune {
 		if h == nil {
 			return false
 		}
-		_, err := mapHeader(h, columns)
+		_, err := mapHeaderNames(h, columns)
 		return err == nil
 	}
 	if works(',') {

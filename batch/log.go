@@ -5,6 +5,7 @@ import (
 	"unicode/utf8"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // maxLogField is the most bytes of one text field that a log line holds.
@@ -23,7 +24,24 @@ func logText(s string) string {
 	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
 }
 
+// logResult logs a row's result: a failed or invalid row at warn level,
+// a row that sent requests at info level, and a row settled without a
+// request (planned by a dry run, a skipped repeat) at debug level only: the
+// results file has every row, and a line per row would cost a dry run of a
+// million rows more than reading the file. The fields are built only when
+// the line is logged.
 func logResult(log *zap.Logger, res Result) {
+	level := zapcore.InfoLevel
+	switch {
+	case res.Status == StatusInvalid, res.Status == StatusFailed:
+		level = zapcore.WarnLevel
+	case res.Attempts == 0:
+		level = zapcore.DebugLevel
+	}
+	ce := log.Check(level, "row")
+	if ce == nil {
+		return
+	}
 	fields := []zap.Field{
 		zap.Int("line", res.Line),
 		zap.String("primary", logText(res.Primary)),
@@ -33,17 +51,17 @@ func logResult(log *zap.Logger, res Result) {
 		zap.Int("http_status", res.HTTPStatus),
 		zap.Int64("duration_ms", res.Duration.Milliseconds()),
 	}
+	if res.SecondaryProvider != "" {
+		fields = append(fields, zap.String("secondary_provider", logText(res.SecondaryProvider)))
+	}
 	if res.Warning != "" {
 		fields = append(fields, zap.String("warning", res.Warning))
 	}
-	switch res.Status {
-	case StatusInvalid, StatusFailed:
+	if level == zapcore.WarnLevel {
 		fields = append(fields, zap.String("error", logText(res.Error)))
 		if res.ErrorCode != "" {
 			fields = append(fields, zap.String("error_code", logText(res.ErrorCode)))
 		}
-		log.Warn("row", fields...)
-	default:
-		log.Info("row", fields...)
 	}
+	ce.Write(fields...)
 }

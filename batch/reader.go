@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 
-	"github.com/gocarina/gocsv"
 	"golang.org/x/text/encoding/unicode"
 	"golang.org/x/text/transform"
 )
@@ -35,13 +33,13 @@ var (
 const utf8BOM = "\ufeff"
 
 // Reader reads the rows of a linkbatch input file one at a time, through
-// gocsv and an encoding/csv reader of its own (gocsv's global settings are
-// not used). It holds one row in memory at a time.
+// an encoding/csv reader of its own, mapping the header's columns to Row's
+// fields by name. It holds one row in memory at a time.
 //
 // A Reader is not safe for concurrent use.
 type Reader struct {
 	csv   *csv.Reader
-	um    *gocsv.Unmarshaller
+	cols  [5]int // the record index of each of knownColumns; -1 if absent
 	split *splitter
 	ahead *Row  // a row read while rows refused before it were still due
 	err   error // sticky: io.EOF or the I/O error that ended reading
@@ -95,7 +93,7 @@ func (f Format) NewReader(r io.Reader) (*Reader, error) {
 	cr := csv.NewReader(split)
 	cr.Comma = delim
 	cr.ReuseRecord = true
-	um, err := gocsv.NewUnmarshaller(cr, &Row{})
+	raw, err := cr.Read()
 	headerLine := 0
 	if err == nil {
 		headerLine, _ = cr.FieldPos(0)
@@ -109,22 +107,21 @@ func (f Format) NewReader(r io.Reader) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read header: %w", err)
 	}
-	header, err := mapHeader(um.Headers, f.Columns)
+	names, err := mapHeaderNames(raw, f.Columns)
 	if err != nil {
-		return nil, diagnose(err, line, slices.Clone(um.Headers), enc, delim, f)
+		return nil, diagnose(err, line, slices.Clone(raw), enc, delim, f)
 	}
-	if err := um.RenormalizeHeaders(func([]string) []string { return header }); err != nil {
-		return nil, fmt.Errorf("map header: %w", err)
+	rd := &Reader{csv: cr, split: split, enc: enc, delim: delim}
+	for i := range rd.cols {
+		rd.cols[i] = -1
 	}
-	// Guard against a process-wide gocsv setting (tag name or header
-	// normalizer) that would keep a known column from reaching its field.
-	for _, h := range um.MismatchedHeaders {
-		if !strings.HasPrefix(h, "\x00") {
-			return nil, fmt.Errorf("map header: column %s does not reach its field (gocsv settings changed)", h)
+	for i, name := range names {
+		if c := slices.Index(knownColumns, name); c >= 0 {
+			rd.cols[c] = i
 		}
 	}
-	cr.FieldsPerRecord = len(header)
-	return &Reader{csv: cr, um: um, split: split, enc: enc, delim: delim}, nil
+	cr.FieldsPerRecord = len(raw)
+	return rd, nil
 }
 
 // peekHeader returns the input's first line that is not empty, without its
@@ -160,28 +157,14 @@ func (r *Reader) Encoding() string { return r.enc }
 // Delimiter returns the delimiter the input is read with.
 func (r *Reader) Delimiter() rune { return r.delim }
 
-// mapHeader returns the names under which gocsv is to see the header's
-// columns: the canonical name for a known column, and a unique name that
-// matches no field for the others.
-func mapHeader(raw []string, columns map[string]string) ([]string, error) {
-	names, err := mapHeaderNames(raw, columns)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, len(raw))
-	for i, name := range names {
-		if name == "" {
-			name = "\x00" + strconv.Itoa(i)
-		}
-		out[i] = name
-	}
-	return out, nil
-}
+// knownColumns are the columns a Reader fills, in the order of
+// Reader.cols.
+var knownColumns = []string{colPrimary, colSecondary, colSecondaryProvider, colConnectionID, colLinkWith}
 
 // mapHeaderNames returns the canonical column of each header name, "" for
 // an unknown one; with the first problem found, the names mapped so far.
 func mapHeaderNames(raw []string, columns map[string]string) ([]string, error) {
-	known := []string{colPrimary, colSecondary, colSecondaryProvider, colConnectionID, colLinkWith}
+	known := knownColumns
 	byName := make(map[string]string, len(known)+len(columns))
 	for _, c := range known {
 		byName[c] = c
@@ -259,7 +242,7 @@ func (r *Reader) Next() (Row, error) {
 
 // read returns the parser's next row, or what ends reading.
 func (r *Reader) read() (Row, error) {
-	v, err := r.um.Read()
+	rec, err := r.csv.Read()
 	if err != nil {
 		var pe *csv.ParseError
 		if errors.As(err, &pe) && isSyntaxError(pe.Err) {
@@ -270,7 +253,15 @@ func (r *Reader) read() (Row, error) {
 		}
 		return Row{}, err // the caller names the input
 	}
-	row := *v.(*Row)
+	// The fields share one string per record (encoding/csv's), which
+	// ReuseRecord does not reuse: only the slice is.
+	field := func(c int) string {
+		if i := r.cols[c]; i >= 0 {
+			return rec[i]
+		}
+		return ""
+	}
+	row := Row{Primary: field(0), Secondary: field(1), SecondaryProvider: field(2), ConnectionID: field(3), LinkWith: field(4)}
 	row.Line, _ = r.csv.FieldPos(0)
 	return row.Check(), nil
 }

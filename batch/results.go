@@ -68,11 +68,16 @@ var resultColumns = []string{
 }
 
 func (r Result) record() []string {
+	return r.appendRecord(make([]string, 0, len(resultColumns)))
+}
+
+// appendRecord appends the fields of r's row to rec.
+func (r Result) appendRecord(rec []string) []string {
 	httpStatus := ""
 	if r.HTTPStatus != 0 {
 		httpStatus = strconv.Itoa(r.HTTPStatus)
 	}
-	return []string{
+	return append(rec,
 		strconv.Itoa(r.Line),
 		Defuse(r.Primary),
 		Defuse(r.Secondary),
@@ -85,7 +90,7 @@ func (r Result) record() []string {
 		strconv.FormatBool(r.Retryable),
 		r.Warning,
 		Defuse(r.SecondaryProvider),
-	}
+	)
 }
 
 // Defuse returns s made safe to open in a spreadsheet: a cell that starts
@@ -106,9 +111,10 @@ func Defuse(s string) string {
 // Flush let a caller flush several rows at once. It is safe for concurrent
 // use.
 type ResultWriter struct {
-	mu sync.Mutex
-	bw *bufio.Writer
-	w  *csv.Writer
+	mu  sync.Mutex
+	bw  *bufio.Writer
+	w   *csv.Writer
+	rec []string // reused by Append: csv.Writer.Write keeps no field
 }
 
 // NewResultWriter returns a writer to w. With header set it first writes the
@@ -137,7 +143,8 @@ func (rw *ResultWriter) Write(r Result) error {
 func (rw *ResultWriter) Append(r Result) error {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	if err := rw.w.Write(r.record()); err != nil {
+	rw.rec = r.appendRecord(rw.rec[:0])
+	if err := rw.w.Write(rw.rec); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
 	return nil

@@ -223,8 +223,14 @@ func checkUserID(field, id string) error {
 	if err := checkText(field, id); err != nil {
 		return err
 	}
-	if _, _, err := linker.ParseUserID(id); err != nil {
-		return fieldErrOf(field, err)
+	// What linker.ParseUserID checks besides checkText's rules (which are
+	// stricter than linker.CheckID's), without scanning the id again.
+	provider, userID, ok := strings.Cut(id, "|")
+	switch {
+	case !ok || provider == "":
+		return fieldErrOf(field, linker.ErrNoProvider)
+	case userID == "":
+		return fieldErrOf(field, linker.ErrEmptyIDPart)
 	}
 	return nil
 }
