@@ -65,12 +65,12 @@ func (r *planReport) add(u pairing.User, pl pairing.Placement) {
 	case pairing.Nothing:
 		return
 	case pairing.UnverifiedEmail:
-		r.UnverifiedUsers++
 		if pl.State == pairing.NeedsHuman {
 			r.SetAsideUsers++
 			note = "email not verified"
 			break
 		}
+		r.UnverifiedUsers++
 		if len(r.Unverified) < reportMaxUsers {
 			r.Unverified = append(r.Unverified, reportUser{ID: trimText(u.ID), Email: trimText(u.Email)})
 		} else {

@@ -133,21 +133,25 @@ func parseRecord(c csvColumns, rec []string, line int) (User, error) {
 		}
 		u.LoginsCount = n
 	}
+	conn := get(c.connection)
+	if len(c.idents) > 0 && c.idents[0].connection >= 0 {
+		conn = get(c.idents[0].connection)
+	}
 	for n, ic := range c.idents {
 		p, id := get(ic.provider), get(ic.userID)
 		if p == "" && id == "" {
-			continue // this user has fewer identities
+			if n == 0 {
+				// No own identity columns: derive it from user_id.
+				u.Identities = ownIdentity(u.UserID, conn)
+			}
+			continue // else this user has fewer identities
 		}
 		if p == "" || id == "" {
 			return bad(fmt.Sprintf("identities[%d]", n), "needs a provider and a user_id")
 		}
 		u.Identities = append(u.Identities, Identity{Provider: p, UserID: id, Connection: get(ic.connection)})
 	}
-	if len(u.Identities) == 0 {
-		conn := get(c.connection)
-		if len(c.idents) > 0 {
-			conn = get(c.idents[0].connection)
-		}
+	if len(c.idents) == 0 {
 		u.Identities = ownIdentity(u.UserID, conn)
 	}
 	return u, nil

@@ -274,7 +274,7 @@ func (p *Planner) decide(g *group) {
 	verified := g.users - g.unverified
 	g.state = NeedsHuman
 	switch {
-	case g.users == 1 && verified == 1:
+	case g.users == 1:
 		g.state, g.primary = Single, g.best.id
 		return
 	case verified == 0:

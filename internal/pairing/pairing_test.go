@@ -99,6 +99,7 @@ func TestPlanner(t *testing.T) {
 			[]User{u("auth0|1", "n@x.io", 1, 0, "db"), {ID: "auth0|2", Email: "n@x.io", EmailVerified: true, Identities: []string{"auth0|2"}}},
 			nil, NeedsHuman, "created_at"},
 		{"single user", oldest, []User{u("auth0|1", "s@x.io", 1, 0, "db")}, nil, Single, ""},
+		{"single unverified user: nothing to link", oldest, []User{unverified(u("auth0|1", "s@x.io", 1, 0, "db"))}, nil, Single, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,13 +128,14 @@ func TestPlannerPlacements(t *testing.T) {
 		u("github|old", "e@x.io", 1, 0, "github"),
 		{ID: "auth0|none"},
 		unverified(u("auth0|u", "u@x.io", 1, 0, "db")),
+		unverified(u("auth0|u2", "U@x.io", 1, 0, "db")),
 		u("auth0|m", "m@x.io", 1, 0, "db"),
 		unverified(u("auth0|mu", "m@x.io", 1, 0, "db")),
 	}
 	_, pls := plan(t, DefaultConfig(), users)
 	want := map[string]Action{
 		"auth0|new": Primary, "google-oauth2|g": AlreadyLinked, "github|old": Link,
-		"auth0|none": Nothing, "auth0|u": UnverifiedEmail, "auth0|m": SetAside, "auth0|mu": UnverifiedEmail,
+		"auth0|none": Nothing, "auth0|u": UnverifiedEmail, "auth0|u2": UnverifiedEmail, "auth0|m": SetAside, "auth0|mu": UnverifiedEmail,
 	}
 	for id, a := range want {
 		if pls[id].Action != a {
