@@ -1,9 +1,11 @@
 // Package linkertest runs a fake Auth0 tenant over real HTTP, for the tests
 // of linkbatch and for its simulate mode.
 //
-// A [Server] answers the three endpoints linkbatch uses: POST /oauth/token
+// A [Server] answers the endpoints linkbatch uses: POST /oauth/token
 // (client credentials grant), POST /api/v2/users/{id}/identities (link a user
-// account) and GET /api/v2/users/{id}. It validates requests as strictly as
+// account), GET /api/v2/users/{id}, PATCH /api/v2/users/{id} (metadata, merged
+// at the root level) and DELETE /api/v2/users/{id}/identities/{provider}/{user_id}
+// (unlink; see metadata.go). It validates requests as strictly as
 // the Management API's OpenAPI schema, answers with the API's error bodies
 // and x-ratelimit-* headers, enforces a token-bucket rate limit, and can
 // inject faults (latency, 5xx answers, dropped connections, stalls) drawn
