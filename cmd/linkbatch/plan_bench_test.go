@@ -59,7 +59,7 @@ func writeBenchExport(tb testing.TB, path string, n int) int {
 		line = append(line, `","email_verified":`...)
 		line = strconv.AppendBool(line, i%20 != 7)
 		line = append(line, `,"created_at":"`...)
-		line = base.Add(time.Duration(i*7919%1_000_003) * time.Minute).AppendFormat(line, "2006-01-02T15:04:05.000Z")
+		line = base.Add(time.Duration(i*7919%1_000_003)*time.Minute).AppendFormat(line, "2006-01-02T15:04:05.000Z")
 		line = append(line, `","updated_at":"2024-06-01T00:00:00.000Z","name":"User `...)
 		line = strconv.AppendInt(line, int64(i), 10)
 		line = append(line, `","logins_count":`...)
