@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -226,37 +227,19 @@ func toPairingUser(u export.User) pairing.User {
 }
 
 // readExport reads the export at path, calling user for each user and bad
-// for each unreadable line; it returns the number of users read.
+// for each unreadable line; it returns the number of users read. The lines
+// of an NDJSON export are parsed on every core.
 func readExport(ctx context.Context, path string, user func(export.User), bad func(*export.LineError)) (int, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, fmt.Errorf("open export: %w", err)
 	}
 	defer f.Close()
-	rd, err := export.NewReader(f)
+	n, err := export.Scan(ctx, f, runtime.GOMAXPROCS(0), user, bad)
 	if err != nil {
-		return 0, fmt.Errorf("read export %s: %w", path, err)
+		return n, fmt.Errorf("read export %s: %w", path, err)
 	}
-	n := 0
-	for {
-		u, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			return n, nil
-		}
-		var le *export.LineError
-		if errors.As(err, &le) {
-			bad(le)
-			continue
-		}
-		if err != nil {
-			return n, fmt.Errorf("read export %s: %w", path, err)
-		}
-		n++
-		if n%4096 == 0 && ctx.Err() != nil {
-			return n, fmt.Errorf("plan interrupted: %w", ctx.Err())
-		}
-		user(u)
-	}
+	return n, nil
 }
 
 // atomicFile is a file written under a temporary name and renamed into

@@ -217,12 +217,12 @@ func (r *Reader) Next() (User, error) {
 
 // wireUser is a line of an NDJSON export, reduced to what is read.
 type wireUser struct {
-	UserID        *idValue       `json:"user_id"`
-	Email         *string        `json:"email"`
-	EmailVerified *bool          `json:"email_verified"`
-	CreatedAt     *string        `json:"created_at"`
-	LoginsCount   *json.Number   `json:"logins_count"`
-	Identities    []wireIdentity `json:"identities"`
+	UserID        *idValue        `json:"user_id"`
+	Email         *string         `json:"email"`
+	EmailVerified *bool           `json:"email_verified"`
+	CreatedAt     *string         `json:"created_at"`
+	LoginsCount   json.RawMessage `json:"logins_count"`
+	Identities    []wireIdentity  `json:"identities"`
 }
 
 type wireIdentity struct {
@@ -283,8 +283,8 @@ func ParseLine(b []byte) (User, error) {
 		}
 		u.CreatedAt = t
 	}
-	if w.LoginsCount != nil {
-		n, err := w.LoginsCount.Int64()
+	if len(w.LoginsCount) > 0 && string(w.LoginsCount) != "null" {
+		n, err := strconv.ParseInt(string(w.LoginsCount), 10, 64)
 		if err != nil || n < 0 {
 			return User{}, &LineError{Field: "logins_count", Msg: "want a non-negative integer"}
 		}
