@@ -217,7 +217,8 @@ func toPairingUser(u export.User) pairing.User {
 		ID: u.UserID, Email: u.Email, EmailVerified: u.EmailVerified,
 		CreatedAt: u.CreatedAt, Logins: u.LoginsCount, Connection: u.Connection(),
 	}
-	if len(u.Identities) > 0 {
+	// One identity is the common case: its full id is then the user's.
+	if len(u.Identities) > 1 || (len(u.Identities) == 1 && !u.Identities[0].Is(u.UserID)) {
 		pu.Identities = make([]string, len(u.Identities))
 		for i, id := range u.Identities {
 			pu.Identities[i] = id.FullID()

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Identity is one entry of a user's identities array.
@@ -32,6 +33,12 @@ type Identity struct {
 
 // FullID returns "provider|user_id".
 func (id Identity) FullID() string { return id.Provider + "|" + id.UserID }
+
+// Is reports whether full is the identity's full id, without building it.
+func (id Identity) Is(full string) bool {
+	p := len(id.Provider)
+	return len(full) == p+1+len(id.UserID) && full[:p] == id.Provider && full[p] == '|' && full[p+1:] == id.UserID
+}
 
 // User is what an export line says about one user.
 type User struct {
@@ -215,32 +222,42 @@ func (r *Reader) Next() (User, error) {
 	return r.nextCSV()
 }
 
-// wireUser is a line of an NDJSON export, reduced to what is read.
+// wireUser is a line of an NDJSON export, reduced to what is read. Fields
+// are values, not pointers, to keep allocations down: a JSON null leaves
+// the zero value, as an absent field does.
 type wireUser struct {
-	UserID        *idValue        `json:"user_id"`
-	Email         *string         `json:"email"`
-	EmailVerified *bool           `json:"email_verified"`
-	CreatedAt     *string         `json:"created_at"`
+	UserID        idValue         `json:"user_id"`
+	Email         string          `json:"email"`
+	EmailVerified bool            `json:"email_verified"`
+	CreatedAt     string          `json:"created_at"`
 	LoginsCount   json.RawMessage `json:"logins_count"`
 	Identities    []wireIdentity  `json:"identities"`
 }
 
 type wireIdentity struct {
-	Provider   string   `json:"provider"`
-	UserID     *idValue `json:"user_id"`
-	Connection string   `json:"connection"`
+	Provider   string  `json:"provider"`
+	UserID     idValue `json:"user_id"`
+	Connection string  `json:"connection"`
 }
 
 // idValue is a user_id, which the API may render as a number.
 type idValue string
 
 func (v *idValue) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
+	if len(b) >= 2 && b[0] == '"' {
+		// A plain string (the usual case) needs no second decoder.
+		if s := b[1 : len(b)-1]; bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
+			*v = idValue(s)
+			return nil
+		}
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
 			return err
 		}
 		*v = idValue(s)
+		return nil
+	}
+	if string(b) == "null" {
 		return nil
 	}
 	if _, err := strconv.ParseInt(string(b), 10, 64); err != nil {
@@ -266,18 +283,12 @@ func ParseLine(b []byte) (User, error) {
 		}
 		return User{}, &LineError{Msg: "not a JSON user object: " + err.Error()}
 	}
-	if w.UserID == nil || *w.UserID == "" {
+	if w.UserID == "" {
 		return User{}, &LineError{Field: "user_id", Msg: "missing"}
 	}
-	u := User{UserID: string(*w.UserID)}
-	if w.Email != nil {
-		u.Email = *w.Email
-	}
-	if w.EmailVerified != nil {
-		u.EmailVerified = *w.EmailVerified
-	}
-	if w.CreatedAt != nil && *w.CreatedAt != "" {
-		t, err := parseTime(*w.CreatedAt)
+	u := User{UserID: string(w.UserID), Email: w.Email, EmailVerified: w.EmailVerified}
+	if w.CreatedAt != "" {
+		t, err := parseTime(w.CreatedAt)
 		if err != nil {
 			return User{}, &LineError{Field: "created_at", Msg: err.Error()}
 		}
@@ -293,10 +304,10 @@ func ParseLine(b []byte) (User, error) {
 	if len(w.Identities) > 0 {
 		u.Identities = make([]Identity, 0, len(w.Identities))
 		for i, wi := range w.Identities {
-			if wi.Provider == "" || wi.UserID == nil || *wi.UserID == "" {
+			if wi.Provider == "" || wi.UserID == "" {
 				return User{}, &LineError{Field: fmt.Sprintf("identities[%d]", i), Msg: "needs a provider and a user_id"}
 			}
-			u.Identities = append(u.Identities, Identity{Provider: wi.Provider, UserID: string(*wi.UserID), Connection: wi.Connection})
+			u.Identities = append(u.Identities, Identity{Provider: wi.Provider, UserID: string(wi.UserID), Connection: wi.Connection})
 		}
 	} else {
 		u.Identities = ownIdentity(u.UserID, "")

@@ -213,6 +213,15 @@ func TestReaderLongLine(t *testing.T) {
 	}
 }
 
+func TestIdentityIs(t *testing.T) {
+	id := Identity{Provider: "samlp", UserID: "acme|bob"}
+	for full, want := range map[string]bool{"samlp|acme|bob": true, "samlp|acme|bo": false, "samlpacme|bob": false, "saml|pacme|bob": false, "": false} {
+		if id.Is(full) != want || (full == id.FullID()) != want {
+			t.Errorf("Is(%q) = %v, want %v", full, id.Is(full), want)
+		}
+	}
+}
+
 func FuzzParseLine(f *testing.F) {
 	for _, s := range strings.Split(ndjsonSample, "\n") {
 		f.Add([]byte(s))

@@ -18,7 +18,7 @@ const (
 // lineBatch is a run of consecutive NDJSON lines and, once done is closed,
 // what they parsed to.
 type lineBatch struct {
-	first   int   // line number of the first line
+	first   int // line number of the first line
 	buf     []byte
 	ends    []int // end offset in buf of each line
 	results []lineResult
@@ -108,7 +108,12 @@ func Scan(ctx context.Context, r io.Reader, workers int, user func(User), bad fu
 // ended reading, if any.
 func produce(ctx context.Context, rd *Reader, jobs, order chan<- *lineBatch) error {
 	newBatch := func() *lineBatch {
-		return &lineBatch{first: rd.line + 1, buf: make([]byte, 0, batchBytes), ends: make([]int, 0, batchLines), done: make(chan struct{})}
+		buf, _ := bufPool.Get().(*[]byte)
+		if buf == nil {
+			b := make([]byte, 0, batchBytes)
+			buf = &b
+		}
+		return &lineBatch{first: rd.line + 1, buf: (*buf)[:0], ends: make([]int, 0, batchLines), done: make(chan struct{})}
 	}
 	send := func(b *lineBatch) bool {
 		select {
@@ -170,8 +175,15 @@ func parseBatch(b *lineBatch) {
 		u.Line = b.first + i
 		res.user = u
 	}
+	// The users hold copies of what they need: the buffer can serve
+	// another batch.
+	buf := b.buf[:0]
 	b.buf = nil
+	bufPool.Put(&buf)
 }
+
+// bufPool holds the line buffers of batches already parsed.
+var bufPool sync.Pool
 
 // scanSerial is Scan in the calling goroutine alone.
 func scanSerial(ctx context.Context, rd *Reader, user func(User), bad func(*LineError)) (int, error) {

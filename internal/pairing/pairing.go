@@ -117,8 +117,17 @@ type User struct {
 	Connection    string // of the user's own identity
 	// Identities are the full ids ("provider|user_id") of the user's
 	// identities, its own first; more than one means the user is already
-	// the primary of linked accounts.
+	// the primary of linked accounts. Empty means one identity, whose full
+	// id is ID.
 	Identities []string
+}
+
+// ownID returns the full id of the user's own identity.
+func (u User) ownID() string {
+	if len(u.Identities) > 0 {
+		return u.Identities[0]
+	}
+	return u.ID
 }
 
 // Key returns the grouping key of an email: trimmed and lower-cased.
@@ -374,7 +383,7 @@ func (p *Planner) Place(u User) Placement {
 		switch {
 		case u.ID == g.primary:
 			pl.Action = Primary
-		case len(u.Identities) > 0 && contains(g.linked, u.Identities[0]):
+		case len(g.linked) > 0 && contains(g.linked, u.ownID()):
 			pl.Action = AlreadyLinked
 		default:
 			pl.Action = Link
