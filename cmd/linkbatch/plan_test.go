@@ -58,6 +58,12 @@ func genExport() ([]exportUser, []pair) {
 		{id: "auth0|fay1", email: "fay@example.com", verified: true, created: at(2020), conn: db, linked: []string{"github|fay9"}},
 		{id: "auth0|fay2", email: "fay@example.com", verified: true, created: at(2021), conn: db, linked: []string{"github|fay8"}},
 	}
+	// A user id that 'linkbatch run' refuses (provider not in the API's
+	// enum): its group needs a person.
+	users = append(users,
+		exportUser{id: "auth0|hal1", email: "hal@example.com", verified: true, created: at(2019), conn: db},
+		exportUser{id: "myidp|hal2", email: "hal@example.com", verified: true, created: at(2020), conn: "myidp"},
+	)
 	// A large group: needs a person.
 	for i := range 12 {
 		users = append(users, exportUser{id: fmt.Sprintf("auth0|big%02d", i), email: "shared@example.com", verified: true, created: at(2000 + i), conn: db})
@@ -213,7 +219,7 @@ func TestPlanFromExport(t *testing.T) {
 			if got := readPairs(t, out); !reflect.DeepEqual(got, want) {
 				t.Errorf("pairs:\n got %v\nwant %v", got, want)
 			}
-			for _, s := range []string{"3 groups need a person (16 users)", "2 users with unverified emails set apart", "1 already linked", "1 without email"} {
+			for _, s := range []string{"4 groups need a person (18 users)", "2 users with unverified emails set apart", "1 already linked", "1 without email"} {
 				if !strings.Contains(stdout, s) {
 					t.Errorf("summary %q lacks %q", stdout, s)
 				}
@@ -225,6 +231,7 @@ func TestPlanFromExport(t *testing.T) {
 			for _, s := range []string{
 				"more than the limit of 10", "mixed: 1 verified and 1 unverified", "2 users already hold linked identities",
 				"already the primary of 1 linked identities", "auth0|bob1", "oldest: created 2018-03-01T12:00:00Z",
+				"the user id \"myidp|hal2\" cannot be sent",
 			} {
 				if !bytes.Contains(html, []byte(htmlEscaped(s))) {
 					t.Errorf("report lacks %q", s)

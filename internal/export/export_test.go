@@ -253,3 +253,32 @@ func FuzzParseLine(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReader feeds whole exports, NDJSON or CSV, to the Reader: it must
+// end with io.EOF or an error, never panic or loop, and every user it
+// returns has a user_id.
+func FuzzReader(f *testing.F) {
+	f.Add([]byte(ndjsonSample))
+	f.Add([]byte(csvSample))
+	f.Add([]byte("user_id,identities[0].provider,identities[0].user_id,identities[1].provider\n'a|b,'a,'b,'c\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rd, err := NewReader(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		for range len(data) + 2 {
+			u, err := rd.Next()
+			if err != nil {
+				var le *LineError
+				if errors.As(err, &le) {
+					continue
+				}
+				return // io.EOF or an error that ends reading
+			}
+			if u.UserID == "" {
+				t.Fatal("a user without user_id")
+			}
+		}
+		t.Fatal("Next returned more users than the input has bytes")
+	})
+}
