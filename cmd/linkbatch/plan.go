@@ -36,6 +36,7 @@ whatever the policy (with connection=NAME, it must be the user on NAME).
 
 Examples:
   linkbatch plan --from-export users.json.gz --out pairs.csv --report plan.html
+  linkbatch plan --from-export users.json.gz --out pairs.csv --primary most-logins --force
   linkbatch plan --from-export users.csv --out pairs.csv --primary connection=Username-Password-Authentication
   linkbatch run --dry-run --verify --in pairs.csv --out audit.csv
 `
@@ -43,7 +44,9 @@ Examples:
 // planConfig is every setting of one 'linkbatch plan'.
 type planConfig struct {
 	From, Out, Report string
-	Pairing           pairing.Config
+	// Force replaces an existing --out or --report.
+	Force   bool
+	Pairing pairing.Config
 }
 
 // parsePlanFlags parses the arguments of 'linkbatch plan'.
@@ -61,6 +64,7 @@ func parsePlanFlags(args []string, stderr io.Writer) (*planConfig, error) {
 	fs.StringVar(&cfg.Out, "out", "", "pairs CSV `file` to write (primary_user_id,secondary_user_id)")
 	fs.StringVar(&cfg.Report, "report", "", "also write an HTML plan report (groups, sizes, primaries, why) to `file`")
 	policy := fs.String("primary", cfg.Pairing.Policy.String(), "primary `policy`: oldest, most-logins or connection=NAME")
+	fs.BoolVar(&cfg.Force, "force", false, "replace --out and --report if they exist")
 	fs.IntVar(&cfg.Pairing.MaxGroup, "max-group", cfg.Pairing.MaxGroup, "groups with more users than this need a person and are not paired")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -101,10 +105,27 @@ func (c *planConfig) Validate() error {
 	if err := c.Pairing.Validate(); err != nil {
 		return planUsagef("%v", err)
 	}
+	for _, f := range []struct{ flag, path string }{{"--out", c.Out}, {"--report", c.Report}} {
+		if f.path == "" || c.Force {
+			continue
+		}
+		if st, err := os.Stat(f.path); err == nil && st.Size() > 0 {
+			return planUsagef("%s %s already exists and is not empty; add --force to replace it, or choose another file", f.flag, f.path)
+		}
+	}
 	return nil
 }
 
-func samePath(a, b string) bool { return filepath.Clean(a) == filepath.Clean(b) }
+// samePath reports whether a and b name the same file: the same path, or
+// two names (links) of one existing file.
+func samePath(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
+}
 
 // planProblems ends a plan that was written although some lines of the
 // export could not be read; it exits 1.

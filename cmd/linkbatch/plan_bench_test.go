@@ -101,7 +101,7 @@ func BenchmarkPlanExport(b *testing.B) {
 	in := filepath.Join(dir, "users.json.gz")
 	emails := writeBenchExport(b, in, benchUsers)
 	out := filepath.Join(dir, "pairs.csv")
-	args := []string{"--from-export", in, "--out", out, "--report", filepath.Join(dir, "plan.html")}
+	args := []string{"--from-export", in, "--out", out, "--report", filepath.Join(dir, "plan.html"), "--force"}
 	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	for b.Loop() {

@@ -212,7 +212,7 @@ func TestPlanFromExport(t *testing.T) {
 			}
 			out := filepath.Join(dir, name+".pairs.csv")
 			report := filepath.Join(dir, name+".html")
-			code, stdout, stderr := runPlan(t, "--from-export", in, "--out", out, "--report", report)
+			code, stdout, stderr := runPlan(t, "--from-export", in, "--out", out, "--report", report, "--force")
 			if code != exitOK {
 				t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 			}
@@ -271,7 +271,7 @@ func TestPlanMostLoginsAndConnection(t *testing.T) {
 	} {
 		t.Run(tt.policy, func(t *testing.T) {
 			out := filepath.Join(dir, "pairs.csv")
-			if code, _, stderr := runPlan(t, "--from-export", in, "--out", out, "--primary", tt.policy); code != exitOK {
+			if code, _, stderr := runPlan(t, "--from-export", in, "--out", out, "--primary", tt.policy, "--force"); code != exitOK {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
 			if got := readPairs(t, out); !reflect.DeepEqual(got, tt.want) {
@@ -299,7 +299,15 @@ func TestPlanBadLinesAndUsage(t *testing.T) {
 	if got := readPairs(t, out); !reflect.DeepEqual(got, []pair{{"auth0|a", "auth0|c"}}) {
 		t.Errorf("pairs = %v", got)
 	}
+	// Written files are not replaced without --force, whatever the name.
+	link := filepath.Join(dir, "link.csv")
+	if err := os.Symlink(in, link); err != nil {
+		t.Fatal(err)
+	}
 	for _, args := range [][]string{
+		{"--from-export", in, "--out", out},
+		{"--from-export", in, "--out", filepath.Join(dir, "new.csv"), "--report", in},
+		{"--from-export", in, "--out", link, "--force"},
 		{"--out", out},
 		{"--from-export", in},
 		{"--from-export", "-", "--out", out},
