@@ -81,7 +81,7 @@ func (r *planReport) add(u pairing.User, pl pairing.Placement) {
 		r.SetAsideUsers++
 	case pairing.Link:
 		r.Pairs++
-		note = "linked into the primary"
+		note = "to be linked into the primary"
 	case pairing.AlreadyLinked:
 		r.AlreadyLinked++
 		note = "already linked into the primary: skipped"
@@ -172,7 +172,7 @@ Primary policy <code>{{.Policy}}</code>; groups of more than {{.MaxGroup}} users
 
 <h2>Groups that need a person</h2>
 {{if .NeedsHuman}}<p>These users are not paired. Decide each group, then add its pairs to the input of <code>linkbatch run</code> yourself.</p>
-<table><tr><th>Email</th><th>Users</th><th>Why</th><th>Users</th></tr>
+<table><tr><th>Email</th><th>Size</th><th>Why</th><th>Users</th></tr>
 {{range .NeedsHuman}}<tr><td>{{.Email}}</td><td class="num">{{.Size}}</td><td class="warn">{{.Reason}}</td><td><ul>{{range .Members}}<li><code>{{.ID}}</code>{{if .Note}} ({{.Note}}){{end}}</li>{{end}}{{if .MoreMembers}}<li>... and {{.MoreMembers}} more</li>{{end}}</ul></td></tr>
 {{end}}</table>{{if .MoreNeedsHuman}}<p>... and {{.MoreNeedsHuman}} more groups.</p>{{end}}
 {{else}}<p>None.</p>{{end}}
@@ -190,7 +190,7 @@ Primary policy <code>{{.Policy}}</code>; groups of more than {{.MaxGroup}} users
 {{end}}</table>{{end}}
 
 <h2>Groups paired</h2>
-{{if .Paired}}<table><tr><th>Email</th><th>Users</th><th>Primary</th><th>Why</th><th>Users</th></tr>
+{{if .Paired}}<table><tr><th>Email</th><th>Size</th><th>Primary</th><th>Why</th><th>Users</th></tr>
 {{range .Paired}}<tr><td>{{.Email}}</td><td class="num">{{.Size}}</td><td><code>{{.Primary}}</code></td><td>{{.Reason}}</td><td><ul>{{range .Members}}<li><code>{{.ID}}</code>{{if .Note}} ({{.Note}}){{end}}</li>{{end}}{{if .MoreMembers}}<li>... and {{.MoreMembers}} more</li>{{end}}</ul></td></tr>
 {{end}}</table>{{if .MorePaired}}<p>... and {{.MorePaired}} more groups.</p>{{end}}
 {{else}}<p>None.</p>{{end}}
