@@ -146,6 +146,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 			st.PostsByPrimary[rt.id]++
 		case routeGet:
 			st.Gets++
+		case routePatch:
+			st.Patches++
+		case routeUnlink:
+			st.Unlinks++
 		}
 	})
 	v := s.bucket.take(s.now())

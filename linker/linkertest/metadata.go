@@ -208,11 +208,21 @@ func (s *Server) handlePatch(r *http.Request, id string, body []byte, bodyErr er
 	if !ok {
 		return bad(http.StatusNotFound, codeInexistentUser, msgUserNotFound)
 	}
+	wipes := 0
 	if _, sent := obj["user_metadata"]; sent {
 		u.UserMetadata = mergeMetadata(u.UserMetadata, um)
+		if len(um) == 0 {
+			wipes++
+		}
 	}
 	if _, sent := obj["app_metadata"]; sent {
 		u.AppMetadata = mergeMetadata(u.AppMetadata, am)
+		if len(am) == 0 {
+			wipes++
+		}
+	}
+	if wipes > 0 {
+		s.count(func(st *Stats) { st.MetadataWipes += wipes })
 	}
 	if email != nil {
 		u.Email = *email

@@ -70,6 +70,13 @@ func TestPatchMetadataMergesAtRoot(t *testing.T) {
 			if doc := got; doc["email"] != "ann@example.com" || doc["user_id"] != "auth0|ann" {
 				t.Errorf("profile changed: %v", doc)
 			}
+			wipes := 0
+			if tt.wantUser == nil || tt.wantApp == nil {
+				wipes = 1
+			}
+			if st := s.Stats(); st.Patches != 1 || st.MetadataWipes != wipes {
+				t.Errorf("stats: %d patches, %d wipes; want 1, %d", st.Patches, st.MetadataWipes, wipes)
+			}
 		})
 	}
 }
@@ -139,6 +146,9 @@ func TestUnlinkRecreatesWithoutMetadata(t *testing.T) {
 	}
 	if _, linked := s.LinkedTo("samlp|acme|ann@acme.com"); linked {
 		t.Error("LinkedTo still reports the unlinked account")
+	}
+	if st := s.Stats(); st.Unlinks != 1 {
+		t.Errorf("stats: %d unlinks, want 1", st.Unlinks)
 	}
 	// It can be linked again.
 	link(t, s, tok, "auth0|ann", "samlp", "acme|ann@acme.com").identities(t)

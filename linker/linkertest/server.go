@@ -226,6 +226,11 @@ type Stats struct {
 	Abandoned     int // requests whose client went away during a delay or stall
 	// PostsByPrimary counts link requests by primary user id.
 	PostsByPrimary map[string]int
+	// Patches and Unlinks count PATCH /api/v2/users/{id} and unlink
+	// requests, rate limited ones included. MetadataWipes counts the
+	// PATCHes applied with an empty user_metadata or app_metadata object,
+	// which remove it: a merge should send none.
+	Patches, Unlinks, MetadataWipes int
 }
 
 // Stats returns a snapshot of the server's counters.
