@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/linkbatch/linkbatch/batch"
@@ -144,6 +146,9 @@ func planCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	// SIGINT/SIGTERM stop the plan; the files being written are removed.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	start := time.Now()
 	planner := pairing.NewPlanner(withIDCheck(cfg.Pairing))
 
@@ -195,6 +200,9 @@ func planCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	w.Flush()
 	if err := w.Error(); err != nil {
 		return fmt.Errorf("write %s: %w", cfg.Out, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("plan interrupted; nothing written: %w", err)
 	}
 	rep.Users, rep.BadLines, rep.Elapsed = first, badLines, time.Since(start).Round(time.Millisecond)
 	if cfg.Report != "" {

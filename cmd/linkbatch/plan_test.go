@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -364,6 +365,36 @@ func TestPlanOutputRunsDry(t *testing.T) {
 	for line, r := range res.results {
 		if r.Status != batch.StatusPlanned {
 			t.Errorf("line %d: status %s (%s), want planned", line, r.Status, r.Error)
+		}
+	}
+}
+
+func TestPlanInterrupted(t *testing.T) {
+	users, _ := genExport()
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"users.json": writeNDJSON(t, users), "users.csv": writeExportCSV(t, users)} {
+		in := filepath.Join(dir, name)
+		if err := os.WriteFile(in, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		out, report := filepath.Join(dir, name+".pairs.csv"), filepath.Join(dir, name+".html")
+		var so, se bytes.Buffer
+		err := run(ctx, []string{"plan", "--from-export", in, "--out", out, "--report", report}, strings.NewReader(""), &so, &se)
+		if code := exitCode(err, &se); code != exitAborted || !errors.Is(err, context.Canceled) {
+			t.Errorf("%s: exit %d, err %v; want 3 and context.Canceled", name, code, err)
+		}
+		for _, f := range []string{out, report} {
+			if _, err := os.Stat(f); !os.IsNotExist(err) {
+				t.Errorf("%s: %s written by an interrupted plan", name, f)
+			}
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".tmp") {
+			t.Errorf("temporary file %s left behind", e.Name())
 		}
 	}
 }
