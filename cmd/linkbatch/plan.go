@@ -205,12 +205,20 @@ func planCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("plan interrupted; nothing written: %w", err)
 	}
 	rep.Users, rep.BadLines, rep.Elapsed = first, badLines, time.Since(start).Round(time.Millisecond)
+	// Both files are complete before either is renamed into place.
 	if cfg.Report != "" {
-		if err := writePlanReport(cfg.Report, rep); err != nil {
+		rf, err := writePlanReport(cfg.Report, rep)
+		if err != nil {
 			return err
 		}
-	}
-	if err := out.Commit(); err != nil {
+		defer rf.Abort()
+		if err := out.Commit(); err != nil {
+			return err
+		}
+		if err := rf.Commit(); err != nil {
+			return err
+		}
+	} else if err := out.Commit(); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "linkbatch plan: %d users, %d emails: %d pairs in %d groups written to %s; %d groups need a person (%d users), %d users with unverified emails set apart, %d already linked, %d without email\n",

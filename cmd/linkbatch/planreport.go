@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"html/template"
 	"time"
@@ -130,17 +131,23 @@ func (r *planReport) member(pl pairing.Placement, u reportUser) {
 	}
 }
 
-// writePlanReport writes the report to path, atomically.
-func writePlanReport(path string, r *planReport) error {
+// writePlanReport writes the report under a temporary name; the caller
+// commits or aborts the file.
+func writePlanReport(path string, r *planReport) (*atomicFile, error) {
 	f, err := newAtomicFile(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer f.Abort()
-	if err := planReportTemplate.Execute(f, r); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	bw := bufio.NewWriter(f)
+	if err := planReportTemplate.Execute(bw, r); err != nil {
+		f.Abort()
+		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
-	return f.Commit()
+	if err := bw.Flush(); err != nil {
+		f.Abort()
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return f, nil
 }
 
 var planReportTemplate = template.Must(template.New("plan").Parse(`<!DOCTYPE html>
