@@ -28,6 +28,16 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
 
+// commandError is an error of the command cmd, whose help a usage error
+// points to ('run' when the error does not say).
+type commandError struct {
+	cmd string
+	err error
+}
+
+func (e *commandError) Error() string { return e.err.Error() }
+func (e *commandError) Unwrap() error { return e.err }
+
 // errProblems is returned when the run finished with invalid or failed rows;
 // the rows themselves are in the results file.
 var errProblems = errors.New("some rows are invalid or failed; see the results file")
@@ -43,7 +53,11 @@ func exitCode(err error, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "linkbatch: %v\n", err)
 		return exitProblems
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "linkbatch: %v\nRun 'linkbatch run --help' for usage.\n", err)
+		cmd := "run"
+		if ce, ok := errors.AsType[*commandError](err); ok {
+			cmd = ce.cmd
+		}
+		fmt.Fprintf(stderr, "linkbatch: %v\nRun 'linkbatch %s --help' for usage.\n", err, cmd)
 		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "linkbatch: aborted: %v\n", err)

@@ -24,6 +24,7 @@ const mainUsage = `Usage: linkbatch <command> [flags]
 
 Commands:
   run       link the pairs of a CSV file (see 'linkbatch run --help')
+  plan      plan the pairs from an Auth0 user export (see 'linkbatch plan --help')
   version   print the version
 `
 
@@ -37,6 +38,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "run":
 		return runCommand(ctx, args[1:], stdin, stdout, stderr)
+	case "plan":
+		return planCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
