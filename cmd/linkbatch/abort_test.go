@@ -43,7 +43,7 @@ func TestRunStopsWhenEveryRowFailsAlike(t *testing.T) {
 			in := writeInput(t, pairs)
 			outPath := filepath.Join(t.TempDir(), "results.csv")
 			args := []string{"run", "--in", in, "--out", outPath, "--rate", "100", "--burst", "10", "--workers", "2", "--max-retries", "1"}
-			out := runBinary(t, invocation{args: args, env: []string{"AUTH0_DOMAIN=" + tt.domain, "AUTH0_TOKEN=" + tt.token}})
+			out := runLinkbatch(t, invocation{args: args, env: []string{"AUTH0_DOMAIN=" + tt.domain, "AUTH0_TOKEN=" + tt.token}})
 			if out.code != exitAborted {
 				t.Fatalf("exit %d, want %d\n%s", out.code, exitAborted, lastLines(out.stderr, 5))
 			}

@@ -194,8 +194,19 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 }
 
 // Validate checks the whole configuration and returns a *usageError naming
-// the first problem.
+// the first problem. It sets c.outStream.
 func (c *config) Validate() error {
+	for _, check := range []func() error{c.checkFiles, c.checkSettings, c.checkCredentials} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFiles checks --in, --out, --resume, --retry-failed and --report, and
+// that no two of the files a run reads or writes are one.
+func (c *config) checkFiles() error {
 	if c.In == "" {
 		return usagef("--in is required (a CSV file, or - for standard input)")
 	}
@@ -216,9 +227,11 @@ func (c *config) Validate() error {
 	if c.Resume && stream {
 		return usagef("--resume needs --out to name a regular file; %s is a stream, which keeps nothing to resume", c.Out)
 	}
-	if err := checkAliases(c); err != nil {
-		return err
-	}
+	return checkAliases(c)
+}
+
+// checkSettings checks the batch, pacing, log and progress settings.
+func (c *config) checkSettings() error {
 	if err := c.Batch.Validate(); err != nil {
 		return usagef("%v", err)
 	}
@@ -237,6 +250,12 @@ func (c *config) Validate() error {
 	if c.Pace.Share <= 0 || c.Pace.Share > 1 {
 		return usagef("--share must be more than 0 and at most 1, not %g", c.Pace.Share)
 	}
+	return nil
+}
+
+// checkCredentials checks the tenant and its credentials, when the run
+// needs them.
+func (c *config) checkCredentials() error {
 	if c.Simulate || (c.Batch.DryRun && !c.Batch.ReadsUsers()) {
 		return nil // no credentials needed
 	}
@@ -251,6 +270,13 @@ func (c *config) Validate() error {
 		return usagef("no credentials: set %s, or %s and %s", envToken, envClientID, envClientSecret)
 	case hasCC && (c.ClientID == "" || c.ClientSecret == ""):
 		return usagef("the client-credentials grant needs both %s and %s", envClientID, envClientSecret)
+	}
+	return c.checkSecretLengths(hasCC)
+}
+
+// checkSecretLengths refuses a token or client secret too short to be one.
+func (c *config) checkSecretLengths(hasCC bool) error {
+	switch {
 	case c.Token != "" && len(c.Token) < linker.MinSecretLen:
 		return usagef("%s (or --token) is %d characters long, shorter than any Management API token (they are JWTs of hundreds of characters; at least %d required)", envToken, len(c.Token), linker.MinSecretLen)
 	case hasCC && len(c.ClientSecret) < linker.MinSecretLen:

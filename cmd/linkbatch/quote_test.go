@@ -37,7 +37,7 @@ func TestRunUnclosedQuoteKeepsTheRest(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			outPath := filepath.Join(t.TempDir(), "results.csv")
-			out := runBinary(t, invocation{args: append([]string{"run", "--in", in, "--out", outPath}, tt.args...), env: tenantEnv(srv, tok)})
+			out := runLinkbatch(t, invocation{args: append([]string{"run", "--in", in, "--out", outPath}, tt.args...), env: tenantEnv(srv, tok)})
 			if out.code != exitProblems {
 				t.Fatalf("exit %d, want %d\n%s", out.code, exitProblems, lastLines(out.stderr, 3))
 			}

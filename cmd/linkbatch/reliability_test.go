@@ -243,7 +243,7 @@ func TestReliabilityMixedFaults(t *testing.T) {
 		})
 	}
 	start := time.Now()
-	out := runBinary(t, invocation{
+	out := runLinkbatch(t, invocation{
 		args: []string{"run", "--in", in, "--out", outPath, "--rate", "200", "--burst", "20",
 			"--workers", "16", "--timeout", "500ms", "--max-retries", "15"},
 		env: []string{"AUTH0_DOMAIN=" + px.URL, "AUTH0_TOKEN=" + tok},
@@ -314,7 +314,7 @@ func TestReliabilityKilledAndResumed(t *testing.T) {
 		}
 	}
 
-	out := runBinary(t, inv)
+	out := runLinkbatch(t, inv)
 	if out.code != exitOK {
 		t.Fatalf("final run: exit %d, want 0\n%s", out.code, out.stderr)
 	}
@@ -337,7 +337,7 @@ func TestReliabilityResumeAfterCrashInHeader(t *testing.T) {
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	args := []string{"run", "--in", in, "--out", outPath, "--resume"}
-	if out := runBinary(t, invocation{args: args, env: tenantEnv(srv, tok)}); out.code != exitOK {
+	if out := runLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)}); out.code != exitOK {
 		t.Fatalf("first run: exit %d\n%s", out.code, out.stderr)
 	}
 	// As if the run had been killed while writing the header: every pair
@@ -345,7 +345,7 @@ func TestReliabilityResumeAfterCrashInHeader(t *testing.T) {
 	if err := os.Truncate(outPath, 10); err != nil {
 		t.Fatal(err)
 	}
-	out := runBinary(t, invocation{args: args, env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)})
 	if out.code != exitOK {
 		t.Fatalf("resume: exit %d, want 0\n%s", out.code, out.stderr)
 	}
@@ -490,7 +490,7 @@ func TestReliabilityTokensExpireEveryTwoSeconds(t *testing.T) {
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	start := time.Now()
-	out := runBinary(t, invocation{
+	out := runLinkbatch(t, invocation{
 		args: []string{"run", "--in", in, "--out", outPath, "--rate", "25", "--burst", "5", "--workers", "16"},
 		env:  []string{"AUTH0_DOMAIN=" + srv.URL, "AUTH0_CLIENT_ID=client-ttl", "AUTH0_CLIENT_SECRET=secret-ttl-0123456789"},
 	})
@@ -533,7 +533,7 @@ func TestReliabilityConflictsSendNothing(t *testing.T) {
 		"github|cf-e1,auth0|cf-e",        // 8: line 7 the other way round
 	)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
-	out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath}, env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", outPath}, env: tenantEnv(srv, tok)})
 	if out.code != exitProblems {
 		t.Fatalf("exit %d, want %d\n%s", out.code, exitProblems, out.stderr)
 	}
@@ -588,11 +588,11 @@ func TestReliabilityResumeRefusals(t *testing.T) {
 	in := writeInput(t, pairs)
 	other := writeInput(t, pairs[:5])
 	done := filepath.Join(dir, "done.csv")
-	if out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", done}, env: tenantEnv(srv, tok)}); out.code != exitOK {
+	if out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", done}, env: tenantEnv(srv, tok)}); out.code != exitOK {
 		t.Fatalf("first run: exit %d\n%s", out.code, out.stderr)
 	}
 	planned := filepath.Join(dir, "planned.csv")
-	if out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", planned, "--dry-run"}}); out.code != exitOK {
+	if out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", planned, "--dry-run"}}); out.code != exitOK {
 		t.Fatalf("dry run: exit %d\n%s", out.code, out.stderr)
 	}
 	orphan := filepath.Join(dir, "orphan.csv")
@@ -622,7 +622,7 @@ func TestReliabilityResumeRefusals(t *testing.T) {
 				t.Fatal(err)
 			}
 			requests := srv.Stats().Requests
-			out := runBinary(t, invocation{args: tt.args, env: tenantEnv(srv, tok)})
+			out := runLinkbatch(t, invocation{args: tt.args, env: tenantEnv(srv, tok)})
 			if out.code != exitUsage {
 				t.Errorf("exit %d, want %d\n%s", out.code, exitUsage, out.stderr)
 			}
@@ -647,7 +647,7 @@ func TestReliabilityResumeRetriesTransientFailures(t *testing.T) {
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	args := []string{"run", "--in", in, "--out", outPath, "--rate", "500", "--burst", "50", "--max-retries", "0"}
-	first := runBinary(t, invocation{args: args, env: tenantEnv(srv, tok)})
+	first := runLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)})
 	if first.code != exitProblems {
 		t.Fatalf("first run: exit %d, want %d\n%s", first.code, exitProblems, first.stderr)
 	}
@@ -686,7 +686,7 @@ func TestReliabilityInterruptedResumeTellsRemaining(t *testing.T) {
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	args := []string{"run", "--in", in, "--out", outPath, "--rate", "500", "--burst", "50", "--max-retries", "0", "--workers", "2", "--grace", "5s"}
-	if first := runBinary(t, invocation{args: args, env: tenantEnv(srv, tok)}); first.code != exitProblems {
+	if first := runLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)}); first.code != exitProblems {
 		t.Fatalf("first run: exit %d, want %d\n%s", first.code, exitProblems, first.stderr)
 	}
 
@@ -729,7 +729,7 @@ func TestReliabilityRetryFailed(t *testing.T) {
 	args := []string{"run", "--in", in, "--out", outPath}
 	line := 4
 
-	first := runBinary(t, invocation{args: args, env: tenantEnv(srv, tok)})
+	first := runLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)})
 	if first.code != exitProblems {
 		t.Fatalf("first run: exit %d, want %d\n%s", first.code, exitProblems, first.stderr)
 	}
@@ -739,7 +739,7 @@ func TestReliabilityRetryFailed(t *testing.T) {
 
 	// A plain resume keeps the permanent failure, sends nothing, and still
 	// reports it.
-	again := runBinary(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
+	again := runLinkbatch(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
 	if again.code != exitProblems {
 		t.Errorf("resume over a failed row: exit %d, want %d\n%s", again.code, exitProblems, again.stderr)
 	}
@@ -751,7 +751,7 @@ func TestReliabilityRetryFailed(t *testing.T) {
 	}
 
 	srv.Seed(missing.primary)
-	out := runBinary(t, invocation{args: append(args, "--resume", "--retry-failed"), env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: append(args, "--resume", "--retry-failed"), env: tenantEnv(srv, tok)})
 	if out.code != exitOK {
 		t.Fatalf("resume --retry-failed: exit %d, want 0\n%s", out.code, out.stderr)
 	}
@@ -767,7 +767,7 @@ func TestReliabilityRetryFailed(t *testing.T) {
 func resumeToEnd(t *testing.T, srv *linkertest.Server, tok string, args []string, pairs []pair) outcome {
 	t.Helper()
 	srv.SetFaults(linkertest.Faults{})
-	out := runBinary(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
 	if out.code != exitOK {
 		t.Fatalf("resume: exit %d, want 0\n%s", out.code, out.stderr)
 	}
