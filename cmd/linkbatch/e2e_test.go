@@ -293,6 +293,7 @@ func TestRunBadRowsSendNothing(t *testing.T) {
 }
 
 func TestRunAbsorbs429Storm(t *testing.T) {
+	t.Parallel()
 	pairs := genPairs("storm", 60)
 	srv, tok := newTenant(t, linkertest.Config{Seed: 2, RateLimit: linkertest.RateLimit{Burst: 5, Rate: 40, RetryAfter: true}}, pairs)
 	in := writeInput(t, pairs)
@@ -348,6 +349,7 @@ func summaryInt(t *testing.T, stderr, field string) int {
 }
 
 func TestRunRetriesFaults(t *testing.T) {
+	t.Parallel()
 	pairs := genPairs("fault", 80)
 	srv, tok := newTenant(t, linkertest.Config{Seed: 3, Faults: linkertest.Faults{Err5xx: 0.15, DropBefore: 0.1, DropAfter: 0.1}}, pairs)
 	in := writeInput(t, pairs)

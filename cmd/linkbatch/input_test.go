@@ -112,11 +112,13 @@ func TestInputOpenerConcurrentFirstReads(t *testing.T) {
 // the run stops with exit 3 naming the change, no row at or after the cut
 // has a result, and a resume with the input restored links every pair once.
 func TestRunInputTruncatedDuringRun(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name string
 		off  int // bytes into the cut line
 	}{{"at a line end", 0}, {"mid-line", 10}} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			pairs := genPairs("cut", 8000)
 			srv, tok := newTenant(t, linkertest.Config{Seed: 3, Faults: linkertest.Faults{Latency: 20 * time.Millisecond}}, pairs)
 			in := writeInput(t, pairs)
@@ -129,7 +131,7 @@ func TestRunInputTruncatedDuringRun(t *testing.T) {
 			cut := len(bytes.Join(lines[:cutLine-1], nil)) + tt.off
 			outPath := filepath.Join(t.TempDir(), "results.csv")
 			args := []string{"run", "--in", in, "--out", outPath, "--rate", "2000", "--burst", "100", "--workers", "16"}
-			p := startBinary(t, invocation{args: args, env: tenantEnv(srv, tok)})
+			p := startLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)})
 			waitUntil(t, time.Minute, p, "a result row", func() bool { return rowsWritten(outPath) > 0 })
 			if err := os.Truncate(in, int64(cut)); err != nil {
 				t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 // 1,000-row file refuses that row, naming its line, and every other pair is
 // processed, in a dry run and a real one; the summary counts every row.
 func TestRunUnclosedQuoteKeepsTheRest(t *testing.T) {
+	t.Parallel()
 	pairs := genPairs("quote", 1000)
 	var b strings.Builder
 	b.WriteString("primary_user_id,secondary_user_id\n")

@@ -47,12 +47,38 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// process is a linkbatch subprocess that the test signals.
+// process is a run of linkbatch that the test watches and signals: a
+// subprocess (cmd set) or a call of run in the test's process.
 type process struct {
 	cmd    *exec.Cmd
 	stderr *lockedBuffer
 	done   chan struct{} // closed once the process has exited
 	state  *os.ProcessState
+	code   int // the exit code of a run in the test's process
+}
+
+// startLinkbatch starts run in the test's process, as runLinkbatch does, and
+// returns at once. The run is cancelled and waited for at the end of the
+// test if it is still running.
+func startLinkbatch(t *testing.T, inv invocation) *process {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	env := map[string]string{"HOME": t.TempDir()}
+	for _, kv := range inv.env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	p := &process{stderr: &lockedBuffer{}, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		err := run(ctx, inv.args, strings.NewReader(inv.stdin), io.Discard, p.stderr, func(k string) string { return env[k] }, nil)
+		p.code = exitCode(err, p.stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-p.done
+	})
+	return p
 }
 
 // startBinary starts linkbatch. The process is killed at the end of the
@@ -109,6 +135,9 @@ func (p *process) wait(t *testing.T, within time.Duration) int {
 	t.Helper()
 	select {
 	case <-p.done:
+		if p.cmd == nil {
+			return p.code
+		}
 		return p.state.ExitCode()
 	case <-time.After(within):
 		t.Fatalf("linkbatch still running after %v\n%s", within, p.stderr)
