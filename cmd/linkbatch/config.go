@@ -194,19 +194,21 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 }
 
 // Validate checks the whole configuration and returns a *usageError naming
-// the first problem. It sets c.outStream.
+// the first problem: of the files, then of the settings, then of the
+// credentials.
 func (c *config) Validate() error {
-	for _, check := range []func() error{c.checkFiles, c.checkSettings, c.checkCredentials} {
-		if err := check(); err != nil {
-			return err
-		}
+	if err := c.validateFiles(); err != nil {
+		return err
 	}
-	return nil
+	if err := c.validateSettings(); err != nil {
+		return err
+	}
+	return c.validateCredentials()
 }
 
-// checkFiles checks --in, --out, --resume, --retry-failed and --report, and
-// that no two of the files a run reads or writes are one.
-func (c *config) checkFiles() error {
+// validateFiles checks --in, --out, --report and --resume together, and
+// sets c.outStream.
+func (c *config) validateFiles() error {
 	if c.In == "" {
 		return usagef("--in is required (a CSV file, or - for standard input)")
 	}
@@ -227,11 +229,14 @@ func (c *config) checkFiles() error {
 	if c.Resume && stream {
 		return usagef("--resume needs --out to name a regular file; %s is a stream, which keeps nothing to resume", c.Out)
 	}
-	return checkAliases(c)
+	if err := checkAliases(c); err != nil {
+		return err
+	}
+	return nil
 }
 
-// checkSettings checks the batch, pacing, log and progress settings.
-func (c *config) checkSettings() error {
+// validateSettings checks the batch, pacing, logging and progress settings.
+func (c *config) validateSettings() error {
 	if err := c.Batch.Validate(); err != nil {
 		return usagef("%v", err)
 	}
@@ -253,9 +258,9 @@ func (c *config) checkSettings() error {
 	return nil
 }
 
-// checkCredentials checks the tenant and its credentials, when the run
+// validateCredentials checks the tenant and the credentials, when the run
 // needs them.
-func (c *config) checkCredentials() error {
+func (c *config) validateCredentials() error {
 	if c.Simulate || (c.Batch.DryRun && !c.Batch.ReadsUsers()) {
 		return nil // no credentials needed
 	}
@@ -270,13 +275,6 @@ func (c *config) checkCredentials() error {
 		return usagef("no credentials: set %s, or %s and %s", envToken, envClientID, envClientSecret)
 	case hasCC && (c.ClientID == "" || c.ClientSecret == ""):
 		return usagef("the client-credentials grant needs both %s and %s", envClientID, envClientSecret)
-	}
-	return c.checkSecretLengths(hasCC)
-}
-
-// checkSecretLengths refuses a token or client secret too short to be one.
-func (c *config) checkSecretLengths(hasCC bool) error {
-	switch {
 	case c.Token != "" && len(c.Token) < linker.MinSecretLen:
 		return usagef("%s (or --token) is %d characters long, shorter than any Management API token (they are JWTs of hundreds of characters; at least %d required)", envToken, len(c.Token), linker.MinSecretLen)
 	case hasCC && len(c.ClientSecret) < linker.MinSecretLen:
