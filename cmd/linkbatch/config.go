@@ -46,7 +46,7 @@ type config struct {
 	// secretFlags names the secrets given as flags, to warn about.
 	secretFlags []string
 	// outStream is set by Validate when Out is a stream, not a results
-	// file (see isStreamOut).
+	// file (see batch.IsStreamOut).
 	outStream bool
 }
 
@@ -218,7 +218,7 @@ func (c *config) validateFiles() error {
 	if c.RetryFailed && !c.Resume {
 		return usagef("--retry-failed goes with --resume")
 	}
-	stream, err := isStreamOut(c.Out)
+	stream, err := batch.IsStreamOut(c.Out)
 	if err != nil {
 		return usagef("--out: %v", err)
 	}

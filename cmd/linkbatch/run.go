@@ -71,7 +71,7 @@ type command struct {
 	tty    bool          // a progress bar is drawn on stderr
 	log    *zap.Logger
 	kill   chan struct{} // closed by a second signal
-	lock   *resultsLock
+	lock   *batch.ResultsLock
 	open   func() (io.ReadCloser, error) // reads the input afresh
 	plan   *batch.Plan
 	print  string // the input's SHA-256; empty for a stream --out
@@ -113,12 +113,12 @@ func (c *command) run(ctx context.Context, signals <-chan os.Signal) error {
 	if err := c.startMetrics(ctx); err != nil {
 		return err
 	}
-	out, closeOut, kept, err := c.openResults()
+	res, err := c.openResults()
 	if err != nil {
 		return err
 	}
-	sum, runErr := c.execute(ctx, out, closeOut)
-	return c.finish(sum, kept, runErr)
+	sum, runErr := c.execute(ctx, res)
+	return c.finish(sum, res.Kept, runErr)
 }
 
 // startLog starts the run's logger on stderr and warns of secrets given as
@@ -171,15 +171,25 @@ func (c *command) watchSignals(ctx context.Context, signals <-chan os.Signal) co
 	return ctx
 }
 
-// claimResults locks the results file (see claimResults).
+// claimResults locks the results file for the run (see
+// batch.ClaimResults).
 func (c *command) claimResults() error {
-	lock, err := claimResults(c.cfg, c.log)
+	lock, err := batch.ClaimResults(c.resultsOptions())
 	if err != nil {
 		return err
 	}
 	c.lock = lock
 	c.onClose(lock.Release)
 	return nil
+}
+
+// resultsOptions says which results file the run writes and how.
+func (c *command) resultsOptions() batch.ResultsOptions {
+	return batch.ResultsOptions{
+		Out: c.cfg.Out, Stream: c.cfg.outStream,
+		Resume: c.cfg.Resume, RetryFailed: c.cfg.RetryFailed, DryRun: c.cfg.Batch.DryRun,
+		Stdout: c.stdout, Log: c.log,
+	}
 }
 
 // openInput opens the input, refuses to overwrite a results file that is
@@ -192,7 +202,7 @@ func (c *command) openInput() error {
 	}
 	c.open = open
 	c.onClose(cleanup)
-	if err := checkOut(c.cfg); err != nil {
+	if err := c.resultsOptions().CheckOverwrite(); err != nil {
 		return err
 	}
 	var (
@@ -275,25 +285,25 @@ func (c *command) startMetrics(ctx context.Context) error {
 	return nil
 }
 
-// openResults opens the results file (see openResults), locks it under any
-// name, and gives the runner the lines already final. kept is what a
-// resumed file held.
-func (c *command) openResults() (out *batch.ResultWriter, closeOut func() error, kept batch.ResumeReport, err error) {
-	out, done, closeOut, err := openResults(c.cfg, c.print, c.stdout, c.log, &kept)
+// openResults opens the results file (see batch.OpenResults), locks it
+// under any name, and gives the runner the lines already final.
+func (c *command) openResults() (*batch.Results, error) {
+	res, err := batch.OpenResults(c.resultsOptions(), c.print)
 	if err != nil {
-		return nil, nil, kept, err
+		return nil, err
 	}
 	// The file created or compacted is locked too, under any name.
 	if err := c.lock.Hold(c.cfg.Out); err != nil {
-		_ = closeOut()
-		return nil, nil, kept, err
+		_ = res.Close()
+		return nil, err
 	}
-	c.runner.Done = done
-	return out, closeOut, kept, nil
+	c.runner.Done = res.Done
+	return res, nil
 }
 
-// execute runs the batch into out with progress shown, and closes out.
-func (c *command) execute(ctx context.Context, out *batch.ResultWriter, closeOut func() error) (batch.Summary, error) {
+// execute runs the batch into the results file with progress shown, and
+// closes the file.
+func (c *command) execute(ctx context.Context, res *batch.Results) (batch.Summary, error) {
 	cfg := c.cfg
 	every := cfg.ProgressEvery
 	if cfg.NoProgress {
@@ -309,12 +319,12 @@ func (c *command) execute(ctx context.Context, out *batch.ResultWriter, closeOut
 	c.log.Info("start", zap.String("in", cfg.In), zap.String("out", cfg.Out), zap.Bool("dry_run", cfg.Batch.DryRun),
 		zap.Bool("simulate", cfg.Simulate), zap.Int("workers", cfg.Batch.Workers),
 		zap.Stringer("rate", (*rateFlag)(&cfg.Pace.Rate)), zap.Int("burst", cfg.Pace.Burst), zap.Float64("share", cfg.Pace.Share))
-	sum, runErr := c.runner.Run(ctx, c.open, out)
+	sum, runErr := c.runner.Run(ctx, c.open, res.Writer)
 	stopProg()
 	progWG.Wait()
 	_ = c.log.Sync() // buffered row lines go above the final bar line
 	prog.Finish()
-	if err := closeOut(); err != nil && runErr == nil {
+	if err := res.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
 	return sum, runErr
@@ -438,18 +448,6 @@ func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), fun
 	return newInput(f, st.Size()).open, cleanup, nil
 }
 
-// checkOut refuses to overwrite a results file that is not empty unless
-// the run resumes it.
-func checkOut(cfg *config) error {
-	if cfg.outStream || cfg.Resume {
-		return nil
-	}
-	if st, err := os.Stat(cfg.Out); err == nil && st.Size() > 0 {
-		return usagef("--out %s already exists and is not empty; add --resume to continue the run that wrote it, or choose another file", cfg.Out)
-	}
-	return nil
-}
-
 // fingerprintInput returns the SHA-256 of the input.
 func fingerprintInput(open func() (io.ReadCloser, error)) (string, error) {
 	in, err := open()
@@ -458,88 +456,6 @@ func fingerprintInput(open func() (io.ReadCloser, error)) (string, error) {
 	}
 	defer in.Close()
 	return batch.Fingerprint(in)
-}
-
-// openResults opens the results file: a new one, or with --resume the one
-// an earlier run of the same input wrote, repaired and compacted to its final
-// rows. It returns the writer, the lines already final (nil for a new file),
-// and a close function that syncs the file to disk; kept is set to what a
-// resumed file held. A stream --out is opened by openStream.
-func openResults(cfg *config, fingerprint string, stdout io.Writer, log *zap.Logger, kept *batch.ResumeReport) (*batch.ResultWriter, *batch.LineSet, func() error, error) {
-	if cfg.outStream {
-		w, closeOut, err := openStream(cfg.Out, stdout)
-		return w, nil, closeOut, err
-	}
-	sidecar := batch.SidecarPath(cfg.Out)
-	var done *batch.LineSet
-	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
-	header := true
-	if st, err := os.Stat(cfg.Out); err == nil && st.Size() > 0 {
-		if err := checkOut(cfg); err != nil {
-			return nil, nil, nil, err
-		}
-		info, err := batch.ReadRunInfo(sidecar)
-		if err != nil {
-			return nil, nil, nil, usagef("cannot resume %s: %v", cfg.Out, err)
-		}
-		if err := batch.CheckResume(info, fingerprint, cfg.Batch.DryRun); err != nil {
-			return nil, nil, nil, usagef("cannot resume %s: %v", cfg.Out, err)
-		}
-		var rep batch.ResumeReport
-		done, rep, err = batch.PrepareResume(cfg.Out, cfg.RetryFailed)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("resume: %w", err)
-		}
-		log.Info("resuming", zap.String("results", cfg.Out), zap.Int("kept", rep.Kept),
-			zap.Int("dropped", rep.Dropped), zap.Bool("torn_row_repaired", rep.Torn))
-		*kept = rep
-		flags = os.O_WRONLY | os.O_APPEND
-		header = false
-	} else if err := batch.WriteRunInfo(sidecar, batch.NewRunInfo(fingerprint, cfg.Batch.DryRun, time.Now())); err != nil {
-		return nil, nil, nil, err
-	}
-	f, err := os.OpenFile(cfg.Out, flags, 0o600)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("open results: %w", err)
-	}
-	w, err := batch.NewResultWriter(f, header)
-	if err != nil {
-		_ = f.Close()
-		return nil, nil, nil, err
-	}
-	return w, done, func() error { return syncClose(f) }, nil
-}
-
-// openStream opens the stream out (see isStreamOut): standard output for -
-// and /dev/stdout, otherwise the named file, appended to and never created.
-// It returns the writer and a function that closes the stream.
-func openStream(out string, stdout io.Writer) (*batch.ResultWriter, func() error, error) {
-	if isStdout(out) {
-		w, err := batch.NewResultWriter(stdout, true)
-		return w, func() error { return nil }, err
-	}
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open results: %w", err)
-	}
-	w, err := batch.NewResultWriter(f, true)
-	if err != nil {
-		_ = f.Close()
-		return nil, nil, err
-	}
-	return w, func() error { return syncClose(f) }, nil
-}
-
-// syncClose syncs f to disk when it is a regular file (a pipe or a terminal
-// cannot be synced) and closes it.
-func syncClose(f *os.File) error {
-	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
-		if err := f.Sync(); err != nil {
-			_ = f.Close()
-			return fmt.Errorf("sync results: %w", err)
-		}
-	}
-	return f.Close()
 }
 
 // writeReport writes the HTML report of the run from its results file.
