@@ -33,10 +33,10 @@ func TestRunStopsWhenEveryRowFailsAlike(t *testing.T) {
 		name, domain, token string
 		hint                string
 	}{
-		{"connection refused", "http://" + closed, "a.b.c", "check AUTH0_DOMAIN (--domain): nothing accepts connections"},
-		{"host does not resolve", "https://nonexistent.invalid", "a.b.c", "check AUTH0_DOMAIN (--domain): its host name does not resolve"},
-		{"untrusted certificate", untrusted.URL, "a.b.c", "check AUTH0_DOMAIN (--domain): its TLS certificate is not trusted"},
-		{"token not a JWT", srv.URL, "not-a-jwt", "check AUTH0_TOKEN (--token): it is not a JWT"},
+		{"connection refused", "http://" + closed, "header.payload.signature", "check AUTH0_DOMAIN (--domain): nothing accepts connections"},
+		{"host does not resolve", "https://nonexistent.invalid", "header.payload.signature", "check AUTH0_DOMAIN (--domain): its host name does not resolve"},
+		{"untrusted certificate", untrusted.URL, "header.payload.signature", "check AUTH0_DOMAIN (--domain): its TLS certificate is not trusted"},
+		{"token not a JWT", srv.URL, "not-a-jwt-but-long-enough", "check AUTH0_TOKEN (--token): it is not a JWT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +62,7 @@ func TestRunStopsWhenEveryRowFailsAlike(t *testing.T) {
 			if got := summaryInt(t, out.stderr, "remaining"); got != len(pairs)-len(out.results) {
 				t.Errorf("remaining = %d, want %d", got, len(pairs)-len(out.results))
 			}
-			if tt.token == "not-a-jwt" {
+			if tt.token == "not-a-jwt-but-long-enough" {
 				resumeToEnd(t, srv, tok, args, pairs)
 			}
 		})
