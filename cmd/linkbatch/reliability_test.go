@@ -54,7 +54,8 @@ type process struct {
 	stderr *lockedBuffer
 	done   chan struct{} // closed once the process has exited
 	state  *os.ProcessState
-	code   int // the exit code of a run in the test's process
+	code   int            // the exit code of a run in the test's process
+	sigs   chan os.Signal // the signals of a run in the test's process
 }
 
 // startLinkbatch starts run in the test's process, as runLinkbatch does, and
@@ -68,10 +69,10 @@ func startLinkbatch(t *testing.T, inv invocation) *process {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	p := &process{stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &process{stderr: &lockedBuffer{}, done: make(chan struct{}), sigs: make(chan os.Signal, 2)}
 	go func() {
 		defer close(p.done)
-		err := run(ctx, inv.args, strings.NewReader(inv.stdin), io.Discard, p.stderr, func(k string) string { return env[k] }, nil)
+		err := run(ctx, inv.args, strings.NewReader(inv.stdin), io.Discard, p.stderr, func(k string) string { return env[k] }, p.sigs)
 		p.code = exitCode(err, p.stderr)
 	}()
 	t.Cleanup(func() {
@@ -123,6 +124,10 @@ func (p *process) signal(t *testing.T, sig os.Signal) {
 	t.Helper()
 	if p.exited() {
 		t.Fatalf("linkbatch exited (%v) before it could be sent %v\n%s", p.state, sig, p.stderr)
+	}
+	if p.cmd == nil {
+		p.sigs <- sig
+		return
 	}
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal linkbatch: %v", err)
@@ -459,6 +464,46 @@ func TestReliabilitySIGTERMDrainsAndResumes(t *testing.T) {
 	t.Logf("%d rows done at the signal", len(got))
 
 	resumeToEnd(t, srv, tok, args, pairs)
+}
+
+// TestRunSignalsInProcess: the signals run is handed stop it as main's do:
+// the first lets rows in flight finish and leaves the rest for --resume,
+// the second cancels them at once.
+func TestRunSignalsInProcess(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		signals int
+		inLog   string
+	}{
+		{"one signal drains", 1, "signal received: no new rows are started"},
+		{"second signal cancels", 2, "second signal: cancelling rows in flight"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pairs := genPairs("sig", 100)
+			srv, tok := newTenant(t, linkertest.Config{Seed: 5, Faults: linkertest.Faults{Latency: 100 * time.Millisecond}}, pairs)
+			in := writeInput(t, pairs)
+			outPath := filepath.Join(t.TempDir(), "results.csv")
+			args := []string{"run", "--in", in, "--out", outPath, "--rate", "50", "--burst", "8", "--grace", "30s"}
+			p := startLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)})
+			waitUntil(t, 30*time.Second, p, "10 result rows", func() bool { return rowsWritten(outPath) >= 10 })
+			for range tt.signals {
+				p.signal(t, syscall.SIGTERM)
+			}
+			if code := p.wait(t, 20*time.Second); code != exitAborted {
+				t.Fatalf("exit %d, want %d\n%s", code, exitAborted, p.stderr)
+			}
+			stderr := p.stderr.String()
+			if !strings.Contains(stderr, tt.inLog) || !strings.Contains(stderr, "--resume") {
+				t.Errorf("stderr lacks %q or how to resume:\n%s", tt.inLog, lastLines(stderr, 5))
+			}
+			got := checkWellFormed(t, outPath)
+			if len(got) >= len(pairs) {
+				t.Fatalf("the run finished before the signal; the test proves nothing")
+			}
+			resumeToEnd(t, srv, tok, args, pairs)
+		})
+	}
 }
 
 // rowsAfterSignal counts the rows logged after the signal was.
