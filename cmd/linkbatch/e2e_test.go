@@ -292,8 +292,9 @@ func TestRunBadRowsSendNothing(t *testing.T) {
 	}
 }
 
+// TestRunAbsorbs429Storm runs the binary, built without the race detector:
+// it must go fast enough to meet 429s.
 func TestRunAbsorbs429Storm(t *testing.T) {
-	t.Parallel()
 	pairs := genPairs("storm", 60)
 	srv, tok := newTenant(t, linkertest.Config{Seed: 2, RateLimit: linkertest.RateLimit{Burst: 5, Rate: 40, RetryAfter: true}}, pairs)
 	in := writeInput(t, pairs)
@@ -315,7 +316,7 @@ func TestRunAbsorbs429Storm(t *testing.T) {
 			}
 		}
 	}()
-	out := runLinkbatch(t, invocation{
+	out := runBinary(t, invocation{
 		args: []string{"run", "--in", in, "--out", outPath, "--rate", "500", "--burst", "50", "--workers", "16"},
 		env:  tenantEnv(srv, tok),
 	})
@@ -349,7 +350,6 @@ func summaryInt(t *testing.T, stderr, field string) int {
 }
 
 func TestRunRetriesFaults(t *testing.T) {
-	t.Parallel()
 	pairs := genPairs("fault", 80)
 	srv, tok := newTenant(t, linkertest.Config{Seed: 3, Faults: linkertest.Faults{Err5xx: 0.15, DropBefore: 0.1, DropAfter: 0.1}}, pairs)
 	in := writeInput(t, pairs)

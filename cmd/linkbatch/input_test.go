@@ -131,7 +131,7 @@ func TestRunInputTruncatedDuringRun(t *testing.T) {
 			cut := len(bytes.Join(lines[:cutLine-1], nil)) + tt.off
 			outPath := filepath.Join(t.TempDir(), "results.csv")
 			args := []string{"run", "--in", in, "--out", outPath, "--rate", "2000", "--burst", "100", "--workers", "16"}
-			p := startLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)})
+			p := startBinary(t, invocation{args: args, env: tenantEnv(srv, tok)})
 			waitUntil(t, time.Minute, p, "a result row", func() bool { return rowsWritten(outPath) > 0 })
 			if err := os.Truncate(in, int64(cut)); err != nil {
 				t.Fatal(err)

@@ -242,6 +242,8 @@ func lyingProxy(t *testing.T, tenant string, n int64) (*httptest.Server, *atomic
 	return px, &lies
 }
 
+// TestReliabilityMixedFaults runs the binary, built without the race
+// detector: it must be sending before the other clients' storm ends.
 func TestReliabilityMixedFaults(t *testing.T) {
 	t.Parallel()
 	pairs := genPairs("mix", 300)
@@ -277,7 +279,7 @@ func TestReliabilityMixedFaults(t *testing.T) {
 		})
 	}
 	start := time.Now()
-	out := runLinkbatch(t, invocation{
+	out := runBinary(t, invocation{
 		args: []string{"run", "--in", in, "--out", outPath, "--rate", "200", "--burst", "20",
 			"--workers", "16", "--timeout", "500ms", "--max-retries", "15"},
 		env: []string{"AUTH0_DOMAIN=" + px.URL, "AUTH0_TOKEN=" + tok},
@@ -551,6 +553,8 @@ func TestReliabilitySecondSIGTERMExitsAtOnce(t *testing.T) {
 	resumeToEnd(t, srv, tok, args, pairs)
 }
 
+// TestReliabilityTokensExpireEveryTwoSeconds runs the binary: its bound on
+// the run's length counts the time a process takes to start.
 func TestReliabilityTokensExpireEveryTwoSeconds(t *testing.T) {
 	t.Parallel()
 	pairs := genPairs("ttl", 150)
@@ -564,7 +568,7 @@ func TestReliabilityTokensExpireEveryTwoSeconds(t *testing.T) {
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	start := time.Now()
-	out := runLinkbatch(t, invocation{
+	out := runBinary(t, invocation{
 		args: []string{"run", "--in", in, "--out", outPath, "--rate", "25", "--burst", "5", "--workers", "16"},
 		env:  []string{"AUTH0_DOMAIN=" + srv.URL, "AUTH0_CLIENT_ID=client-ttl", "AUTH0_CLIENT_SECRET=secret-ttl-0123456789"},
 	})
