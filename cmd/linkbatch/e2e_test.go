@@ -40,6 +40,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// skipShort skips, with -short, a test that waits for seconds on the fake
+// tenant's pace, timeouts or grace periods.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("waits for seconds on the fake tenant; run without -short")
+	}
+}
+
 // outcome is what one run of the binary produced.
 type outcome struct {
 	code           int
@@ -295,6 +304,7 @@ func TestRunBadRowsSendNothing(t *testing.T) {
 // TestRunAbsorbs429Storm runs the binary, built without the race detector:
 // it must go fast enough to meet 429s.
 func TestRunAbsorbs429Storm(t *testing.T) {
+	skipShort(t)
 	pairs := genPairs("storm", 60)
 	srv, tok := newTenant(t, linkertest.Config{Seed: 2, RateLimit: linkertest.RateLimit{Burst: 5, Rate: 40, RetryAfter: true}}, pairs)
 	in := writeInput(t, pairs)
@@ -350,6 +360,7 @@ func summaryInt(t *testing.T, stderr, field string) int {
 }
 
 func TestRunRetriesFaults(t *testing.T) {
+	skipShort(t)
 	pairs := genPairs("fault", 80)
 	srv, tok := newTenant(t, linkertest.Config{Seed: 3, Faults: linkertest.Faults{Err5xx: 0.15, DropBefore: 0.1, DropAfter: 0.1}}, pairs)
 	in := writeInput(t, pairs)

@@ -112,6 +112,7 @@ func TestInputOpenerConcurrentFirstReads(t *testing.T) {
 // the run stops with exit 3 naming the change, no row at or after the cut
 // has a result, and a resume with the input restored links every pair once.
 func TestRunInputTruncatedDuringRun(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	for _, tt := range []struct {
 		name string

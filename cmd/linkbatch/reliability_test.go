@@ -245,6 +245,7 @@ func lyingProxy(t *testing.T, tenant string, n int64) (*httptest.Server, *atomic
 // TestReliabilityMixedFaults runs the binary, built without the race
 // detector: it must be sending before the other clients' storm ends.
 func TestReliabilityMixedFaults(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	pairs := genPairs("mix", 300)
 	srv, tok := newTenant(t, linkertest.Config{
@@ -309,6 +310,7 @@ func TestReliabilityMixedFaults(t *testing.T) {
 }
 
 func TestReliabilityKilledAndResumed(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	pairs := genPairs("kill", 240)
 	srv, tok := newTenant(t, linkertest.Config{Seed: 12, RateLimit: linkertest.RateLimit{Burst: 10, Rate: 40}}, pairs)
@@ -421,6 +423,7 @@ func tearLastRow(t *testing.T, path string) int {
 }
 
 func TestReliabilitySIGTERMDrainsAndResumes(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	pairs := genPairs("term", 200)
 	srv, tok := newTenant(t, linkertest.Config{
@@ -518,6 +521,7 @@ func rowsAfterSignal(stderr string) int {
 }
 
 func TestReliabilitySecondSIGTERMExitsAtOnce(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	pairs := genPairs("term2", 120)
 	srv, tok := newTenant(t, linkertest.Config{
@@ -556,6 +560,7 @@ func TestReliabilitySecondSIGTERMExitsAtOnce(t *testing.T) {
 // TestReliabilityTokensExpireEveryTwoSeconds runs the binary: its bound on
 // the run's length counts the time a process takes to start.
 func TestReliabilityTokensExpireEveryTwoSeconds(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	pairs := genPairs("ttl", 150)
 	srv, _ := newTenant(t, linkertest.Config{
