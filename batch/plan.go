@@ -68,7 +68,9 @@ type planCand struct {
 
 // BuildPlan reads the whole input once, holding one row at a time, and
 // decides which rows must not be sent. While it runs it keeps 48 bytes per
-// valid row (two 24-byte records, sorted in 1.5 MiB chunks and merged);
+// valid row (two 24-byte records, sorted in 1.5 MiB chunks and merged; on
+// Unix the chunks are mapped outside the heap, so that they do not double
+// the collector's goal);
 // the Plan it returns keeps only the verdicts. It returns the errors of NewReader
 // for a file that cannot be read as input, and the I/O error (as it is) that
 // stopped reading.
@@ -111,6 +113,7 @@ func (f Format) BuildPlan(r io.Reader) (*Plan, error) {
 	}
 	p := &Plan{}
 	var recs planRecs
+	defer recs.free()
 	var h maphash.Hash // seeded at random on first use
 	for {
 		row, err := rd.Next()
@@ -151,6 +154,15 @@ const planChunk = 1 << 16
 // neither growing nor sorting them ever copies the whole set.
 type planRecs struct {
 	chunks [][]planRec // all full but the last; each sorted once full
+	mapped [][]byte    // the chunks mapped by mapChunk, to release
+}
+
+// free releases the mapped chunks; rs must not be used afterwards.
+func (rs *planRecs) free() {
+	for _, b := range rs.mapped {
+		unmapChunk(b)
+	}
+	rs.mapped, rs.chunks = nil, nil
 }
 
 func (rs *planRecs) add(rec planRec) {
@@ -163,7 +175,17 @@ func (rs *planRecs) add(rec planRec) {
 		if n == 0 {
 			size = 1024 // most inputs are small
 		}
-		rs.chunks = append(rs.chunks, make([]planRec, 0, size))
+		var c []planRec
+		if size == planChunk {
+			var b []byte
+			if c, b = mapChunk(size); b != nil {
+				rs.mapped = append(rs.mapped, b)
+			}
+		}
+		if c == nil {
+			c = make([]planRec, 0, size)
+		}
+		rs.chunks = append(rs.chunks, c)
 		n++
 	}
 	rs.chunks[n-1] = append(rs.chunks[n-1], rec)
