@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,13 @@ type config struct {
 	NoProgress    bool
 	MetricsAddr   string
 	LogFormat     string
+	// Format is how the input is read: --delimiter and --columns.
+	Format batch.Format
+	// ReportShowEmails shows the emails behind email warnings in the
+	// report unmasked.
+	ReportShowEmails bool
+	// Flags are the flags as given, secrets left out, for the report.
+	Flags []string
 
 	Batch batch.Config
 	Pace  ratelimit.Config
@@ -54,6 +62,7 @@ type config struct {
 const (
 	envDomain       = "AUTH0_DOMAIN"
 	envToken        = "AUTH0_TOKEN"
+	envAPIToken     = "AUTH0_API_TOKEN" // the Terraform provider's name, read when AUTH0_TOKEN is unset
 	envClientID     = "AUTH0_CLIENT_ID"
 	envClientSecret = "AUTH0_CLIENT_SECRET"
 	envAudience     = "AUTH0_AUDIENCE"
@@ -70,6 +79,10 @@ Examples:
   AUTH0_DOMAIN=acme.eu.auth0.com AUTH0_CLIENT_ID=... AUTH0_CLIENT_SECRET=... \
     linkbatch run --in pairs.csv --out results.csv
   linkbatch run --in pairs.csv --out results.csv --resume               # after an interruption
+  linkbatch run --dry-run --in export.csv --out plan.csv --delimiter ';' \
+    --columns 'primary=Primary User ID,secondary=Secondary User ID'
+
+Input columns (the header names them, in any order; other columns are ignored):
 `
 
 // flagGroups orders the flags of 'linkbatch run' in its help.
@@ -77,7 +90,7 @@ var flagGroups = []struct {
 	title string
 	names []string
 }{
-	{"Input and results", []string{"in", "out", "resume", "retry-failed", "report"}},
+	{"Input and results", []string{"in", "out", "delimiter", "columns", "resume", "retry-failed", "report", "report-show-emails"}},
 	{"Safety", []string{"dry-run", "verify", "require-verified-email", "simulate"}},
 	{"Tenant and credentials (flags override the AUTH0_* environment)", []string{"domain", "token", "client-id", "client-secret", "audience"}},
 	{"Pacing and retries", []string{"rate", "burst", "share", "workers", "max-retries", "timeout", "grace"}},
@@ -133,14 +146,27 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 		Pace:      ratelimit.DefaultConfig(),
 	}
 	fs := flag.NewFlagSet("linkbatch run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, runUsage)
-		printGroupedDefaults(stderr, fs)
-	}
+	// A parse error is returned, not printed with the whole help: main
+	// prints it once, with a pointer to --help.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&cfg.In, "in", "", "input CSV `file` of pairs; - reads standard input")
 	fs.StringVar(&cfg.Out, "out", "", "results CSV `file` to write, locked for the run; - or /dev/stdout writes standard output (a stream: no resume)")
 	fs.BoolVar(&cfg.Batch.DryRun, "dry-run", false, "validate and plan only; send no write to the tenant (needs no credentials)")
+	flagValues := map[string]string{} // of the flags whose Value does not print them
+	fs.Func("delimiter", "column `delimiter` of the input: , ; tab or |; by default , unless only ; or only a tab splits the header into the needed columns", func(v string) error {
+		flagValues["delimiter"] = v
+		d, err := batch.ParseDelimiter(v)
+		cfg.Format.Delimiter = d
+		return err
+	})
+	fs.Func("columns", "map the input's header names to the columns, `column=NAME,...`: e.g. 'primary=Primary User ID,secondary=Secondary User ID'", func(v string) error {
+		flagValues["columns"] = v
+		cols, err := batch.ParseColumns(v)
+		cfg.Format.Columns = cols
+		return err
+	})
+	fs.BoolVar(&cfg.ReportShowEmails, "report-show-emails", false, "show the emails behind email warnings in the --report unmasked (they are personal data; masked j***@example.com by default)")
 	fs.StringVar(&cfg.Report, "report", "", "at the end, write an HTML report of the run (totals, statuses, warnings, the first rows of each problem) to `file`")
 	fs.BoolVar(&cfg.Resume, "resume", false, "continue the run that wrote --out: keep its final rows, process the rest")
 	fs.BoolVar(&cfg.RetryFailed, "retry-failed", false, "with --resume, also retry rows that failed for a permanent reason")
@@ -166,9 +192,12 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&cfg.Audience, "audience", "", "token audience (env "+envAudience+"; default https://DOMAIN/api/v2/)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, runUsage)
+			printColumns(stderr)
+			printGroupedDefaults(stderr, fs)
 			return nil, err
 		}
-		return nil, &usageError{err}
+		return nil, &usageError{errors.New(twoDashes(err.Error()))}
 	}
 	if fs.NArg() > 0 {
 		return nil, usagef("unexpected argument %q", fs.Arg(0))
@@ -180,6 +209,20 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 			cfg.secretFlags = append(cfg.secretFlags, name)
 		}
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "token" || f.Name == "client-secret" {
+			return // never recorded
+		}
+		v := f.Value.String()
+		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() && v == "true" {
+			cfg.Flags = append(cfg.Flags, "--"+f.Name)
+			return
+		}
+		if f.Name == "delimiter" || f.Name == "columns" {
+			v = flagValues[f.Name]
+		}
+		cfg.Flags = append(cfg.Flags, "--"+f.Name+"="+v)
+	})
 	fallback := func(v *string, env string) {
 		if *v == "" {
 			*v = strings.TrimSpace(getenv(env))
@@ -187,6 +230,7 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	}
 	fallback(&cfg.Domain, envDomain)
 	fallback(&cfg.Token, envToken)
+	fallback(&cfg.Token, envAPIToken)
 	fallback(&cfg.ClientID, envClientID)
 	fallback(&cfg.ClientSecret, envClientSecret)
 	fallback(&cfg.Audience, envAudience)
@@ -282,6 +326,20 @@ func (c *config) validateCredentials() error {
 	}
 	return nil
 }
+
+// printColumns lists the input's columns, for the help.
+func printColumns(w io.Writer) {
+	for _, c := range batch.Columns {
+		fmt.Fprintf(w, "  %-28s %s\n", c.Name, c.Help)
+	}
+}
+
+// flagRE finds a flag named with one dash in the flag package's errors.
+var flagRE = regexp.MustCompile(`(^|[\s:])-([A-Za-z][\w-]*)`)
+
+// twoDashes spells the flags in an error of the flag package with two
+// dashes, as the help does.
+func twoDashes(msg string) string { return flagRE.ReplaceAllString(msg, "$1--$2") }
 
 // rateFlag is the --rate flag: "auto" (stored as 0: learn the tenant's
 // limit) or a positive number of requests per second.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,7 +70,41 @@ func TestParseRunFlags(t *testing.T) {
 		{name: "bad log level", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "--log-level", "loud"}, wantErr: "log-level"},
 		{name: "retry-failed needs resume", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "--retry-failed"}, wantErr: "goes with --resume"},
 		{name: "resume needs a file", args: []string{"--in", "a.csv", "--out", "-", "--dry-run", "--resume"}, wantErr: "--resume needs"},
-		{name: "unknown flag", args: []string{"--in", "a.csv", "--frobnicate"}, wantErr: "frobnicate"},
+		{name: "unknown flag", args: []string{"--in", "a.csv", "--frobnicate"}, wantErr: "flag provided but not defined: --frobnicate"},
+		{name: "bad value names the flag with two dashes", args: []string{"--in", "a.csv", "--workers", "x"}, wantErr: `invalid value "x" for flag --workers`},
+		{name: "token from AUTH0_API_TOKEN", args: []string{"--in", "a.csv", "--out", "r.csv"},
+			env: map[string]string{envDomain: "x.auth0.com", envAPIToken: "apitok-0123456789abcdef"},
+			check: func(t *testing.T, c *config) {
+				if c.Token != "apitok-0123456789abcdef" {
+					t.Errorf("token %q, want the one of %s", c.Token, envAPIToken)
+				}
+			}},
+		{name: "AUTH0_TOKEN wins over AUTH0_API_TOKEN", args: []string{"--in", "a.csv", "--out", "r.csv"},
+			env: map[string]string{envDomain: "x.auth0.com", envToken: "tok-0123456789abcdef", envAPIToken: "apitok-0123456789abcdef"},
+			check: func(t *testing.T, c *config) {
+				if c.Token != "tok-0123456789abcdef" {
+					t.Errorf("token %q, want the one of %s", c.Token, envToken)
+				}
+			}},
+		{name: "delimiter and columns", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "--delimiter", "tab", "--columns", "primary=Main,secondary=Other", "--report", "r.html", "--report-show-emails"},
+			check: func(t *testing.T, c *config) {
+				if c.Format.Delimiter != '\t' || c.Format.Columns["primary_user_id"] != "Main" || c.Format.Columns["secondary_user_id"] != "Other" || !c.ReportShowEmails {
+					t.Errorf("format %+v, show emails %v", c.Format, c.ReportShowEmails)
+				}
+				want := []string{"--in=a.csv", "--out=r.csv", "--dry-run", "--delimiter=tab", "--columns=primary=Main,secondary=Other", "--report=r.html", "--report-show-emails"}
+				if !sameSet(c.Flags, want) {
+					t.Errorf("flags %q, want %q", c.Flags, want)
+				}
+			}},
+		{name: "flags for the report leave secrets out", args: []string{"--in", "a.csv", "--out", "r.csv", "--client-id", "cid", "--client-secret", "sec-0123456789abcdef-sec"},
+			env: map[string]string{envDomain: "x.auth0.com"},
+			check: func(t *testing.T, c *config) {
+				if strings.Contains(strings.Join(c.Flags, " "), "sec-0123") || !slices.Contains(c.Flags, "--client-id=cid") {
+					t.Errorf("flags %q", c.Flags)
+				}
+			}},
+		{name: "bad delimiter", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "--delimiter", "x"}, wantErr: "--delimiter"},
+		{name: "bad columns", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "--columns", "email=E"}, wantErr: "not a column"},
 		{name: "stray argument", args: []string{"--in", "a.csv", "--out", "r.csv", "--dry-run", "extra"}, wantErr: "unexpected argument"},
 	}
 	for _, tt := range tests {
@@ -92,6 +127,39 @@ func TestParseRunFlags(t *testing.T) {
 				t.Errorf("error %v is not a usage error", err)
 			}
 		})
+	}
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// TestUnknownFlagIsShort: an unknown flag prints one short error and one
+// line pointing to --help, not the help itself.
+func TestUnknownFlagIsShort(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run(t.Context(), []string{"run", "--frobnicate"}, nil, io.Discard, &stderr, env(nil), nil)
+	code := exitCode(err, &stderr)
+	want := "linkbatch: flag provided but not defined: --frobnicate\nRun 'linkbatch run --help' for usage.\n"
+	if code != exitUsage || stderr.String() != want {
+		t.Errorf("exit %d, stderr:\n%s\nwant exit %d and:\n%s", code, stderr.String(), exitUsage, want)
+	}
+}
+
+// TestRunHelpListsColumns: run --help lists the input's columns.
+func TestRunHelpListsColumns(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run(t.Context(), []string{"run", "--help"}, nil, io.Discard, &stderr, env(nil), nil)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("run --help = %v", err)
+	}
+	for _, want := range []string{"Input columns", "primary_user_id ", "secondary_user_id ", "secondary_provider ", "connection_id ", "link_with ", "--delimiter", "--columns", "--report-show-emails"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("help lacks %q", want)
+		}
 	}
 }
 

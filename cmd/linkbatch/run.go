@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"io"
 	"net/http"
 	"os"
@@ -82,6 +83,7 @@ type command struct {
 	runner *batch.Runner
 	sim    *simulation
 	hooks  []batch.Hooks
+	emails *report.Emails // for the report, with --report and users read
 
 	closers []func() // run by close, last first
 }
@@ -213,7 +215,7 @@ func (c *command) openInput() error {
 		planErr, printErr error
 		readers           sync.WaitGroup
 	)
-	readers.Go(func() { c.plan, planErr = batch.ReadPlan(open) })
+	readers.Go(func() { c.plan, planErr = c.cfg.Format.ReadPlan(open) })
 	if !c.cfg.outStream {
 		readers.Go(func() { c.print, printErr = fingerprintInput(open) })
 	}
@@ -228,7 +230,7 @@ func (c *command) openInput() error {
 // dry run reads no user, talking to the simulated tenant with --simulate.
 func (c *command) buildRunner() error {
 	cfg := c.cfg
-	c.runner = &batch.Runner{Config: cfg.Batch, Log: c.log, Kill: c.kill, Plan: c.plan}
+	c.runner = &batch.Runner{Config: cfg.Batch, Log: c.log, Kill: c.kill, Plan: c.plan, Format: cfg.Format}
 	if cfg.Batch.DryRun && !cfg.Batch.ReadsUsers() {
 		return nil
 	}
@@ -240,7 +242,7 @@ func (c *command) buildRunner() error {
 	}}
 	base := cfg.Domain
 	if cfg.Simulate {
-		sim, err := startSimulation(c.open, c.log)
+		sim, err := startSimulation(c.open, cfg.Format, c.log)
 		if err != nil {
 			return err
 		}
@@ -314,13 +316,25 @@ func (c *command) execute(ctx context.Context, res *batch.Results) (batch.Summar
 		every = 0
 	}
 	prog := newProgress(progressOptions{Out: c.status, TTY: c.tty, Every: every, Log: c.log, Pacer: c.runner.Pacer})
-	c.runner.Hooks = combineHooks(append(c.hooks, prog.Hooks())...)
+	hooks := append(c.hooks, prog.Hooks())
+	if cfg.Report != "" && cfg.Batch.ReadsUsers() {
+		// The emails behind email warnings, kept in memory for the report
+		// only (bounded as its lists are).
+		c.emails = report.NewEmails(0)
+		hooks = append(hooks, batch.Hooks{Result: c.emails.Add})
+	}
+	c.runner.Hooks = combineHooks(hooks...)
 	// Progress and metrics go on through the grace period after a signal.
 	progCtx, stopProg := context.WithCancel(context.WithoutCancel(ctx))
 	var progWG sync.WaitGroup
 	progWG.Go(func() { prog.Run(progCtx) })
 
+	indexPerRow := 0.0
+	if c.plan.Rows() > 0 {
+		indexPerRow = float64(c.plan.Bytes()) / float64(c.plan.Rows())
+	}
 	c.log.Info("start", zap.String("in", cfg.In), zap.String("out", cfg.Out), zap.Bool("dry_run", cfg.Batch.DryRun),
+		zap.Int("rows", c.plan.Rows()), zap.Float64("index_bytes_per_row", math.Round(indexPerRow*10)/10),
 		zap.Bool("simulate", cfg.Simulate), zap.Int("workers", cfg.Batch.Workers),
 		zap.Stringer("rate", (*rateFlag)(&cfg.Pace.Rate)), zap.Int("burst", cfg.Pace.Burst), zap.Float64("share", cfg.Pace.Share))
 	sum, runErr := c.runner.Run(ctx, c.open, res.Writer)
@@ -346,7 +360,7 @@ func (c *command) finish(sum batch.Summary, kept batch.ResumeReport, runErr erro
 		writeSummaryTable(c.stderr, sum, extra)
 	}
 	if cfg.Report != "" {
-		if err := writeReport(cfg, sum, time.Now()); err != nil {
+		if err := c.writeReport(sum, time.Now()); err != nil {
 			log.Warn("report not written", zap.Error(err)) // the run's outcome stands
 		} else {
 			log.Info("report written", zap.String("report", cfg.Report))
@@ -361,6 +375,21 @@ func (c *command) finish(sum batch.Summary, kept batch.ResumeReport, runErr erro
 		return fmt.Errorf("%w (%d invalid, %d failed)", errProblems, invalid, failed)
 	}
 	return nil
+}
+
+// tenantName names the tenant the run read or linked in, for the report:
+// its domain, "simulated", or "" when a dry run read nothing.
+func (c *command) tenantName() string {
+	switch {
+	case c.cfg.Simulate:
+		return "simulated"
+	case c.runner == nil || c.runner.Client == nil:
+		return ""
+	}
+	if u, err := linker.ParseDomain(c.cfg.Domain); err == nil {
+		return u.Host
+	}
+	return c.cfg.Domain
 }
 
 // newLogger returns the run's logger and a function that flushes and stops
@@ -463,7 +492,8 @@ func fingerprintInput(open func() (io.ReadCloser, error)) (string, error) {
 }
 
 // writeReport writes the HTML report of the run from its results file.
-func writeReport(cfg *config, sum batch.Summary, now time.Time) error {
+func (c *command) writeReport(sum batch.Summary, now time.Time) error {
+	cfg := c.cfg
 	in, err := os.Open(cfg.Out)
 	if err != nil {
 		return fmt.Errorf("report: %w", err)
@@ -477,6 +507,8 @@ func writeReport(cfg *config, sum batch.Summary, now time.Time) error {
 		Input: cfg.In, Results: cfg.Out, Generated: now,
 		DryRun: cfg.Batch.DryRun, Verify: cfg.Batch.ReadsUsers(),
 		Summary: &sum,
+		Tenant:  c.tenantName(), InputSHA256: c.print, Version: versionString(), Flags: cfg.Flags,
+		Emails: c.emails, ShowEmails: cfg.ReportShowEmails,
 	})
 	if cerr := f.Close(); err == nil {
 		err = cerr

@@ -39,7 +39,7 @@ var simProfile = linkertest.Config{
 	},
 }
 
-func startSimulation(open func() (io.ReadCloser, error), log *zap.Logger) (*simulation, error) {
+func startSimulation(open func() (io.ReadCloser, error), format batch.Format, log *zap.Logger) (*simulation, error) {
 	cfg := simProfile
 	cfg.ClientID = "sim-" + randomHex(8)
 	cfg.ClientSecret = randomHex(24)
@@ -50,7 +50,7 @@ func startSimulation(open func() (io.ReadCloser, error), log *zap.Logger) (*simu
 		return nil, fmt.Errorf("open input: %w", err)
 	}
 	defer in.Close()
-	rd, err := batch.NewReader(in)
+	rd, err := format.NewReader(in)
 	if err != nil {
 		srv.Close()
 		return nil, fmt.Errorf("read input: %w", err)
