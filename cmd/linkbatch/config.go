@@ -31,6 +31,9 @@ type config struct {
 	// not a terminal; NoProgress turns progress off.
 	ProgressEvery time.Duration
 	NoProgress    bool
+	// Progress (-P, --progress) draws the progress line even when stderr
+	// is not a terminal.
+	Progress bool
 	MetricsAddr   string
 	LogFormat     string
 	// Format is how the input is read: --delimiter and --columns.
@@ -94,16 +97,20 @@ var flagGroups = []struct {
 	{"Safety", []string{"dry-run", "verify", "require-verified-email", "simulate"}},
 	{"Tenant and credentials (flags override the AUTH0_* environment)", []string{"domain", "token", "client-id", "client-secret", "audience"}},
 	{"Pacing and retries", []string{"rate", "burst", "share", "workers", "max-retries", "timeout", "grace"}},
-	{"Logs, progress and metrics", []string{"log-level", "log-format", "progress-every", "no-progress", "metrics-addr"}},
+	{"Logs, progress and metrics", []string{"log-level", "log-format", "progress", "progress-every", "no-progress", "metrics-addr"}},
 }
 
 // printGroupedDefaults prints the flags of fs in their groups.
 func printGroupedDefaults(w io.Writer, fs *flag.FlagSet) {
-	seen := map[string]bool{}
+	seen := map[string]bool{"P": true} // shown with --progress
 	print := func(f *flag.Flag) {
 		seen[f.Name] = true
 		name, usage := flag.UnquoteUsage(f)
 		line := "  --" + f.Name
+		if f.Name == "progress" {
+			line = "  -P, --progress"
+			usage = strings.TrimSuffix(usage, " (-P)")
+		}
 		if name != "" {
 			line += " " + name
 		}
@@ -140,8 +147,7 @@ func printGroupedDefaults(w io.Writer, fs *flag.FlagSet) {
 // fallback environment.
 func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	cfg := &config{
-		LogLevel:  "info",
-		LogFormat: "json",
+		LogLevel: "info",
 		Batch:     batch.DefaultConfig(),
 		Pace:      ratelimit.DefaultConfig(),
 	}
@@ -184,7 +190,9 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.BoolVar(&cfg.NoProgress, "no-progress", false, "show no progress bar and log no progress lines")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this `address` (e.g. :9090); off when empty")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
-	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: json or console")
+	fs.StringVar(&cfg.LogFormat, "log-format", "", "log format: human (the default on a terminal: a line for each problem, rows that went well at debug level), json (the default otherwise) or console")
+	fs.BoolVar(&cfg.Progress, "progress", false, "draw the progress line even when stderr is not a terminal (-P)")
+	fs.BoolVar(&cfg.Progress, "P", false, "same as --progress")
 	fs.StringVar(&cfg.Domain, "domain", "", "tenant domain or URL (env "+envDomain+")")
 	fs.StringVar(&cfg.Token, "token", "", "Management API token; prefer env "+envToken+" (a flag shows in ps and shell history)")
 	fs.StringVar(&cfg.ClientID, "client-id", "", "client id for the client-credentials grant (env "+envClientID+")")
@@ -293,8 +301,13 @@ func (c *config) validateSettings() error {
 	if c.ProgressEvery < 0 {
 		return usagef("--progress-every must not be negative, not %s", c.ProgressEvery)
 	}
-	if c.LogFormat != "json" && c.LogFormat != "console" {
-		return usagef("--log-format must be json or console, not %q", c.LogFormat)
+	switch c.LogFormat {
+	case "", "json", "console", "human":
+	default:
+		return usagef("--log-format must be human, json or console, not %q", c.LogFormat)
+	}
+	if c.Progress && c.NoProgress {
+		return usagef("--progress and --no-progress contradict each other")
 	}
 	if c.Pace.Share <= 0 || c.Pace.Share > 1 {
 		return usagef("--share must be more than 0 and at most 1, not %g", c.Pace.Share)

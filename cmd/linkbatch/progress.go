@@ -10,8 +10,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
-	"github.com/schollz/progressbar/v3"
 	"go.uber.org/zap"
 	"golang.org/x/term"
 
@@ -68,7 +68,6 @@ type progress struct {
 	failed      int
 	rateLimited int
 	samples     []rowSample // recent (time, done) pairs, oldest first
-	bar         *progressbar.ProgressBar
 	finished    bool
 }
 
@@ -287,43 +286,108 @@ func etaFor(remaining int, rate float64) (time.Duration, bool) {
 	return time.Duration(secs * float64(time.Second)).Round(time.Second), true
 }
 
-// lineLocked renders the terminal progress line for s.
+// lineLocked renders the terminal progress line for s, fitted to the
+// terminal's width (see fitFields).
 func (p *progress) lineLocked(s progressSnapshot) string {
+	return fitFields(p.lineFields(s), p.status.Width())
+}
+
+// lineField is one field of the progress line; fields with a lower drop
+// rank are dropped first when the line does not fit.
+type lineField struct {
+	text string
+	drop int
+}
+
+// lineFields returns the fields of the progress line, in display order.
+// Like rclone's -P, a narrow terminal keeps what says whether the run is
+// healthy (rows done, failures, 429s, the ETA) and drops what is merely
+// interesting (the learned limit, the pace, elapsed time, the bar).
+func (p *progress) lineFields(s progressSnapshot) []lineField {
 	eta := "?"
 	if s.ETAKnown {
 		eta = shortDuration(s.ETA)
 	}
-	learned := "?"
-	if s.Pace.Known {
-		learned = fmt.Sprintf("%s/s burst %d", trimFloat(s.Pace.Learned), s.Pace.Burst)
+	pct := 100
+	if s.Total > 0 {
+		pct = min(100*s.Done/s.Total, 100)
 	}
-	pace := "-"
-	if s.Pace.Rate > 0 {
-		pace = trimFloat(s.Pace.Rate) + "/s"
+	fields := []lineField{
+		{fmt.Sprintf("%3d%%", pct), 8},
+		{renderBar(s.Done, s.Total), 2},
+		{fmt.Sprintf("%d/%d rows", s.Done, s.Total), 9},
+		{fmt.Sprintf("failed %d", s.Failed), 7},
+		{fmt.Sprintf("429s %d", s.RateLimited), 6},
+		{"ETA " + eta, 5},
+		{fmt.Sprintf("%.1f rows/s", s.RowsPerSec), 4},
 	}
-	// Most wanted first: a narrow terminal cuts the end of the line.
-	desc := fmt.Sprintf("%d/%d rows  %.1f rows/s  elapsed %s  ETA %s  failed %d  429s %d",
-		s.Done, s.Total, s.RowsPerSec, shortDuration(s.Elapsed), eta, s.Failed, s.RateLimited)
 	if p.opts.Pacer != nil {
-		desc += fmt.Sprintf("  pace %s  learned %s", pace, learned)
+		pace := "-"
+		if s.Pace.Rate > 0 {
+			pace = trimFloat(s.Pace.Rate) + "/s"
+		}
+		fields = append(fields, lineField{"pace " + pace, 3})
 	}
-	if s.Total <= 0 {
-		return desc
+	fields = append(fields, lineField{"elapsed " + shortDuration(s.Elapsed), 1})
+	if p.opts.Pacer != nil {
+		learned := "?"
+		if s.Pace.Known {
+			learned = fmt.Sprintf("%s/s burst %d", trimFloat(s.Pace.Learned), s.Pace.Burst)
+		}
+		fields = append(fields, lineField{"learned " + learned, 0})
 	}
-	if p.bar == nil {
-		p.bar = progressbar.NewOptions(s.Total,
-			progressbar.OptionSetWriter(io.Discard), // the line is drawn by statusWriter
-			progressbar.OptionSetWidth(barWidth),
-			progressbar.OptionSetTheme(progressbar.ThemeASCII),
-			progressbar.OptionSetPredictTime(false),
-			progressbar.OptionSetElapsedTime(false),
-			progressbar.OptionShowDescriptionAtLineEnd(),
-			progressbar.OptionThrottle(0),
-		)
+	return fields
+}
+
+// fitFields joins fields with two spaces (the bar and its percentage with
+// one), dropping the fields of lowest rank until the line is shorter than
+// width (0: no limit); a single field left is cut.
+func fitFields(fields []lineField, width int) string {
+	join := func(fs []lineField) string {
+		var b strings.Builder
+		for i, f := range fs {
+			if i > 0 {
+				if strings.HasPrefix(f.text, "[") || strings.HasPrefix(fs[i-1].text, "[") {
+					b.WriteString(" ")
+				} else {
+					b.WriteString("  ")
+				}
+			}
+			b.WriteString(f.text)
+		}
+		return b.String()
 	}
-	_ = p.bar.Set(min(s.Done, s.Total)) // errors only for a zero total, excluded above
-	p.bar.Describe(desc)
-	return strings.TrimSpace(strings.TrimPrefix(p.bar.String(), "\r"))
+	fields = slices.Clone(fields)
+	for {
+		line := join(fields)
+		if width <= 0 || utf8.RuneCountInString(line) < width || len(fields) == 1 {
+			return fitWidth(line, width)
+		}
+		lowest := 0
+		for i, f := range fields {
+			if f.drop < fields[lowest].drop {
+				lowest = i
+			}
+		}
+		fields = slices.Delete(fields, lowest, lowest+1)
+	}
+}
+
+// renderBar draws a bar of barWidth cells, "[=====>    ]".
+func renderBar(done, total int) string {
+	filled := barWidth
+	if total > 0 {
+		filled = min(barWidth*done/total, barWidth)
+	}
+	var b strings.Builder
+	b.WriteByte('[')
+	b.WriteString(strings.Repeat("=", filled))
+	if filled < barWidth {
+		b.WriteByte('>')
+		b.WriteString(strings.Repeat(" ", barWidth-filled-1))
+	}
+	b.WriteByte(']')
+	return b.String()
 }
 
 // paceFigures is what a Pacer shows of its pace: the current rate and the
@@ -453,6 +517,10 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// Width returns the width of the terminal the writer writes to, or 0 when
+// it is not a terminal or its width is unknown.
+func (s *statusWriter) Width() int { return terminalWidth(s.out) }
 
 // SetStatus replaces the status line with line, cut to the terminal's
 // width. It does nothing after EndStatus.

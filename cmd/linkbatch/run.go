@@ -132,7 +132,16 @@ func (c *command) run(ctx context.Context, signals <-chan os.Signal) error {
 func (c *command) startLog() {
 	// On a terminal a progress bar is drawn on stderr's last line; the
 	// status writer keeps log lines above it.
-	c.tty = !c.cfg.NoProgress && isTerminal(c.stderr)
+	terminal := isTerminal(c.stderr)
+	c.tty = c.cfg.Progress || (!c.cfg.NoProgress && terminal)
+	if c.cfg.LogFormat == "" {
+		// A person at a terminal reads the human format; a program (a
+		// pipe, a file, a log collector) gets JSON.
+		c.cfg.LogFormat = "json"
+		if terminal {
+			c.cfg.LogFormat = "human"
+		}
+	}
 	c.status = newStatusWriter(c.stderr)
 	log, stopLog := newLogger(c.cfg, c.status)
 	c.log = log
@@ -396,6 +405,13 @@ func (c *command) tenantName() string {
 // it.
 func newLogger(cfg *config, stderr io.Writer) (*zap.Logger, func()) {
 	level, _ := zapcore.ParseLevel(cfg.LogLevel) // checked by Validate
+	// No sampling: every row's line must reach the log. Lines are buffered
+	// and written at least every second (and by Sync at exit), so that a
+	// million rows do not cost a million writes.
+	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(stderr), Size: 256 << 10, FlushInterval: time.Second}
+	if cfg.LogFormat == "human" {
+		return zap.New(newHumanCore(ws, level)), func() { _ = ws.Stop() }
+	}
 	var enc zapcore.Encoder
 	if cfg.LogFormat == "console" {
 		ec := zap.NewDevelopmentEncoderConfig()
@@ -406,10 +422,6 @@ func newLogger(cfg *config, stderr io.Writer) (*zap.Logger, func()) {
 		ec.EncodeTime = zapcore.ISO8601TimeEncoder
 		enc = zapcore.NewJSONEncoder(ec)
 	}
-	// No sampling: every row's line must reach the log. Lines are buffered
-	// and written at least every second (and by Sync at exit), so that a
-	// million rows do not cost a million writes.
-	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(stderr), Size: 256 << 10, FlushInterval: time.Second}
 	return zap.New(zapcore.NewCore(enc, ws, level)), func() { _ = ws.Stop() }
 }
 
