@@ -33,9 +33,9 @@ type config struct {
 	NoProgress    bool
 	// Progress (-P, --progress) draws the progress line even when stderr
 	// is not a terminal.
-	Progress bool
-	MetricsAddr   string
-	LogFormat     string
+	Progress    bool
+	MetricsAddr string
+	LogFormat   string
 	// Format is how the input is read: --delimiter and --columns.
 	Format batch.Format
 	// ReportShowEmails shows the emails behind email warnings in the
@@ -148,8 +148,8 @@ func printGroupedDefaults(w io.Writer, fs *flag.FlagSet) {
 func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	cfg := &config{
 		LogLevel: "info",
-		Batch:     batch.DefaultConfig(),
-		Pace:      ratelimit.DefaultConfig(),
+		Batch:    batch.DefaultConfig(),
+		Pace:     ratelimit.DefaultConfig(),
 	}
 	fs := flag.NewFlagSet("linkbatch run", flag.ContinueOnError)
 	// A parse error is returned, not printed with the whole help: main

@@ -113,7 +113,6 @@ func TestTerminalOutput(t *testing.T) {
 	}
 }
 
-
 // TestProgressLineFits: the progress line of a paced run fits 80 and 120
 // columns by dropping its least useful fields first: failures, 429s and
 // the ETA stay.
