@@ -38,13 +38,14 @@ const utf8BOM = "\ufeff"
 //
 // A Reader is not safe for concurrent use.
 type Reader struct {
-	csv   *csv.Reader
-	cols  [5]int // the record index of each of knownColumns; -1 if absent
-	split *splitter
-	ahead *Row  // a row read while rows refused before it were still due
-	err   error // sticky: io.EOF or the I/O error that ended reading
-	enc   string
-	delim rune
+	csv      *csv.Reader
+	cols     [5]int // the record index of each of knownColumns; -1 if absent
+	split    *splitter
+	ahead    Row // a row read while rows refused before it were still due
+	hasAhead bool
+	err      error // sticky: io.EOF or the I/O error that ended reading
+	enc      string
+	delim    rune
 }
 
 // NewReader reads and checks the header of the input r, in the default
@@ -217,24 +218,24 @@ func mapHeaderNames(raw []string, columns map[string]string) ([]string, error) {
 // I/O error as it is (the caller says which input); a line or row cut
 // short by that error is never returned. Next keeps returning it afterwards.
 func (r *Reader) Next() (Row, error) {
-	if r.ahead == nil && r.err == nil {
+	if !r.hasAhead && r.err == nil {
 		row, err := r.read()
 		if err != nil {
 			r.err = err
 		} else {
-			r.ahead = &row
+			r.ahead, r.hasAhead = row, true // by value: no allocation per row
 		}
 	}
 	before := 0 // any line, once reading ended
-	if r.ahead != nil {
+	if r.hasAhead {
 		before = r.ahead.Line
 	}
 	if u, ok := r.split.takeUnclosed(before); ok {
 		return Row{Line: u.line, Err: u.err()}.Check(), nil
 	}
-	if r.ahead != nil {
-		row := *r.ahead
-		r.ahead = nil
+	if r.hasAhead {
+		row := r.ahead
+		r.ahead, r.hasAhead = Row{}, false
 		return row, nil
 	}
 	return Row{}, r.err

@@ -242,7 +242,10 @@ func checkText(field, s string) error {
 	if len(s) > linker.MaxIDLen {
 		return fieldErr(field, fmt.Sprintf("is %d bytes long, longer than any user id (at most %d)", len(s), linker.MaxIDLen))
 	}
-	if strings.TrimSpace(s) == "" {
+	// Most ids start and end with a printable ASCII character: then they
+	// are neither blank nor surrounded by spaces, and TrimSpace is not needed.
+	plainEnds := len(s) > 0 && printableASCII(s[0]) && printableASCII(s[len(s)-1])
+	if !plainEnds && strings.TrimSpace(s) == "" {
 		return fieldErrOf(field, linker.ErrEmptyID)
 	}
 	for i := 0; i < len(s); {
@@ -264,11 +267,15 @@ func checkText(field, s string) error {
 		}
 		i += size
 	}
-	if strings.TrimSpace(s) != s {
+	if !plainEnds && strings.TrimSpace(s) != s {
 		return fieldErr(field, "has leading or trailing spaces")
 	}
 	return nil
 }
+
+// printableASCII reports whether c is a printable ASCII character other
+// than the space.
+func printableASCII(c byte) bool { return c > ' ' && c < 0x7f }
 
 // looksLikeJWT reports whether s has the shape of a compact JWS: three
 // non-empty parts of the base64url alphabet joined by '.'.
