@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -85,7 +86,11 @@ func (c *humanCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 // writeHumanRow writes a row's entry as "line 5: invalid  PRIMARY <-
 // SECONDARY  ERROR".
 func writeHumanRow(b *strings.Builder, f map[string]any) {
-	fmt.Fprintf(b, "line %v: %v  %v <- %v", f["line"], f["status"], f["primary"], f["secondary"])
+	fmt.Fprintf(b, "line %v: %v", f["line"], f["status"])
+	primary, secondary := fmt.Sprint(f["primary"]), fmt.Sprint(f["secondary"])
+	if primary != "" || secondary != "" { // a row that could not be parsed has neither
+		fmt.Fprintf(b, "  %s <- %s", cmp.Or(primary, "(none)"), cmp.Or(secondary, "(none)"))
+	}
 	if p, ok := f["secondary_provider"]; ok {
 		fmt.Fprintf(b, " (%v)", p)
 	}

@@ -480,9 +480,6 @@ func auditFacts(info Info) []reportFact {
 		}
 		add("flags", strings.Join(flags, " "))
 	}
-	if !info.Generated.IsZero() {
-		add("generated", info.Generated.Format(time.RFC3339))
-	}
 	return out
 }
 
