@@ -57,13 +57,14 @@ type splitter struct {
 
 // Read implements io.Reader.
 func (s *splitter) Read(p []byte) (int, error) {
-	if s.off > 0 {
-		// Move what is left to the front, so that out holds at most one
-		// Read's worth and a row, not every byte read so far.
+	if s.off > 0 && len(s.out)-s.off < len(p) {
+		// Before filling, move what is left (less than p) to the front, so
+		// that out holds at most one Read's worth and a row, not every
+		// byte read so far; a long row is passed on without being moved.
 		s.out = s.out[:copy(s.out, s.out[s.off:])]
 		s.off = 0
 	}
-	for len(s.out) < len(p) && s.err == nil {
+	for len(s.out)-s.off < len(p) && s.err == nil {
 		if err := s.fill(); err != nil {
 			s.err = err
 		}
