@@ -3,8 +3,10 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf16"
@@ -63,5 +65,54 @@ func TestRunSpreadsheetExport(t *testing.T) {
 	}
 	if strings.Count(res.stderr, "header has no primary_user_id column") != 1 {
 		t.Errorf("the error is not printed once:\n%s", res.stderr)
+	}
+}
+
+// TestReportEmails: with --verify the report shows the emails behind an
+// email warning, masked unless --report-show-emails; the results file and
+// the log never hold them.
+func TestReportEmails(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits on the simulated tenant")
+	}
+	dir := t.TempDir()
+	var b strings.Builder
+	b.WriteString("primary_user_id,secondary_user_id\n")
+	for i := range 12 { // line 4 gets an unverified email, line 6 a different one
+		fmt.Fprintf(&b, "auth0|p%02d,github|s%02d\n", i, i)
+	}
+	in := writeRaw(t, b.String())
+	for _, show := range []bool{false, true} {
+		out, html := filepath.Join(dir, fmt.Sprintf("%v.csv", show)), filepath.Join(dir, fmt.Sprintf("%v.html", show))
+		args := []string{"run", "--simulate", "--dry-run", "--verify", "--in", in, "--out", out, "--report", html}
+		if show {
+			args = append(args, "--report-show-emails")
+		}
+		res := runLinkbatch(t, invocation{args: args})
+		if res.code != exitOK {
+			t.Fatalf("exit %d\n%s", res.code, res.stderr)
+		}
+		if res.results[4].Warning != batch.WarnEmailUnverified || res.results[6].Warning != batch.WarnEmailMismatch {
+			t.Fatalf("warnings %q %q; the simulated tenant changed", res.results[4].Warning, res.results[6].Warning)
+		}
+		page, err := os.ReadFile(html)
+		if err != nil {
+			t.Fatal(err)
+		}
+		emails := regexp.MustCompile(`[^\s<>;]+@[^\s<>;]+`).FindAllString(string(page), -1)
+		masked, plain := 0, 0
+		for _, e := range emails {
+			if strings.Contains(e, "***@") {
+				masked++
+			} else if strings.Contains(e, ".") && !strings.Contains(e, "auth0.com") {
+				plain++
+			}
+		}
+		if show && (plain < 2 || masked != 0) || !show && (masked < 2 || plain != 0) {
+			t.Errorf("--report-show-emails=%v: %d masked and %d plain emails in the report: %q", show, masked, plain, emails)
+		}
+		if strings.Contains(res.resultsRaw, "@") || strings.Contains(res.stderr, "@") {
+			t.Errorf("an email reached the results file or the log")
+		}
 	}
 }
