@@ -53,7 +53,7 @@ func runnerAt(t *testing.T, srv *linkertest.Server, base string, hc *http.Client
 		t.Fatal(err)
 	}
 	pc := ratelimit.DefaultConfig()
-	pc.Rate, pc.Burst = 1000, 100
+	pc.Rate, pc.Burst, pc.MaxRetries, pc.MaxBackoff = 1000, 100, 1, 200*time.Millisecond
 	pacer, err := ratelimit.New(pc, linker.Retryable)
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +65,21 @@ func runnerAt(t *testing.T, srv *linkertest.Server, base string, hc *http.Client
 // the user id with 400.
 func refusePatches(t *testing.T, srv *linkertest.Server, id string) *httptest.Server {
 	t.Helper()
+	return proxy(t, srv, func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPatch || !strings.HasSuffix(r.URL.EscapedPath(), "/"+url.PathEscape(id)) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"statusCode":400,"error":"Bad Request","message":"Payload validation error: 'refused by the test'.","errorCode":"invalid_body"}`))
+		return true
+	})
+}
+
+// proxy serves srv through a proxy that lets intercept answer a request
+// first (it reports true when it did).
+func proxy(t *testing.T, srv *linkertest.Server, intercept func(http.ResponseWriter, *http.Request) bool) *httptest.Server {
+	t.Helper()
 	target, err := url.Parse(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -72,13 +87,9 @@ func refusePatches(t *testing.T, srv *linkertest.Server, id string) *httptest.Se
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.Transport = srv.Client().Transport
 	px := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPatch && strings.HasSuffix(r.URL.EscapedPath(), "/"+url.PathEscape(id)) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadRequest)
-			_, _ = w.Write([]byte(`{"statusCode":400,"error":"Bad Request","message":"Payload validation error: 'refused by the test'.","errorCode":"invalid_body"}`))
-			return
+		if !intercept(w, r) {
+			rp.ServeHTTP(w, r)
 		}
-		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(px.Close)
 	return px
