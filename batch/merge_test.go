@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -223,5 +224,53 @@ func TestBackupRecordsBothUsersWithoutIdPTokens(t *testing.T) {
 	}
 	if idx.Len() != 3 {
 		t.Errorf("%d lines backed up, want 3", idx.Len())
+	}
+}
+
+func TestMergeRereadsStalePrimary(t *testing.T) {
+	tests := []struct {
+		name     string
+		fresh    time.Duration
+		wantNick string
+	}{
+		{name: "read too long ago: read again", fresh: 5 * time.Second, wantNick: "mine"},
+		{name: "read recently: trusted", fresh: time.Hour, wantNick: "ann"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := metadataTenant(t)
+			// Once the primary has been read, someone gives it a key the
+			// secondary holds too.
+			px := proxy(t, srv, func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method == http.MethodGet && strings.HasSuffix(r.URL.EscapedPath(), "/"+url.PathEscape("github|s1")) {
+					u, _ := srv.User("auth0|p1")
+					u.UserMetadata["nick"] = "mine"
+					srv.AddUser(u)
+				}
+				return false
+			})
+			cfg := DefaultConfig()
+			cfg.Merge, cfg.Fresh = MergePrimaryWins, tt.fresh
+			r := runnerAt(t, srv, px.URL, px.Client(), cfg)
+			var mu sync.Mutex
+			clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			r.Now = func() time.Time {
+				mu.Lock()
+				defer mu.Unlock()
+				clock = clock.Add(10 * time.Second)
+				return clock
+			}
+			got, _ := runAndCollect(t, r, "primary_user_id,secondary_user_id\nauth0|p1,github|s1\n")
+			if got[2].Status != StatusLinked {
+				t.Fatalf("line 2: %+v", got[2])
+			}
+			p1, _ := srv.User("auth0|p1")
+			if p1.UserMetadata["nick"] != tt.wantNick {
+				t.Errorf("nick %v, want %q", p1.UserMetadata["nick"], tt.wantNick)
+			}
+			if p1.UserMetadata["theme"] != "dark" || p1.AppMetadata["crm_id"] != json.Number("42") {
+				t.Errorf("metadata after the merge %v %v", p1.UserMetadata, p1.AppMetadata)
+			}
+		})
 	}
 }
