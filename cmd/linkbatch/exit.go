@@ -45,14 +45,17 @@ var errProblems = errors.New("some rows are invalid or failed; see the results f
 // exitCode maps the error run returned to the process exit code, printing
 // it to stderr; it is the only place that decides the exit code.
 func exitCode(err error, stderr io.Writer) int {
-	var ue *usageError
+	var (
+		ue  *usageError
+		rue *batch.UsageError // the results file refused as asked
+	)
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.Is(err, errProblems):
 		fmt.Fprintf(stderr, "linkbatch: %v\n", err)
 		return exitProblems
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.As(err, &rue):
 		cmd := "run"
 		if ce, ok := errors.AsType[*commandError](err); ok {
 			cmd = ce.cmd

@@ -4,9 +4,18 @@ package main
 import (
 	"context"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
+// main alone touches the process: its arguments, environment, signals and
+// exit code.
 func main() {
-	err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	// The first SIGINT/SIGTERM stops new rows and lets rows in flight
+	// finish within --grace; a second one cancels them at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv, sigs)
+	signal.Stop(sigs)
 	os.Exit(exitCode(err, os.Stderr))
 }

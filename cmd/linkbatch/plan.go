@@ -8,11 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/linkbatch/linkbatch/batch"
@@ -141,14 +140,23 @@ func (e *planProblems) Is(target error) bool { return target == errProblems }
 // maxShownLineErrors is how many unreadable export lines are printed.
 const maxShownLineErrors = 20
 
-func planCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func planCommand(ctx context.Context, args []string, stdout, stderr io.Writer, signals <-chan os.Signal) error {
 	cfg, err := parsePlanFlags(args, stderr)
 	if err != nil {
 		return err
 	}
-	// SIGINT/SIGTERM stop the plan; the files being written are removed.
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	// A signal stops the plan; the files being written are removed.
+	ctx, stop := context.WithCancel(ctx)
+	var watcher sync.WaitGroup
+	defer watcher.Wait()
 	defer stop()
+	watcher.Go(func() {
+		select {
+		case <-signals:
+			stop()
+		case <-ctx.Done():
+		}
+	})
 	start := time.Now()
 	planner := pairing.NewPlanner(withIDCheck(cfg.Pairing))
 

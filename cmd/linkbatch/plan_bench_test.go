@@ -105,7 +105,7 @@ func BenchmarkPlanExport(b *testing.B) {
 	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	for b.Loop() {
-		if err := planCommand(context.Background(), args, io.Discard, io.Discard); err != nil {
+		if err := planCommand(context.Background(), args, io.Discard, io.Discard, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -192,7 +192,7 @@ func readPairs(t *testing.T, path string) []pair {
 func runPlan(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var so, se bytes.Buffer
-	err := run(context.Background(), append([]string{"plan"}, args...), strings.NewReader(""), &so, &se)
+	err := run(context.Background(), append([]string{"plan"}, args...), strings.NewReader(""), &so, &se, func(string) string { return "" }, nil)
 	return exitCode(err, &se), so.String(), se.String()
 }
 
@@ -381,7 +381,7 @@ func TestPlanInterrupted(t *testing.T) {
 		cancel()
 		out, report := filepath.Join(dir, name+".pairs.csv"), filepath.Join(dir, name+".html")
 		var so, se bytes.Buffer
-		err := run(ctx, []string{"plan", "--from-export", in, "--out", out, "--report", report}, strings.NewReader(""), &so, &se)
+		err := run(ctx, []string{"plan", "--from-export", in, "--out", out, "--report", report}, strings.NewReader(""), &so, &se, func(string) string { return "" }, nil)
 		if code := exitCode(err, &se); code != exitAborted || !errors.Is(err, context.Canceled) {
 			t.Errorf("%s: exit %d, err %v; want 3 and context.Canceled", name, code, err)
 		}
