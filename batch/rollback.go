@@ -7,6 +7,7 @@ import (
 	"io"
 	"iter"
 	"os"
+	"strings"
 
 	"github.com/linkbatch/linkbatch/linker"
 )
@@ -192,11 +193,20 @@ func (s *RollbackSource) Read(context.Context) (Row, AckFunc, error) {
 			row.Err = fieldErr("primary_user_id", fmt.Sprintf("the backup record of line %d is for %s, not this primary", res.Line, rec.Primary))
 		case rec.Secondary == "":
 			row.Err = fieldErr("secondary_user_id", "linked with a link_with token: the backup does not name the secondary to unlink")
+		case !sameSecondary(rec.Secondary, res.Secondary):
+			row.Err = fieldErr("secondary_user_id", fmt.Sprintf("the backup record of line %d is for %s, not this secondary", res.Line, rec.Secondary))
 		default:
 			row.Secondary = rec.Secondary
 		}
 		return row, nil, nil
 	}
+}
+
+// sameSecondary reports whether the full id in a backup record is the
+// secondary a results row names: its full id, or its bare user id (an
+// input with a secondary_provider column).
+func sameSecondary(full, named string) bool {
+	return full == named || strings.HasSuffix(full, "|"+named)
 }
 
 // Close closes the results file.
