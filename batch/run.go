@@ -49,7 +49,7 @@ func DefaultConfig() Config {
 	// 32 workers fill the largest tenant limits at a quarter second of
 	// latency (100 requests/s × 0.25 s = 25 in flight); idle ones only wait
 	// on the pacer.
-	return Config{Workers: 32, Timeout: 30 * time.Second, Grace: 10 * time.Second}
+	return Config{Workers: 32, Timeout: 30 * time.Second, Grace: 10 * time.Second, Merge: MergeNone}
 }
 
 // Validate reports the first setting that is out of range.
