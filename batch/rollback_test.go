@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/linkbatch/linkbatch/linker"
@@ -297,4 +299,40 @@ func hijackClose(w http.ResponseWriter) {
 		panic(err)
 	}
 	conn.Close()
+}
+
+func TestRollbackRestoresMergeOfFailedLink(t *testing.T) {
+	srv := metadataTenant(t)
+	before := snapshot(t, srv, metadataUsers...)
+	dir := t.TempDir()
+	backupPath, outPath := filepath.Join(dir, "backup.ndjson"), filepath.Join(dir, "results.csv")
+	// The tenant refuses the link of line 2 after its merge went through.
+	px := proxy(t, srv, func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost || !strings.Contains(r.URL.EscapedPath(), url.PathEscape("auth0|p1")) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"statusCode":400,"error":"Bad Request","message":"The provider/connection is not configured.","errorCode":"inexistent_connection"}`))
+		return true
+	})
+	cfg := DefaultConfig()
+	cfg.Merge = MergePrimaryWins
+	sum, err := linkThrough(t, runnerAt(t, srv, px.URL, px.Client(), cfg), metadataInput, backupPath, outPath, nil)
+	if err != nil || sum.Counts[StatusFailed] != 1 || sum.Counts[StatusLinked] != 2 {
+		t.Fatalf("link run: %v, %v", err, sum.Counts)
+	}
+	if p1, _ := srv.User("auth0|p1"); p1.UserMetadata["nick"] != "ann" {
+		t.Fatalf("line 2 was not merged before its link failed: %v", p1.UserMetadata)
+	}
+	got := rollback(t, srv, backupPath, outPath, nil)
+	if got[2].Status != StatusAlreadyUnlinked {
+		t.Errorf("line 2: %+v, want already_unlinked", got[2])
+	}
+	after := snapshot(t, srv, metadataUsers...)
+	for _, id := range metadataUsers {
+		if !equalJSON(after[id], before[id]) {
+			t.Errorf("%s: metadata %v after the rollback, want %v", id, after[id], before[id])
+		}
+	}
 }
