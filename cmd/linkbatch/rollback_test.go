@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -263,20 +264,27 @@ func TestRunBackupRefusals(t *testing.T) {
 }
 
 // hangingProxy serves the tenant through a proxy that never answers a link
-// request for the primary id (it holds it until the client goes away) while
-// hold is set.
+// request for the primary id (it holds it until the client goes away or the
+// test ends).
 func hangingProxy(t *testing.T, srv *linkertest.Server, primary string) *httptest.Server {
 	t.Helper()
 	target, _ := url.Parse(srv.URL)
 	rp := httputil.NewSingleHostReverseProxy(target)
+	release := make(chan struct{})
 	px := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && strings.Contains(r.URL.EscapedPath(), url.PathEscape(primary)+"/identities") {
-			<-r.Context().Done()
+			// Read the body so that the server notices the client going away.
+			_, _ = io.Copy(io.Discard, r.Body)
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
 			return
 		}
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(px.Close)
+	t.Cleanup(func() { close(release) }) // runs before px.Close
 	return px
 }
 
