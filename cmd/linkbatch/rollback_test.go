@@ -337,3 +337,65 @@ func TestRunKilledBetweenBackupAndLinkResumes(t *testing.T) {
 		}
 	}
 }
+
+func TestRollbackResumes(t *testing.T) {
+	srv, tok, pairs := metadataTenant(t, 6)
+	before := metadataOf(t, srv, pairs)
+	in := writeInput(t, pairs)
+	dir := t.TempDir()
+	results, backup, rb := filepath.Join(dir, "results.csv"), filepath.Join(dir, "backup.ndjson"), filepath.Join(dir, "rollback.csv")
+	env := tenantEnv(srv, tok)
+	if out := runLinkbatch(t, invocation{args: []string{"run", "--backup", backup, "--merge-metadata", "secondary-wins", "--in", in, "--out", results}, env: env}); out.code != exitOK {
+		t.Fatalf("run: exit %d\n%s", out.code, out.stderr)
+	}
+	// A first rollback of two lines, as if it had been stopped there.
+	out := runLinkbatch(t, invocation{args: []string{"rollback", "--results", results, "--backup", backup, "--out", rb, "--lines", "2,4"}, env: env})
+	if out.code != exitOK || len(out.results) != 2 {
+		t.Fatalf("first rollback: exit %d, %v\n%s", out.code, out.results, out.stderr)
+	}
+	// Without --resume, the rollback's results are not overwritten.
+	if out := runLinkbatch(t, invocation{args: []string{"rollback", "--results", results, "--backup", backup, "--out", rb}, env: env}); out.code != exitUsage {
+		t.Fatalf("rollback onto a used --out: exit %d, want %d", out.code, exitUsage)
+	}
+	unlinks := srv.Stats().Unlinks
+	out = runLinkbatch(t, invocation{args: []string{"rollback", "--resume", "--results", results, "--backup", backup, "--out", rb}, env: env})
+	if out.code != exitOK || len(out.results) != len(pairs) {
+		t.Fatalf("resumed rollback: exit %d, %d rows\n%s", out.code, len(out.results), out.stderr)
+	}
+	for line, r := range out.results {
+		if r.Status != batch.StatusUnlinked {
+			t.Errorf("line %d: %q %s", line, r.Status, r.Error)
+		}
+	}
+	if n := srv.Stats().Unlinks - unlinks; n != len(pairs)-2 {
+		t.Errorf("the resumed rollback sent %d unlinks, want %d", n, len(pairs)-2)
+	}
+	after := metadataOf(t, srv, pairs)
+	for id, want := range before {
+		if after[id] != want {
+			t.Errorf("%s: metadata %s after the rollback, want %s", id, after[id], want)
+		}
+	}
+}
+
+func TestRunBackupIsLocked(t *testing.T) {
+	srv, tok, pairs := metadataTenant(t, 2)
+	in := writeInput(t, pairs)
+	dir := t.TempDir()
+	backup := filepath.Join(dir, "backup.ndjson")
+	px := hangingProxy(t, srv, pairs[0].primary)
+	p := startBinary(t, invocation{
+		args: []string{"run", "--backup", backup, "--in", in, "--out", filepath.Join(dir, "a.csv")},
+		env:  []string{"AUTH0_DOMAIN=" + px.URL, "AUTH0_TOKEN=" + tok},
+	})
+	waitUntil(t, 30*time.Second, p, "the first backup record", func() bool {
+		raw, _ := os.ReadFile(backup)
+		return len(raw) > 0
+	})
+	out := runLinkbatch(t, invocation{args: []string{"run", "--resume", "--backup", backup, "--in", in, "--out", filepath.Join(dir, "b.csv")}, env: tenantEnv(srv, tok)})
+	if out.code != exitUsage || !strings.Contains(out.stderr, "--backup "+backup+" is in use by another linkbatch run") {
+		t.Errorf("a second run on the backup: exit %d\n%s", out.code, out.stderr)
+	}
+	p.signal(t, syscall.SIGKILL)
+	p.wait(t, 10*time.Second)
+}
