@@ -69,7 +69,7 @@ func (rb *Rollback) Act(ctx context.Context, r *Runner, row Row, res Result) (Re
 			return res, keep, fatal
 		}
 	}
-	res.Status, res.HTTPStatus, res.ErrorCode, res.Error = status, 0, "", ""
+	res.Status, res.ErrorCode, res.Error = status, "", ""
 	return res, true, nil
 }
 
