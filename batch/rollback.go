@@ -135,13 +135,16 @@ func restore(ctx context.Context, r *Runner, id string, backed, added *linker.Pr
 }
 
 // RollbackSource is the Source of a rollback: the rows of a results file
-// whose status is linked, and those failed after their backup (a failed
-// link after a merge leaves the primary merged: the rollback finds the
-// pair unlinked and restores the metadata), each with the ids its backup
-// record names, and only the lines given when lines is set. A linked row
-// whose line has no backup record, or whose record names another pair, is
-// invalid. Its rows need no acknowledgement. It is not safe for concurrent
-// use.
+// whose status is linked, and those already_linked or failed that have a
+// backup record (linkbatch backed the pair up, so it wrote to it: a run
+// killed after a link and before its result was written finds the pair
+// already_linked when resumed, and a link that failed after a merge leaves
+// the primary merged), each with the ids its backup record names, and
+// only the lines given when lines is set. A pair already linked before the
+// run has no backup record (it is settled before the backup) and is left
+// alone. A linked row whose line has no backup record, or whose record
+// names another pair, is invalid. Its rows need no acknowledgement. It is
+// not safe for concurrent use.
 type RollbackSource struct {
 	next  func() (Result, error, bool)
 	stop  func()
@@ -184,14 +187,15 @@ func (s *RollbackSource) Read(context.Context) (Row, AckFunc, error) {
 			return Row{}, nil, ErrEndOfInput
 		case err != nil:
 			return Row{}, nil, fmt.Errorf("read results: %w", err)
-		case res.Status != StatusLinked && res.Status != StatusFailed, s.lines != nil && !s.lines.Has(res.Line):
+		case res.Status != StatusLinked && res.Status != StatusAlreadyLinked && res.Status != StatusFailed,
+			s.lines != nil && !s.lines.Has(res.Line):
 			continue
 		}
 		row := Row{Line: res.Line, Primary: res.Primary, Secondary: res.Secondary}
 		rec, err := s.index.Lookup(res.Line)
 		switch {
-		case res.Status == StatusFailed && errors.Is(err, ErrNoBackup):
-			continue // nothing was written to the pair
+		case res.Status != StatusLinked && errors.Is(err, ErrNoBackup):
+			continue // linkbatch wrote nothing to the pair
 		case err != nil:
 			row.Err = fieldErrOf("line", err)
 		case rec.Primary != res.Primary:

@@ -1,14 +1,17 @@
 package batch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/linkbatch/linkbatch/linker"
@@ -328,6 +331,52 @@ func TestRollbackRestoresMergeOfFailedLink(t *testing.T) {
 	got := rollback(t, srv, backupPath, outPath, nil)
 	if got[2].Status != StatusAlreadyUnlinked {
 		t.Errorf("line 2: %+v, want already_unlinked", got[2])
+	}
+	after := snapshot(t, srv, metadataUsers...)
+	for _, id := range metadataUsers {
+		if !equalJSON(after[id], before[id]) {
+			t.Errorf("%s: metadata %v after the rollback, want %v", id, after[id], before[id])
+		}
+	}
+}
+
+func TestRollbackUndoesLinkWhoseAnswerWasLost(t *testing.T) {
+	srv := metadataTenant(t)
+	before := snapshot(t, srv, metadataUsers...)
+	dir := t.TempDir()
+	backupPath, outPath := filepath.Join(dir, "backup.ndjson"), filepath.Join(dir, "results.csv")
+	// The first link of each pair reaches the tenant, but its answer is
+	// lost: the retry finds the pair linked (already_linked).
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	px := proxy(t, srv, func(w http.ResponseWriter, r *http.Request) bool {
+		mu.Lock()
+		first := r.Method == http.MethodPost && !seen[r.URL.Path]
+		seen[r.URL.Path] = true
+		mu.Unlock()
+		if !first {
+			return false
+		}
+		body, _ := io.ReadAll(r.Body)
+		req, _ := http.NewRequest(r.Method, srv.URL+r.URL.RequestURI(), bytes.NewReader(body))
+		req.Header = r.Header.Clone()
+		if resp, err := srv.Client().Do(req); err == nil {
+			resp.Body.Close()
+		}
+		hijackClose(w)
+		return true
+	})
+	cfg := DefaultConfig()
+	cfg.Merge = MergePrimaryWins
+	sum, err := linkThrough(t, runnerAt(t, srv, px.URL, px.Client(), cfg), metadataInput, backupPath, outPath, nil)
+	if err != nil || sum.Counts[StatusAlreadyLinked] != 3 {
+		t.Fatalf("link run: %v, %v", err, sum.Counts)
+	}
+	got := rollback(t, srv, backupPath, outPath, nil)
+	for line := 2; line <= 4; line++ {
+		if got[line].Status != StatusUnlinked {
+			t.Errorf("line %d: %+v, want unlinked", line, got[line])
+		}
 	}
 	after := snapshot(t, srv, metadataUsers...)
 	for _, id := range metadataUsers {
