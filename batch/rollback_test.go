@@ -385,3 +385,26 @@ func TestRollbackUndoesLinkWhoseAnswerWasLost(t *testing.T) {
 		}
 	}
 }
+
+func TestRollbackLeavesPairsLinkedBeforeTheRun(t *testing.T) {
+	srv := metadataTenant(t)
+	r := newTestRunner(t, srv, DefaultConfig())
+	if _, _, err := r.Client.Link(context.Background(), linker.LinkRequest{PrimaryID: "auth0|p1", Provider: "github", UserID: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	backupPath, outPath := filepath.Join(dir, "backup.ndjson"), filepath.Join(dir, "results.csv")
+	cfg := DefaultConfig()
+	cfg.Merge = MergePrimaryWins
+	sum, err := linkWithBackup(t, srv, cfg, metadataInput, backupPath, outPath, nil)
+	if err != nil || sum.Counts[StatusAlreadyLinked] != 1 || sum.Counts[StatusLinked] != 2 {
+		t.Fatalf("link run: %v, %v", err, sum.Counts)
+	}
+	got := rollback(t, srv, backupPath, outPath, nil)
+	if _, ok := got[2]; ok || len(got) != 2 {
+		t.Errorf("rollback results %v, want lines 3 and 4 only", got)
+	}
+	if p, ok := srv.LinkedTo("github|s1"); !ok || p != "auth0|p1" {
+		t.Error("the rollback unlinked a pair linked before the run")
+	}
+}
