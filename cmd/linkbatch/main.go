@@ -1,4 +1,11 @@
 // Command linkbatch links duplicate Auth0 users in bulk. See README.md.
+//
+// The command owns what the process gives it: flags and environment parsed
+// into one config, the signals, the log's format, the progress display, the
+// metrics endpoint, and the mapping of errors to exit codes (main alone
+// exits). It wires the packages together and decides nothing they own: rows,
+// results and resume are batch's, answers are linker's, pacing is
+// ratelimit's.
 package main
 
 import (

@@ -17,7 +17,8 @@
 // mode to use inside a testing/synctest bubble, where a goroutine blocked on
 // a real socket would keep the fake clock from advancing.
 //
-// All methods of Server are safe for concurrent use.
+// All methods of Server are safe for concurrent use. The package knows only
+// the API as Auth0 documents it: nothing of linkbatch's client, rows or pacing.
 package linkertest
 
 import (
