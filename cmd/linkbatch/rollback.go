@@ -223,7 +223,14 @@ func printFlagGroups(w io.Writer, fs *flag.FlagSet, groups []struct {
 // rollbackCommand runs 'linkbatch rollback' through the stages of a run:
 // the same logging, signals, lock, client, pacer, metrics, results file and
 // summary, over the linked rows of the results file instead of an input.
-func rollbackCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string, signals <-chan os.Signal) error {
+func rollbackCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string, signals <-chan os.Signal) (err error) {
+	defer func() {
+		// A results file or backup refused as asked points to this
+		// command's help.
+		if _, refused := errors.AsType[*batch.UsageError](err); refused {
+			err = &commandError{cmd: "rollback", err: err}
+		}
+	}()
 	rc, err := parseRollbackFlags(args, getenv, stderr)
 	if err != nil {
 		return err

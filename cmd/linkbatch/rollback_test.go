@@ -354,8 +354,9 @@ func TestRollbackResumes(t *testing.T) {
 		t.Fatalf("first rollback: exit %d, %v\n%s", out.code, out.results, out.stderr)
 	}
 	// Without --resume, the rollback's results are not overwritten.
-	if out := runLinkbatch(t, invocation{args: []string{"rollback", "--results", results, "--backup", backup, "--out", rb}, env: env}); out.code != exitUsage {
-		t.Fatalf("rollback onto a used --out: exit %d, want %d", out.code, exitUsage)
+	if out := runLinkbatch(t, invocation{args: []string{"rollback", "--results", results, "--backup", backup, "--out", rb}, env: env}); out.code != exitUsage ||
+		!strings.Contains(out.stderr, "add --resume") || !strings.Contains(out.stderr, "Run 'linkbatch rollback --help'") {
+		t.Fatalf("rollback onto a used --out: exit %d, want %d\n%s", out.code, exitUsage, out.stderr)
 	}
 	unlinks := srv.Stats().Unlinks
 	out = runLinkbatch(t, invocation{args: []string{"rollback", "--resume", "--results", results, "--backup", backup, "--out", rb}, env: env})
@@ -398,4 +399,40 @@ func TestRunBackupIsLocked(t *testing.T) {
 	}
 	p.signal(t, syscall.SIGKILL)
 	p.wait(t, 10*time.Second)
+}
+
+func TestParseLines(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []int
+		wantErr bool
+	}{
+		{in: "2", want: []int{2}},
+		{in: "2, 7-9 ,4", want: []int{2, 4, 7, 8, 9}},
+		{in: "5-5", want: []int{5}},
+		{in: "0", wantErr: true},
+		{in: "9-7", wantErr: true},
+		{in: "2,,3", wantErr: true},
+		{in: "a-3", wantErr: true},
+		{in: "1-99999999", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			set, err := parseLines(tt.in)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				return
+			}
+			if set.Len() != len(tt.want) {
+				t.Errorf("%d lines, want %v", set.Len(), tt.want)
+			}
+			for _, n := range tt.want {
+				if !set.Has(n) {
+					t.Errorf("line %d missing", n)
+				}
+			}
+		})
+	}
 }
