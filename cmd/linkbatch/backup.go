@@ -12,7 +12,7 @@ import (
 // 'linkbatch run'.
 func addBackupFlags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.Backup, "backup", "", "before writing to a pair, append both users (GET, whole, IdP tokens dropped) to this NDJSON `file`, synced; what 'linkbatch rollback' restores from")
-	fs.Var((*mergeFlag)(&cfg.Batch.Merge), "merge-metadata", "merge the secondary's user_metadata and app_metadata into the primary's before linking: `none|primary-wins|secondary-wins` (the side that wins a key both hold)")
+	fs.Var((*mergeFlag)(&cfg.Batch.Merge), "merge-metadata", "merge the secondary's user_metadata and app_metadata into the primary's before linking; `policy`: none, primary-wins or secondary-wins (the side that wins a key both hold)")
 }
 
 // mergeFlag is the --merge-metadata flag.

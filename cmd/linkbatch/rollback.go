@@ -20,8 +20,9 @@ import (
 
 const rollbackUsage = `Usage: linkbatch rollback --results FILE --backup FILE --out FILE [flags]
 
-Undoes the links of a run from its backup: for each linked row of --results
-(only --lines, when given) it unlinks the secondary from the primary
+Undoes the links of a run from its backup: for each linked row of --results,
+and each already_linked or failed row that --backup holds (only --lines, when
+given), it unlinks the secondary from the primary
 (DELETE /api/v2/users/{id}/identities/{provider}/{user_id}), then restores
 the recreated secondary's metadata and the primary's metadata as --backup
 recorded them (PATCH; keys the merge added are removed). One result row per
@@ -78,7 +79,7 @@ func parseRollbackFlags(args []string, getenv func(string) string, stderr io.Wri
 	fs.BoolVar(&cfg.RetryFailed, "retry-failed", false, "with --resume, also retry rows that failed for a permanent reason")
 	fs.BoolVar(&cfg.Batch.DryRun, "dry-run", false, "list the rows that would be rolled back (planned); send nothing (needs no credentials)")
 	fs.IntVar(&cfg.Batch.Workers, "workers", cfg.Batch.Workers, "rows in flight at once")
-	fs.Var((*rateFlag)(&cfg.Pace.Rate), "rate", "requests per second for all workers together, `auto|N`")
+	fs.Var((*rateFlag)(&cfg.Pace.Rate), "rate", "requests per second for all workers together: `auto` learns the tenant's limit; a number caps it")
 	fs.IntVar(&cfg.Pace.Burst, "burst", cfg.Pace.Burst, "requests that may be sent at once; 0 uses the tenant's bucket size")
 	fs.Float64Var(&cfg.Pace.Share, "share", 1, "use at most this fraction (0 < F <= 1) of the tenant's limit")
 	fs.IntVar(&cfg.Pace.MaxRetries, "max-retries", cfg.Pace.MaxRetries, "retries of a request after 5xx answers or network errors")
