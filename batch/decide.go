@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -37,7 +38,13 @@ func (r *Runner) settle(plan *Plan, row Row) (Result, bool) {
 func (r *Runner) process(ctx context.Context, row Row) (Result, bool, error) {
 	start := time.Now()
 	res := Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary, SecondaryProvider: row.SecondaryProvider}
-	res, keep, fatal := r.processRow(ctx, row, res)
+	var keep bool
+	var fatal error
+	if r.Action != nil {
+		res, keep, fatal = r.Action(ctx, r, row, res)
+	} else {
+		res, keep, fatal = r.processRow(ctx, row, res)
+	}
 	res.Duration = time.Since(start)
 	return res, keep, fatal
 }
@@ -48,15 +55,35 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 		res.Status, res.Error = StatusInvalid, err.Error()
 		return res, true, nil
 	}
-	if r.Config.ReadsUsers() {
-		done, keep, fatal := r.inspect(ctx, req, &res)
+	if r.Config.Merges() && req.LinkWith != "" && (r.Config.ReadsUsers() || !r.Config.DryRun) {
+		res.Status, res.Error = StatusInvalid, "link_with: the secondary's metadata cannot be read from its token; --merge-metadata refuses such rows"
+		return res, true, nil
+	}
+	var users pair
+	if r.Config.ReadsUsers() || r.writesUsers() {
+		var done, keep bool
+		var fatal error
+		users, done, keep, fatal = r.inspect(ctx, req, &res)
 		if done || !keep || fatal != nil {
 			return res, keep, fatal
 		}
 	}
 	if r.Config.DryRun {
 		res.Status = StatusPlanned
+		if r.Config.Merges() && users.primary != nil && res.Error == "" {
+			res.Error = planMerge(r.Config.Merge, users.primary, users.secondary).note(r.Config.Merge)
+		}
 		return res, true, nil
+	}
+	if r.Backup != nil {
+		if err := r.backup(req, row.Line, users); err != nil {
+			return res, false, err
+		}
+	}
+	if r.Config.Merges() {
+		if done, keep, fatal := r.merge(ctx, req, users, &res); done || !keep || fatal != nil {
+			return res, keep, fatal
+		}
 	}
 	resp, err := r.call(ctx, "link", &res, func(ctx context.Context) (*linker.Response, error) {
 		_, resp, err := r.Client.Link(ctx, req)
@@ -175,37 +202,47 @@ func (r *Runner) verify(ctx context.Context, req linker.LinkRequest, res *Result
 	return linker.Has(user.Identities, req.Provider, req.UserID), nil
 }
 
+// pair is what inspect read of a row's users: nil profiles (and documents)
+// when not read, and when.
+type pair struct {
+	primary, secondary       *linker.Profile
+	primaryDoc, secondaryDoc json.RawMessage // whole, for a backup
+	readAt                   time.Time
+}
+
 // inspect reads both users of a row before it is linked (--verify,
-// --require-verified-email). It reports done when the row's result is
-// settled without a link: the pair is already linked, a user does not
-// exist, or the emails fail --require-verified-email. keep and fatal are as
-// for process.
-func (r *Runner) inspect(ctx context.Context, req linker.LinkRequest, res *Result) (done, keep bool, fatal error) {
+// --require-verified-email, a backup or a merge). It reports done when the
+// row's result is settled without a link: the pair is already linked, a
+// user does not exist, or the emails fail --require-verified-email. keep
+// and fatal are as for process.
+func (r *Runner) inspect(ctx context.Context, req linker.LinkRequest, res *Result) (users pair, done, keep bool, fatal error) {
 	// settle settles the row; answered keeps the status of the read that
 	// settled it in res.HTTPStatus, otherwise it is cleared.
-	settle := func(status Status, msg string, answered bool) (bool, bool, error) {
+	settle := func(status Status, msg string, answered bool) (pair, bool, bool, error) {
 		res.Status, res.Error = status, msg
 		if !answered {
 			res.HTTPStatus = 0
 		}
-		return true, true, nil
+		return users, true, true, nil
 	}
-	check := func(err error, field string) (bool, bool, error) {
+	check := func(err error, field string) (pair, bool, bool, error) {
 		switch {
 		case ctx.Err() != nil:
-			return true, false, nil
+			return users, true, false, nil
 		case linker.IsAuth(err):
-			return true, false, fmt.Errorf("%w: %w", ErrCredentials, err)
+			return users, true, false, fmt.Errorf("%w: %w", ErrCredentials, err)
 		case linker.IsNotFound(err):
 			return settle(StatusInvalid, field+": no such user in the tenant", true)
 		}
 		fail(res, err)
-		return true, true, nil
+		return users, true, true, nil
 	}
-	primary, err := r.getUser(ctx, req.PrimaryID, res)
+	users.readAt = r.now()
+	primary, doc, err := r.readUser(ctx, req.PrimaryID, res)
 	if err != nil {
 		return check(err, "primary_user_id")
 	}
+	users.primary, users.primaryDoc = primary, doc
 	if req.LinkWith == "" && linker.Has(primary.Identities, req.Provider, req.UserID) {
 		return settle(StatusAlreadyLinked, "", true)
 	}
@@ -213,16 +250,17 @@ func (r *Runner) inspect(ctx context.Context, req linker.LinkRequest, res *Resul
 		if r.Config.RequireVerifiedEmail {
 			return settle(StatusInvalid, "link_with: the secondary's email cannot be read from its token; --require-verified-email refuses such rows", false)
 		}
-		return false, true, nil
+		return users, false, true, nil
 	}
-	secondary, err := r.getUser(ctx, req.Provider+"|"+req.UserID, res)
+	secondary, doc, err := r.readUser(ctx, req.Provider+"|"+req.UserID, res)
 	if err != nil {
 		if linker.IsNotFound(err) {
 			return settle(StatusInvalid, "secondary_user_id: no such user in the tenant (it may be linked into another account already)", true)
 		}
 		return check(err, "secondary_user_id")
 	}
-	res.Warning = emailWarning(primary, secondary)
+	users.secondary, users.secondaryDoc = secondary, doc
+	res.Warning = emailWarning(&primary.User, &secondary.User)
 	if res.Warning != "" {
 		res.PrimaryEmail, res.SecondaryEmail = primary.Email, secondary.Email
 	}
@@ -233,7 +271,7 @@ func (r *Runner) inspect(ctx context.Context, req linker.LinkRequest, res *Resul
 		}
 		return settle(StatusInvalid, msg, false)
 	}
-	return false, true, nil
+	return users, false, true, nil
 }
 
 // emailWarning compares two users' emails: linking accounts whose emails
@@ -257,4 +295,31 @@ func (r *Runner) getUser(ctx context.Context, id string, res *Result) (*linker.U
 		return resp, err
 	})
 	return user, err
+}
+
+// readUser reads a user for inspect: whole, with its metadata, when the
+// run backs users up or merges their metadata (or a dry run shows the
+// merge); otherwise only the fields inspect needs. doc is nil then.
+func (r *Runner) readUser(ctx context.Context, id string, res *Result) (*linker.Profile, json.RawMessage, error) {
+	if r.Backup == nil && !r.Config.Merges() {
+		u, err := r.getUser(ctx, id, res)
+		if err != nil {
+			return nil, nil, err
+		}
+		return &linker.Profile{User: *u}, nil, nil
+	}
+	return r.getDocument(ctx, id, res)
+}
+
+// getDocument reads a whole user through the pacer, adding its requests to
+// res.
+func (r *Runner) getDocument(ctx context.Context, id string, res *Result) (*linker.Profile, json.RawMessage, error) {
+	var p *linker.Profile
+	var doc json.RawMessage
+	_, err := r.call(ctx, "get_user", res, func(ctx context.Context) (*linker.Response, error) {
+		u, d, resp, err := r.Client.GetUserDocument(ctx, id)
+		p, doc = u, d
+		return resp, err
+	})
+	return p, doc, err
 }

@@ -2,8 +2,11 @@
 // themselves (Row, checked once into a link request), the sources they
 // come from (Source; the CSV file is one, through Reader), the pre-pass
 // over a CSV file that refuses duplicates and conflicts (Plan), the
-// per-row decision (read the users, link, verify an ambiguous answer), and
-// the results (Result, Status, the Sink they are written to, resume).
+// per-row decision (read the users, back them up, merge their metadata,
+// link, verify an ambiguous answer), the results (Result, Status, the Sink
+// they are written to, resume), the backup (BackupWriter, BackupIndex) and
+// the rollback of a run from it (Rollback, a RowAction over a
+// RollbackSource).
 //
 // batch must not know HTTP status codes (linker classifies answers),
 // command-line flags or environment variables (cmd/linkbatch parses them

@@ -35,7 +35,7 @@ func lockResults(out string) (*ResultsLock, error) {
 	path := LockPath(out)
 	f, err := lockFile(path)
 	if err != nil {
-		return nil, lockError(out, path, err)
+		return nil, lockError("--out", out, path, err)
 	}
 	l := &ResultsLock{path: path, files: []*os.File{f}}
 	if err := recordPID(f); err != nil {
@@ -74,7 +74,7 @@ func (l *ResultsLock) Hold(out string) error {
 	}
 	if err := tryLock(r); err != nil {
 		_ = r.Close()
-		return lockError(out, "", err)
+		return lockError("--out", out, "", err)
 	}
 	l.files = append(l.files, r)
 	return nil
@@ -118,9 +118,9 @@ func (l *ResultsLock) Release() {
 	l.files = nil
 }
 
-// lockError says who holds the lock on out, as far as path (the lock file,
-// or "" when unknown) tells.
-func lockError(out, path string, err error) error {
+// lockError says who holds the lock on out, the file of the flag name, as
+// far as path (the lock file, or "" when unknown) tells.
+func lockError(name, out, path string, err error) error {
 	if !errors.Is(err, errLocked) {
 		return fmt.Errorf("lock results: %w", err)
 	}
@@ -132,7 +132,7 @@ func lockError(out, path string, err error) error {
 			}
 		}
 	}
-	return usagef("--out %s is in use by another linkbatch run (%s); wait for it to end, or use another --out", out, holder)
+	return usagef("%s %s is in use by another linkbatch run (%s); wait for it to end, or use another %s", name, out, holder, name)
 }
 
 // recordPID writes the process id into the lock file f.

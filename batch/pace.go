@@ -10,7 +10,7 @@ import (
 
 // Attempt describes one HTTP request for the Attempt hook.
 type Attempt struct {
-	Kind        string        // "link" or "get_user"
+	Kind        string        // "link", "get_user", "patch_user" or "unlink"
 	Status      int           // the HTTP status of the answer, 0 when none came
 	RateLimited bool          // the tenant refused the request for its rate limit
 	Latency     time.Duration // from sending the request to its answer or failure
@@ -53,7 +53,7 @@ func (r *Runner) attempt(kind string, resp *linker.Response, err error, start ti
 	r.Hooks.Attempt(a)
 }
 
-// call makes one paced request of the given kind ("link", "get_user"):
+// call makes one paced request of the given kind (see Attempt.Kind):
 // send runs through the pacer, with its retries, each attempt under
 // Config.Timeout and reported to the Attempt hook. It adds the attempts to
 // res and sets res.HTTPStatus to the last answer's status, and returns the

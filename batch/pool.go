@@ -182,7 +182,7 @@ func (p *pool) outcome(ctx context.Context, writeErr error, sum Summary) error {
 		return writeErr
 	case p.readErr != nil:
 		return p.readErr
-	case errors.Is(cause, ErrCredentials), errors.Is(cause, ErrEveryRowFails):
+	case errors.Is(cause, ErrCredentials), errors.Is(cause, ErrEveryRowFails), errors.Is(cause, ErrBackup):
 		return cause
 	case ctx.Err() != nil:
 		return fmt.Errorf("%w: %d rows have no result yet", ErrInterrupted, sum.Remaining)

@@ -52,7 +52,8 @@ const (
 // its line again.
 func (r Result) Final() bool {
 	switch r.Status {
-	case StatusLinked, StatusAlreadyLinked, StatusInvalid, StatusSkipped:
+	case StatusLinked, StatusAlreadyLinked, StatusInvalid, StatusSkipped,
+		StatusUnlinked, StatusAlreadyUnlinked:
 		return true
 	case StatusFailed:
 		return !r.Retryable

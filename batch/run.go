@@ -30,6 +30,13 @@ type Config struct {
 	// RequireVerifiedEmail reads both users first and refuses (invalid, no
 	// link sent) a pair whose emails differ or are not both verified.
 	RequireVerifiedEmail bool
+	// Merge merges the secondary's metadata into the primary's before
+	// linking (a real run), or shows what it would merge (a dry run with
+	// Verify).
+	Merge MergePolicy
+	// Fresh is how old a read of the primary may be at its merge before it
+	// is read again; zero means DefaultFresh.
+	Fresh time.Duration
 }
 
 // ReadsUsers reports whether a run reads both users of each row before
@@ -42,7 +49,7 @@ func DefaultConfig() Config {
 	// 32 workers fill the largest tenant limits at a quarter second of
 	// latency (100 requests/s × 0.25 s = 25 in flight); idle ones only wait
 	// on the pacer.
-	return Config{Workers: 32, Timeout: 30 * time.Second, Grace: 10 * time.Second}
+	return Config{Workers: 32, Timeout: 30 * time.Second, Grace: 10 * time.Second, Merge: MergeNone}
 }
 
 // Validate reports the first setting that is out of range.
@@ -54,6 +61,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("timeout must be positive, not %s", c.Timeout)
 	case c.Grace < 0:
 		return fmt.Errorf("grace must not be negative, not %s", c.Grace)
+	case c.Fresh < 0:
+		return fmt.Errorf("fresh must not be negative, not %s", c.Fresh)
+	}
+	if _, err := ParseMergePolicy(string(c.Merge)); err != nil {
+		return err
 	}
 	return nil
 }
@@ -101,9 +113,24 @@ type Runner struct {
 	Plan *Plan
 	// Format is how Run reads its CSV input (delimiter, column names).
 	Format Format
+	// Backup, when set, records both users of each row before anything is
+	// written to them (a real run).
+	Backup Backup
+	// Action, when set, replaces the link of each valid row (rollback is
+	// one); rows the plan holds back and dry runs are settled as before.
+	Action RowAction
+	// Now is the Runner's clock; nil means time.Now.
+	Now func() time.Time
 
 	readScopeOnce sync.Once
 }
+
+// RowAction is what the pool does with one valid row instead of linking
+// it: it returns the row's result (res holds its line and ids), whether to
+// write it (false for a row cut short by cancellation), and a fatal error
+// that stops the run. It is called from the workers concurrently and makes
+// its requests through the Runner's pacer.
+type RowAction func(ctx context.Context, r *Runner, row Row, res Result) (Result, bool, error)
 
 // Hooks are optional callbacks through which a caller follows a run (a
 // progress display, metrics). Attempt is called from the workers

@@ -14,6 +14,10 @@ const (
 	StatusInvalid       Status = "invalid"        // the row is malformed or clashes with another row; nothing sent
 	StatusSkipped       Status = "skipped"        // an exact duplicate of an earlier row; nothing sent
 	StatusFailed        Status = "failed"         // the API refused the link, or retries ran out
+
+	// Rollback outcomes.
+	StatusUnlinked        Status = "unlinked"         // the secondary was unlinked and both users' metadata restored
+	StatusAlreadyUnlinked Status = "already_unlinked" // the primary no longer held the secondary; metadata restored
 )
 
 // Statuses is every Status, in the order in which logs, the progress
@@ -21,6 +25,7 @@ const (
 var Statuses = []Status{
 	StatusLinked, StatusAlreadyLinked, StatusPlanned,
 	StatusInvalid, StatusSkipped, StatusFailed,
+	StatusUnlinked, StatusAlreadyUnlinked,
 }
 
 // String returns the status as written in the results file.

@@ -22,6 +22,7 @@ import (
 // with the environment as a fallback, and checked by Validate.
 type config struct {
 	In, Out     string
+	Backup      string // --backup: the NDJSON file both users of each row are backed up to
 	Simulate    bool
 	Report      string
 	Resume      bool
@@ -94,7 +95,7 @@ var flagGroups = []struct {
 	names []string
 }{
 	{"Input and results", []string{"in", "out", "delimiter", "columns", "resume", "retry-failed", "report", "report-show-emails"}},
-	{"Safety", []string{"dry-run", "verify", "require-verified-email", "simulate"}},
+	{"Safety", []string{"dry-run", "verify", "require-verified-email", "backup", "merge-metadata", "simulate"}},
 	{"Tenant and credentials (flags override the AUTH0_* environment)", []string{"domain", "token", "client-id", "client-secret", "audience"}},
 	{"Pacing and retries", []string{"rate", "burst", "share", "workers", "max-retries", "timeout", "grace"}},
 	{"Logs, progress and metrics", []string{"log-level", "log-format", "progress", "progress-every", "no-progress", "metrics-addr"}},
@@ -178,6 +179,7 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.BoolVar(&cfg.RetryFailed, "retry-failed", false, "with --resume, also retry rows that failed for a permanent reason")
 	fs.BoolVar(&cfg.Batch.Verify, "verify", false, "read both users of each row first (GETs, needs read:users): report missing users, pairs already linked, and email warnings")
 	fs.BoolVar(&cfg.Batch.RequireVerifiedEmail, "require-verified-email", false, "read both users first and refuse (invalid, nothing sent) a pair whose emails differ or are not both verified")
+	addBackupFlags(fs, cfg)
 	fs.BoolVar(&cfg.Simulate, "simulate", false, "run against a built-in simulated tenant instead of AUTH0_DOMAIN")
 	fs.IntVar(&cfg.Batch.Workers, "workers", cfg.Batch.Workers, "requests in flight at once")
 	fs.Var((*rateFlag)(&cfg.Pace.Rate), "rate", "requests per second for all workers together, `auto|N`: auto learns the tenant's limit from its rate-limit headers; N caps it")
@@ -280,6 +282,9 @@ func (c *config) validateFiles() error {
 	}
 	if c.Resume && stream {
 		return usagef("--resume needs --out to name a regular file; %s is a stream, which keeps nothing to resume", c.Out)
+	}
+	if err := c.validateBackup(); err != nil {
+		return err
 	}
 	if err := checkAliases(c); err != nil {
 		return err

@@ -22,8 +22,8 @@ func sameFile(a, b string) bool {
 }
 
 // checkAliases refuses, with a usage error, a command line on which two of
-// the files a run reads or writes (--in, --out, the sidecar, the lock file
-// and --report) are one file, however each is spelled. A stream --out is
+// the files a run reads or writes (--in, --out, the sidecar, the lock file,
+// --report, --backup and its lock file) are one file, however each is spelled. A stream --out is
 // left out: nothing is created beside it and it is never read back.
 func checkAliases(c *config) error {
 	type named struct{ what, path string }
@@ -39,6 +39,9 @@ func checkAliases(c *config) error {
 	}
 	if c.Report != "" {
 		files = append(files, named{"--report", c.Report})
+	}
+	if c.Backup != "" {
+		files = append(files, named{"--backup", c.Backup}, named{"the lock file of --backup", batch.LockPath(c.Backup)})
 	}
 	for i, a := range files {
 		for _, b := range files[i+1:] {

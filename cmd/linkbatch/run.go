@@ -24,6 +24,7 @@ const mainUsage = `Usage: linkbatch <command> [flags]
 Commands:
   run       link the pairs of a CSV file (see 'linkbatch run --help')
   plan      plan the pairs from an Auth0 user export (see 'linkbatch plan --help')
+  rollback  undo the links of a run from its backup (see 'linkbatch rollback --help')
   version   print the version
 `
 
@@ -49,6 +50,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return c.run(ctx, signals)
 	case "plan":
 		return planCommand(ctx, args[1:], stdout, stderr, signals)
+	case "rollback":
+		return rollbackCommand(ctx, args[1:], stdout, stderr, getenv, signals)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
@@ -114,6 +117,9 @@ func (c *command) run(ctx context.Context, signals <-chan os.Signal) error {
 	// Every setting is checked before the results file is created, so a
 	// mistake leaves nothing behind.
 	if err := c.buildRunner(); err != nil {
+		return err
+	}
+	if err := c.openBackup(); err != nil {
 		return err
 	}
 	if err := c.startMetrics(ctx); err != nil {
