@@ -153,10 +153,6 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 		Pace:     ratelimit.DefaultConfig(),
 	}
 	fs := flag.NewFlagSet("linkbatch run", flag.ContinueOnError)
-	// A parse error is returned, not printed with the whole help: main
-	// prints it once, with a pointer to --help.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	fs.StringVar(&cfg.In, "in", "", "input CSV `file` of pairs; - reads standard input")
 	fs.StringVar(&cfg.Out, "out", "", "results CSV `file` to write, locked for the run; - or /dev/stdout writes standard output (a stream: no resume)")
 	fs.BoolVar(&cfg.Batch.DryRun, "dry-run", false, "validate and plan only; send no write to the tenant (needs no credentials)")
@@ -200,14 +196,15 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&cfg.ClientID, "client-id", "", "client id for the client-credentials grant (env "+envClientID+")")
 	fs.StringVar(&cfg.ClientSecret, "client-secret", "", "client secret; prefer env "+envClientSecret+" (a flag shows in ps and shell history)")
 	fs.StringVar(&cfg.Audience, "audience", "", "token audience (env "+envAudience+"; default https://DOMAIN/api/v2/)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, func() {
+		fmt.Fprint(stderr, runUsage)
+		printColumns(stderr)
+		printGroupedDefaults(stderr, fs)
+	}); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, runUsage)
-			printColumns(stderr)
-			printGroupedDefaults(stderr, fs)
 			return nil, err
 		}
-		return nil, &usageError{errors.New(twoDashes(err.Error()))}
+		return nil, &usageError{err}
 	}
 	if fs.NArg() > 0 {
 		return nil, usagef("unexpected argument %q", fs.Arg(0))
@@ -343,6 +340,24 @@ func (c *config) validateCredentials() error {
 		return usagef("%s (or --client-secret) is %d characters long, shorter than any Auth0 client secret (they have 64; at least %d required)", envClientSecret, len(c.ClientSecret), linker.MinSecretLen)
 	}
 	return nil
+}
+
+// parseFlags parses args with fs and calls help for -h or --help. A parse
+// error is returned, not printed with the whole help: main prints it once,
+// with a pointer to --help, and with its flags spelled with two dashes as
+// the help spells them.
+func parseFlags(fs *flag.FlagSet, args []string, help func()) error {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		help()
+		return err
+	}
+	return errors.New(twoDashes(err.Error()))
 }
 
 // printColumns lists the input's columns, for the help.

@@ -54,10 +54,10 @@ type planConfig struct {
 func parsePlanFlags(args []string, stderr io.Writer) (*planConfig, error) {
 	cfg := &planConfig{Pairing: pairing.DefaultConfig()}
 	fs := flag.NewFlagSet("linkbatch plan", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
+	help := func() {
 		fmt.Fprint(stderr, planUsage)
 		fmt.Fprintln(stderr, "\nFlags:")
+		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\nExit codes: 0 plan written; 1 plan written, but some export lines could not be read; 2 usage error; 3 aborted.\n")
 	}
@@ -67,7 +67,7 @@ func parsePlanFlags(args []string, stderr io.Writer) (*planConfig, error) {
 	policy := fs.String("primary", cfg.Pairing.Policy.String(), "primary `policy`: oldest, most-logins or connection=NAME")
 	fs.BoolVar(&cfg.Force, "force", false, "replace --out and --report if they exist")
 	fs.IntVar(&cfg.Pairing.MaxGroup, "max-group", cfg.Pairing.MaxGroup, "groups with more users than this need a person and are not paired")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, help); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
 		}

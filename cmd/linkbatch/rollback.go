@@ -65,8 +65,7 @@ func rollbackUsagef(format string, args ...any) error {
 func parseRollbackFlags(args []string, getenv func(string) string, stderr io.Writer) (*rollbackConfig, error) {
 	cfg := &config{LogLevel: "info", LogFormat: "json", Batch: batch.DefaultConfig(), Pace: ratelimit.DefaultConfig()}
 	fs := flag.NewFlagSet("linkbatch rollback", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
+	help := func() {
 		fmt.Fprint(stderr, rollbackUsage)
 		printFlagGroups(stderr, fs, rollbackFlagGroups)
 	}
@@ -95,7 +94,7 @@ func parseRollbackFlags(args []string, getenv func(string) string, stderr io.Wri
 	fs.StringVar(&cfg.ClientID, "client-id", "", "client id for the client-credentials grant (env "+envClientID+")")
 	fs.StringVar(&cfg.ClientSecret, "client-secret", "", "client secret; prefer env "+envClientSecret)
 	fs.StringVar(&cfg.Audience, "audience", "", "token audience (env "+envAudience+")")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, help); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
 		}
