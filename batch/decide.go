@@ -49,6 +49,9 @@ func (r *Runner) process(ctx context.Context, row Row) (Result, bool, error) {
 	return res, keep, fatal
 }
 
+// processRow handles one checked row: it reads the users when the run
+// needs them, backs them up and merges their metadata when asked to, then
+// links. Its results are as for process.
 func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, bool, error) {
 	req, err := row.Request() // carried by a checked row: not validated again
 	if err != nil {
@@ -75,16 +78,29 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 		}
 		return res, true, nil
 	}
+	if done, keep, fatal := r.beforeLink(ctx, req, row.Line, users, &res); done || !keep || fatal != nil {
+		return res, keep, fatal
+	}
+	return r.link(ctx, req, res)
+}
+
+// beforeLink does what must be done before a row's link is sent: the
+// backup of both users, then the metadata merge. done, keep and fatal are
+// as for inspect.
+func (r *Runner) beforeLink(ctx context.Context, req linker.LinkRequest, line int, users pair, res *Result) (done, keep bool, fatal error) {
 	if r.Backup != nil {
-		if err := r.backup(req, row.Line, users); err != nil {
-			return res, false, err
+		if err := r.backup(req, line, users); err != nil {
+			return true, false, err
 		}
 	}
 	if r.Config.Merges() {
-		if done, keep, fatal := r.merge(ctx, req, users, &res); done || !keep || fatal != nil {
-			return res, keep, fatal
-		}
+		return r.merge(ctx, req, users, res)
 	}
+	return false, true, nil
+}
+
+// link sends the row's link and settles its result from the answer.
+func (r *Runner) link(ctx context.Context, req linker.LinkRequest, res Result) (Result, bool, error) {
 	resp, err := r.call(ctx, "link", &res, func(ctx context.Context) (*linker.Response, error) {
 		_, resp, err := r.Client.Link(ctx, req)
 		return resp, err
@@ -93,15 +109,7 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 	case err == nil && resp != nil && !resp.Created() && req.LinkWith == "":
 		return r.checkOddSuccess(ctx, req, resp, res)
 	case err == nil:
-		// A 2xx status line means the link happened, whatever its body.
-		res.Status = StatusLinked
-		switch {
-		case resp != nil && resp.BodyErr != nil:
-			res.Error = "note: linked, but the answer's body was unusable: " + resp.BodyErr.Error()
-		case resp != nil && !resp.Created():
-			res.Error = fmt.Sprintf("note: the link was answered %d, not 201", resp.StatusCode)
-		}
-		return res, true, nil
+		return linked(resp, res), true, nil
 	case ctx.Err() != nil:
 		return res, false, nil
 	case linker.IsAuth(err):
@@ -111,6 +119,20 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 	}
 	fail(&res, err)
 	return res, true, nil
+}
+
+// linked settles a row whose link was answered with a 2xx status line: the
+// link happened, whatever the answer's body; an unusable body or a status
+// other than 201 is noted.
+func linked(resp *linker.Response, res Result) Result {
+	res.Status = StatusLinked
+	switch {
+	case resp != nil && resp.BodyErr != nil:
+		res.Error = "note: linked, but the answer's body was unusable: " + resp.BodyErr.Error()
+	case resp != nil && !resp.Created():
+		res.Error = fmt.Sprintf("note: the link was answered %d, not 201", resp.StatusCode)
+	}
+	return res
 }
 
 // checkOddSuccess settles a link answered with a 2xx that the API does not
