@@ -33,6 +33,9 @@ func logResult(log *zap.Logger, res Result) {
 		zap.Int("http_status", res.HTTPStatus),
 		zap.Int64("duration_ms", res.Duration.Milliseconds()),
 	}
+	if res.MessageID != "" {
+		fields = append(fields, zap.String("message_id", logText(res.MessageID)))
+	}
 	if res.Warning != "" {
 		fields = append(fields, zap.String("warning", res.Warning))
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,9 @@ type Result struct {
 	// Warning flags a pair that a reviewer should look at before linking
 	// (WarnEmailMismatch, WarnEmailUnverified), set when the users were read.
 	Warning string
+	// MessageID is the row's Row.MessageID: the message it came from, in
+	// queue mode; "" for a CSV row.
+	MessageID string
 
 	// fatal is the kind (see linker.FatalForAll) of a failure that every
 	// row would meet alike; it is not written out.
@@ -92,26 +96,53 @@ func Defuse(s string) string {
 	return s
 }
 
+// ColMessageID is the results file's column of Result.MessageID, written
+// last, in queue mode only (NewMessageResultWriter).
+const ColMessageID = "message_id"
+
 // ResultWriter writes results as CSV. Write flushes every row; Append and
 // Flush let a caller flush several rows at once. It is safe for concurrent
 // use.
 type ResultWriter struct {
-	mu sync.Mutex
-	bw *bufio.Writer
-	w  *csv.Writer
+	mu        sync.Mutex
+	bw        *bufio.Writer
+	w         *csv.Writer
+	messageID bool // write the message_id column
 }
 
 // NewResultWriter returns a writer to w. With header set it first writes the
 // header row.
 func NewResultWriter(w io.Writer, header bool) (*ResultWriter, error) {
+	return newResultWriter(w, header, false)
+}
+
+// NewMessageResultWriter is NewResultWriter for the results of a queue: each
+// row ends with the message_id column (ColMessageID).
+func NewMessageResultWriter(w io.Writer, header bool) (*ResultWriter, error) {
+	return newResultWriter(w, header, true)
+}
+
+func newResultWriter(w io.Writer, header, messageID bool) (*ResultWriter, error) {
 	bw := bufio.NewWriterSize(w, 64<<10)
-	rw := &ResultWriter{bw: bw, w: csv.NewWriter(bw)}
+	rw := &ResultWriter{bw: bw, w: csv.NewWriter(bw), messageID: messageID}
 	if header {
-		if err := rw.write(resultColumns); err != nil {
+		cols := resultColumns
+		if messageID {
+			cols = append(slices.Clone(cols), ColMessageID)
+		}
+		if err := rw.write(cols); err != nil {
 			return nil, err
 		}
 	}
 	return rw, nil
+}
+
+// rec returns the fields of r as this writer writes them.
+func (rw *ResultWriter) rec(r Result) []string {
+	if rw.messageID {
+		return append(r.record(), Defuse(r.MessageID))
+	}
+	return r.record()
 }
 
 // Write appends one result and flushes it. It returns the underlying
@@ -119,7 +150,7 @@ func NewResultWriter(w io.Writer, header bool) (*ResultWriter, error) {
 func (rw *ResultWriter) Write(r Result) error {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	return rw.write(r.record())
+	return rw.write(rw.rec(r))
 }
 
 // Append appends one result without flushing it; Flush must follow. It lets
@@ -127,7 +158,7 @@ func (rw *ResultWriter) Write(r Result) error {
 func (rw *ResultWriter) Append(r Result) error {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	if err := rw.w.Write(r.record()); err != nil {
+	if err := rw.w.Write(rw.rec(r)); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
 	return nil
@@ -215,6 +246,7 @@ func ReadResults(r io.Reader, fn func(Result) error) error {
 		}
 		res.Retryable, _ = strconv.ParseBool(get(rec, "retryable"))
 		res.Warning = get(rec, "warning")
+		res.MessageID = undefuse(get(rec, ColMessageID))
 		if err := fn(res); err != nil {
 			return err
 		}
