@@ -1,0 +1,86 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/linkbatch/linkbatch/batch"
+)
+
+// FileSink is a batch.Sink that appends results, with their message_id
+// column, to a CSV file and syncs it on every Flush, so that a message is
+// acknowledged only once its result is on disk. The file grows across runs:
+// ReadDone reads back the messages it holds. It is safe for concurrent use.
+type FileSink struct {
+	f *os.File
+	w *batch.ResultWriter
+}
+
+// OpenFileSink opens path for appending, creating it with a header when it
+// is missing or empty. Errors are "open results: ...".
+func OpenFileSink(path string) (*FileSink, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open results: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open results: %w", err)
+	}
+	w, err := batch.NewMessageResultWriter(f, st.Size() == 0)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open results: %w", err)
+	}
+	return &FileSink{f: f, w: w}, nil
+}
+
+// File returns the open file (to lock it).
+func (s *FileSink) File() *os.File { return s.f }
+
+// Append implements batch.Sink.
+func (s *FileSink) Append(res batch.Result) error { return s.w.Append(res) }
+
+// Flush implements batch.Sink: it writes out the results and syncs the file.
+func (s *FileSink) Flush() error {
+	if err := s.w.Flush(); err != nil {
+		return err
+	}
+	if err := s.f.Sync(); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
+}
+
+// Close flushes and closes the file.
+func (s *FileSink) Close() error {
+	return errors.Join(s.Flush(), s.f.Close())
+}
+
+// ReadDone returns the ids of the messages whose result the results file at
+// path holds (every result a queue run writes is final); a missing file
+// holds none. Errors are ReadResults's, naming the file.
+func ReadDone(path string) (map[string]bool, error) {
+	done := map[string]bool{}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return done, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read results: %w", err)
+	}
+	defer f.Close()
+	err = batch.ReadResults(f, func(r batch.Result) error {
+		if r.MessageID != "" {
+			done[r.MessageID] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return done, nil
+}
