@@ -109,12 +109,12 @@ type Source struct {
 
 	mu       sync.Mutex
 	line     int
-	buf      []*Delivery         // fetched, not yet looked at
-	held     []*Delivery         // waiting for their key to be free
-	inflight map[int]*Delivery   // by line
-	keys     map[string]int      // key of a valid row in flight -> its line
-	exhaust  map[int]bool        // lines whose Redeliver said no: dead-letter them
-	settled  chan struct{}       // closed and replaced whenever a message settles
+	buf      []*Delivery       // fetched, not yet looked at
+	held     []*Delivery       // waiting for their key to be free
+	inflight map[int]*Delivery // by line
+	keys     map[string]int    // key of a valid row in flight -> its line
+	exhaust  map[int]bool      // lines whose Redeliver said no: dead-letter them
+	settled  chan struct{}     // closed and replaced whenever a message settles
 	stats    Stats
 	all      map[string]struct{} // ids in flight or held, so a duplicate delivery is dropped
 
