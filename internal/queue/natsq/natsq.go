@@ -132,7 +132,6 @@ func (b *Broker) Fetch(ctx context.Context, n int, wait time.Duration) ([]*queue
 	return ds, nil
 }
 
-
 // Pending implements queue.Broker: the consumer's unacknowledged messages
 // and the messages not yet delivered.
 func (b *Broker) Pending(ctx context.Context) (pending, backlog int64, err error) {
