@@ -68,7 +68,9 @@ func TestTwoConsumersOneKilled(t *testing.T) {
 	wg.Go(func() { _, errs[0] = rA.RunSource(ctxA, srcA, queuetest.Sink(t, paths[0])) })
 
 	srcB := source(t, config(t, addr, "b"), queue.Options{Drain: true})
-	wg.Go(func() { _, errs[1] = queuetest.Runner(t, srv, 4, nil).RunSource(t.Context(), srcB, queuetest.Sink(t, paths[1])) })
+	wg.Go(func() {
+		_, errs[1] = queuetest.Runner(t, srv, 4, nil).RunSource(t.Context(), srcB, queuetest.Sink(t, paths[1]))
+	})
 
 	deadline := time.Now().Add(10 * time.Second)
 	for srcA.Stats().Acked < 20 && time.Now().Before(deadline) {
