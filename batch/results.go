@@ -82,6 +82,18 @@ func (r Result) record() []string {
 	}
 }
 
+// Fields returns r as the results file writes it, column name to value,
+// with the message_id column: the fields of a result published as a
+// stream entry.
+func (r Result) Fields() map[string]string {
+	m := make(map[string]string, len(resultColumns)+1)
+	for i, v := range r.record() {
+		m[resultColumns[i]] = v
+	}
+	m[ColMessageID] = Defuse(r.MessageID)
+	return m
+}
+
 // Defuse returns s made safe to open in a spreadsheet: a cell that starts
 // with a character a spreadsheet reads as a formula (= + - @, tab or carriage
 // return) gets a leading apostrophe.

@@ -321,9 +321,9 @@ func (s *Source) handOut(d *Delivery) (batch.Row, batch.AckFunc) {
 	row.Line, row.MessageID = line, d.ID
 	reason := ""
 	switch {
-	case row.Kept:
-	case row.Err != nil:
+	case row.Err != nil: // also when kept: its dead letter may be what is missing
 		reason = "poison: " + row.Err.Error()
+	case row.Kept:
 	case s.opt.MaxDeliveries > 0 && d.Deliveries > s.opt.MaxDeliveries:
 		reason = fmt.Sprintf("delivered %d times, more than max-deliveries %d, without a result", d.Deliveries, s.opt.MaxDeliveries)
 		row.Err = errors.New(reason + "; moved to the dead letters")

@@ -43,6 +43,8 @@ type Broker struct {
 	claimAt   time.Time // next XAUTOCLAIM pass
 	claimFrom string
 	rangeFrom string // dry run: the last entry id read with XRANGE
+
+	results *ResultStream // nil: results go to a file
 }
 
 // Open connects to the Redis of cfg and checks it answers. Unless dryRun,
@@ -236,10 +238,22 @@ func (b *Broker) Pending(ctx context.Context) (pending, backlog int64, err error
 	return 0, 0, fmt.Errorf("group %s of stream %s is gone", b.cfg.Group, b.cfg.Stream)
 }
 
-// Ack implements queue.Broker (XACK).
+// Ack implements queue.Broker (XACK; with PublishResults, the result's
+// XADD and the XACK in one MULTI/EXEC).
 func (b *Broker) Ack(ctx context.Context, d *queue.Delivery) error {
-	if err := b.c.XAck(ctx, b.cfg.Stream, b.cfg.Group, d.ID).Err(); err != nil {
-		return fmt.Errorf("xack: %w", err)
+	if b.results == nil {
+		if err := b.c.XAck(ctx, b.cfg.Stream, b.cfg.Group, d.ID).Err(); err != nil {
+			return fmt.Errorf("xack: %w", err)
+		}
+		return nil
+	}
+	_, err := b.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		b.results.queue(ctx, p, d.ID)
+		p.XAck(ctx, b.cfg.Stream, b.cfg.Group, d.ID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("publish result and xack: %w", err)
 	}
 	return nil
 }
@@ -266,6 +280,7 @@ func (b *Broker) DeadLetter(ctx context.Context, d *queue.Delivery, reason strin
 	values[FieldDeliveries] = strconv.Itoa(d.Deliveries)
 	values[FieldConsumer] = b.cfg.Consumer
 	_, err := b.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		b.results.queue(ctx, p, d.ID)
 		p.XAdd(ctx, &redis.XAddArgs{Stream: b.cfg.Dead, Values: values})
 		p.XAck(ctx, b.cfg.Stream, b.cfg.Group, d.ID)
 		return nil

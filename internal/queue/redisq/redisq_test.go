@@ -444,3 +444,75 @@ func TestDryRunAcknowledgesNothing(t *testing.T) {
 		t.Errorf("%d dead letters, want none", n)
 	}
 }
+
+// TestResultsStream: results published to a stream go with the
+// acknowledgements: one entry per request, message_id included, dead
+// letters too; a run killed between a result and its acknowledgement
+// leaves neither, and the next run publishes the one result.
+func TestResultsStream(t *testing.T) {
+	addr, c := startRedis(t)
+	srv := queuetest.Tenant(t, linkertest.RateLimit{})
+	var ids []string
+	for i := range 8 {
+		p, s := fmt.Sprintf("auth0|p%d", i), fmt.Sprintf("github|s%d", i)
+		srv.Seed(p, s)
+		ids = append(ids, xadd(t, c, "primary_user_id", p, "secondary_user_id", s))
+	}
+	poison := xadd(t, c, "primary_user_id", "nope")
+	ids = append(ids, poison)
+	cfg := config(t, addr, "c1")
+	run := func(crash bool) error {
+		src, b, err := NewSource(t.Context(), cfg, queue.Options{Drain: true, Poll: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		sink, err := b.PublishResults("results")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s batch.Source = src
+		if crash {
+			s = &crashAck{Source: src}
+		}
+		_, err = queuetest.Runner(t, srv, 2, nil).RunSource(t.Context(), s, sink)
+		return err
+	}
+	if err := run(true); !errors.Is(err, errCrash) {
+		t.Fatalf("first run: %v, want the crash", err)
+	}
+	if err := run(false); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	msgs, err := c.XRange(t.Context(), "results", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]map[string]any{}
+	for _, m := range msgs {
+		id, _ := m.Values["message_id"].(string)
+		got[id] = append(got[id], m.Values)
+	}
+	for _, id := range ids {
+		if len(got[id]) != 1 {
+			t.Errorf("message %s: %d results published, want 1", id, len(got[id]))
+			continue
+		}
+		want := "linked"
+		if id == poison {
+			want = "invalid"
+		}
+		if st := got[id][0]["status"]; st != want && !(st == "already_linked" && id != poison) {
+			t.Errorf("message %s: status %v, want %s", id, st, want)
+		}
+	}
+	if len(msgs) != len(ids) {
+		t.Errorf("%d results published, want %d", len(msgs), len(ids))
+	}
+	if n := pending(t, c); n != 0 {
+		t.Errorf("%d entries pending", n)
+	}
+	if d := deadIDs(t, c); len(d) != 1 || d[poison] == "" {
+		t.Errorf("dead letters %v, want the poison entry", d)
+	}
+}
