@@ -21,7 +21,7 @@ import (
 const mainUsage = `Usage: linkbatch <command> [flags]
 
 Commands:
-  run       link the pairs of a CSV file (see 'linkbatch run --help')
+  run       link the pairs of a CSV file or a queue (see 'linkbatch run --help')
   plan      plan the pairs from an Auth0 user export (see 'linkbatch plan --help')
   version   print the version
 `
@@ -102,6 +102,9 @@ func (c *command) close() {
 func (c *command) run(ctx context.Context, signals <-chan os.Signal) error {
 	c.startLog()
 	ctx = c.watchSignals(ctx, signals)
+	if c.cfg.queue != nil {
+		return c.runQueue(ctx)
+	}
 	// Nothing is read, sent or written before the results file is ours.
 	if err := c.claimResults(); err != nil {
 		return err

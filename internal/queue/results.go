@@ -61,8 +61,8 @@ func (s *FileSink) Close() error {
 }
 
 // ReadDone returns the ids of the messages whose result the results file at
-// path holds (every result a queue run writes is final); a missing file
-// holds none. Errors are ReadResults's, naming the file.
+// path holds, but for the planned rows of a dry run (every other result a
+// queue run writes is final); a missing file holds none. Errors are ReadResults's, naming the file.
 func ReadDone(path string) (map[string]bool, error) {
 	done := map[string]bool{}
 	f, err := os.Open(path)
@@ -74,7 +74,7 @@ func ReadDone(path string) (map[string]bool, error) {
 	}
 	defer f.Close()
 	err = batch.ReadResults(f, func(r batch.Result) error {
-		if r.MessageID != "" {
+		if r.MessageID != "" && r.Status != batch.StatusPlanned {
 			done[r.MessageID] = true
 		}
 		return nil
