@@ -201,3 +201,44 @@ func TestQueueFlags(t *testing.T) {
 		t.Error("a refused run created the results file")
 	}
 }
+
+// TestQueueEnqueueThenDrainSimulated: 'linkbatch enqueue' turns the sample
+// pairs file into stream entries, and a simulated drain gives each a
+// result, the invalid rows dead-lettered.
+func TestQueueEnqueueThenDrainSimulated(t *testing.T) {
+	addr, c := queuetest.StartRedis(t)
+	to := fmt.Sprintf("redis://%s/0?stream=links", addr)
+	o := runLinkbatch(t, invocation{args: []string{"enqueue", "--in", "../../samples/pairs.csv", "--to", to}})
+	// The sample holds one line that is not CSV: it is named and left out.
+	if o.code != exitProblems || !strings.Contains(o.stderr, "line 26 left out") {
+		t.Fatalf("enqueue: exit %d, want %d naming line 26\n%s", o.code, exitProblems, o.stderr)
+	}
+	n, err := c.XLen(t.Context(), "links").Result()
+	if err != nil || n == 0 || !strings.Contains(o.stdout, fmt.Sprintf("%d entries added", n)) {
+		t.Fatalf("stream holds %d entries (%v); enqueue said %q", n, err, o.stdout)
+	}
+	out := filepath.Join(t.TempDir(), "results.csv")
+	o = runLinkbatch(t, invocation{args: []string{"run", "--simulate", "--drain", "--no-progress", "--in", to, "--out", out}})
+	if o.code != exitOK && o.code != exitProblems {
+		t.Fatalf("run: exit %d\n%s", o.code, o.stderr)
+	}
+	got := queueResults(t, out)
+	invalid := 0
+	for id, rs := range got {
+		if len(rs) != 1 {
+			t.Errorf("message %s: %d results", id, len(rs))
+		}
+		if rs[0].Status == batch.StatusInvalid {
+			invalid++
+		}
+	}
+	if int64(len(got)) != n {
+		t.Errorf("%d messages have results, want %d", len(got), n)
+	}
+	if d, _ := c.XLen(t.Context(), "links:dead").Result(); d != int64(invalid) {
+		t.Errorf("%d dead letters, want the %d invalid rows", d, invalid)
+	}
+	if p := groupPending(t, c); p != 0 {
+		t.Errorf("%d pending", p)
+	}
+}

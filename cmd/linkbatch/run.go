@@ -23,6 +23,7 @@ const mainUsage = `Usage: linkbatch <command> [flags]
 Commands:
   run       link the pairs of a CSV file or a queue (see 'linkbatch run --help')
   plan      plan the pairs from an Auth0 user export (see 'linkbatch plan --help')
+  enqueue   add the pairs of a CSV file to a Redis stream (see 'linkbatch enqueue --help')
   version   print the version
 `
 
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return c.run(ctx, signals)
 	case "plan":
 		return planCommand(ctx, args[1:], stdout, stderr, signals)
+	case "enqueue":
+		return enqueueCommand(ctx, args[1:], stdin, stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
