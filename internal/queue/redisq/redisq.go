@@ -332,8 +332,31 @@ func (b *Broker) Touch(ctx context.Context, ds []*queue.Delivery) error {
 // name, at once) after claim-idle.
 func (b *Broker) Release(context.Context, []*queue.Delivery) error { return nil }
 
-// Close implements queue.Broker.
-func (b *Broker) Close() error { return b.c.Close() }
+// Close implements queue.Broker. A consumer that holds no entry leaves
+// the group (XGROUP DELCONSUMER), so that consumers named after a host and
+// a pid do not pile up in it; one that holds entries stays, for them to be
+// claimed.
+func (b *Broker) Close() error {
+	if !b.dryRun {
+		// Deleting a consumer drops its pending entries from the group:
+		// the check and the deletion are one script. Its failure leaves
+		// only a name in the group.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = delConsumerScript.Run(ctx, b.c, []string{b.cfg.Stream}, b.cfg.Group, b.cfg.Consumer).Err()
+		cancel()
+	}
+	return b.c.Close()
+}
+
+// delConsumerScript deletes the consumer from the group if it holds no
+// entry.
+var delConsumerScript = redis.NewScript(`
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #p == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+`)
 
 // NewSource opens the broker of cfg (Open) and returns a queue.Source over it (see queue.NewSource). opt.Heartbeat defaults to a third of
 // claim-idle and opt.MaxDeliveries to the URL's.

@@ -516,3 +516,33 @@ func TestResultsStream(t *testing.T) {
 		t.Errorf("dead letters %v, want the poison entry", d)
 	}
 }
+
+// TestCloseLeavesGroupWhenIdle: a consumer that holds nothing leaves the
+// group on Close; one that holds entries stays, so they can be claimed.
+func TestCloseLeavesGroupWhenIdle(t *testing.T) {
+	addr, c := startRedis(t)
+	xadd(t, c, "primary_user_id", "auth0|a", "secondary_user_id", "github|b")
+	idle, err := Open(t.Context(), config(t, addr, "idle"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := Open(t.Context(), config(t, addr, "busy"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := busy.Fetch(t.Context(), 1, 0); err != nil || len(ds) != 1 {
+		t.Fatalf("fetch: %d, %v", len(ds), err)
+	}
+	if ds, err := idle.Fetch(t.Context(), 1, 0); err != nil || len(ds) != 0 {
+		t.Fatalf("fetch: %d, %v", len(ds), err)
+	}
+	idle.Close()
+	busy.Close()
+	cs, err := c.XInfoConsumers(t.Context(), stream, "g").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 1 || cs[0].Name != "busy" || cs[0].Pending != 1 {
+		t.Errorf("consumers %+v, want busy alone, with its entry", cs)
+	}
+}
