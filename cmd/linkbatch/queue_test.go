@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/linkbatch/linkbatch/batch"
@@ -240,5 +243,67 @@ func TestQueueEnqueueThenDrainSimulated(t *testing.T) {
 	}
 	if p := groupPending(t, c); p != 0 {
 		t.Errorf("%d pending", p)
+	}
+}
+
+// TestQueueDrainNATS: a drain of a JetStream stream (a NATS server with
+// JetStream run in the test's process) links every pair, one result per
+// message, the poison one terminated.
+func TestQueueDrainNATS(t *testing.T) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "LINKS", Subjects: []string{"links"}}); err != nil {
+		t.Fatal(err)
+	}
+	pairs := genPairs("n", 20)
+	srv, token := newTenant(t, linkertest.Config{}, pairs)
+	for _, p := range pairs {
+		if _, err := js.Publish(t.Context(), "links", fmt.Appendf(nil, `{"primary_user_id":%q,"secondary_user_id":%q}`, p.primary, p.secondary)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.Publish(t.Context(), "links", []byte(`{"primary_user_id":"auth0|x","colour":"red"}`)); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "results.csv")
+	in := fmt.Sprintf("nats://%s?stream=LINKS&consumer=workers", ns.Addr())
+	o := runLinkbatch(t, invocation{args: []string{"run", "--drain", "--no-progress", "--in", in, "--out", out}, env: tenantEnv(srv, token)})
+	if o.code != exitProblems {
+		t.Fatalf("exit %d, want %d (one poison message)\n%s", o.code, exitProblems, o.stderr)
+	}
+	got := queueResults(t, out)
+	if len(got) != len(pairs)+1 {
+		t.Errorf("%d messages have results, want %d", len(got), len(pairs)+1)
+	}
+	for seq := 1; seq <= len(pairs); seq++ {
+		if rs := got[fmt.Sprint(seq)]; len(rs) != 1 || rs[0].Status != batch.StatusLinked {
+			t.Errorf("message %d: %+v", seq, rs)
+		}
+	}
+	if rs := got[fmt.Sprint(len(pairs)+1)]; len(rs) != 1 || rs[0].Status != batch.StatusInvalid || !strings.Contains(rs[0].Error, `"colour"`) {
+		t.Errorf("poison message: %+v", rs)
+	}
+	cons, err := js.Consumer(t.Context(), "LINKS", "workers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := cons.Info(t.Context()); err != nil || info.NumAckPending != 0 || info.NumPending != 0 {
+		t.Errorf("consumer: %+v, %v; want nothing pending", info, err)
 	}
 }
