@@ -272,11 +272,13 @@ func (c *command) watchQueue(ctx context.Context, src *queue.Source, every time.
 	t := time.NewTicker(queueLookEvery)
 	defer t.Stop()
 	var last time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		pending, backlog, err := src.Depth(ctx)
 		if err != nil {
@@ -285,7 +287,7 @@ func (c *command) watchQueue(ctx context.Context, src *queue.Source, every time.
 			}
 			continue
 		}
-		if every > 0 && time.Since(last) >= every {
+		if every > 0 && !first && time.Since(last) >= every {
 			last = time.Now()
 			st := src.Stats()
 			c.log.Info("queue progress", zap.Int64("backlog", backlog), zap.Int64("pending", pending),

@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,11 +155,23 @@ func TestQueueFollowSIGTERM(t *testing.T) {
 	srv, token := newTenant(t, linkertest.Config{}, pairs)
 	out := filepath.Join(t.TempDir(), "results.csv")
 	in := fmt.Sprintf("redis://%s/0?stream=links&consumer=c1", addr)
-	p := startBinary(t, invocation{args: []string{"run", "--no-progress", "--in", in, "--out", out}, env: tenantEnv(srv, token)})
+	metricsAddr := freeAddr(t)
+	p := startBinary(t, invocation{args: []string{"run", "--no-progress", "--in", in, "--out", out, "--metrics-addr", metricsAddr}, env: tenantEnv(srv, token)})
 	ids := enqueue(t, c, pairs[:5])
 	waitUntil(t, 30*time.Second, p, "the first requests have results", func() bool { return len(queueResults(t, out)) == 5 })
 	ids = append(ids, enqueue(t, c, pairs[5:])...)
 	waitUntil(t, 30*time.Second, p, "the later requests have results", func() bool { return len(queueResults(t, out)) == 10 })
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"linkbatch_queue_backlog ", "linkbatch_queue_pending ", "linkbatch_dead_letters_total 0"} {
+		if !strings.Contains(string(body), m) {
+			t.Errorf("metrics lack %q", m)
+		}
+	}
 	p.signal(t, syscall.SIGTERM)
 	if code := p.wait(t, 30*time.Second); code != exitAborted {
 		t.Errorf("exit %d after SIGTERM, want %d\n%s", code, exitAborted, p.stderr)
@@ -306,4 +321,15 @@ func TestQueueDrainNATS(t *testing.T) {
 	if info, err := cons.Info(t.Context()); err != nil || info.NumAckPending != 0 || info.NumPending != 0 {
 		t.Errorf("consumer: %+v, %v; want nothing pending", info, err)
 	}
+}
+
+// freeAddr returns a loopback address with a port free right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
