@@ -197,6 +197,9 @@ func (s *Source) Read(ctx context.Context) (batch.Row, batch.AckFunc, error) {
 		if row, ack, ok, err := s.next(ctx); ok || err != nil {
 			return row, ack, err
 		}
+		if err := s.waitHeld(ctx); err != nil {
+			return batch.Row{}, nil, err
+		}
 		ds, err := s.b.Fetch(ctx, s.opt.Fetch, s.wait())
 		if err != nil {
 			if ctx.Err() != nil {
@@ -215,6 +218,27 @@ func (s *Source) Read(ctx context.Context) (batch.Row, batch.AckFunc, error) {
 				err = batch.ErrEndOfInput
 			}
 			return batch.Row{}, nil, err
+		}
+	}
+}
+
+// maxHeld bounds the messages held behind a request for the same secondary
+// in flight: past it, nothing more is fetched until one settles.
+const maxHeld = 1024
+
+// waitHeld waits, while maxHeld messages are held, until one settles.
+func (s *Source) waitHeld(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		full, settled := len(s.held) >= maxHeld, s.settled
+		s.mu.Unlock()
+		if !full {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-settled:
 		}
 	}
 }
