@@ -20,7 +20,8 @@ const maxKey = 40
 // RowFromFields makes the row a message with the given fields asks for (a
 // Redis stream entry: field names are the input's column names). A field
 // that is not a column, or no field at all, is a poison message: the row
-// carries the reason in Err. The row is not yet validated (Row.Check).
+// carries the reason in Err, and the columns it does hold, for its result.
+// The row is not yet validated (Row.Check).
 func RowFromFields(fields map[string]string) batch.Row {
 	if len(fields) == 0 {
 		return batch.Row{Err: errors.New("message: no fields (want primary_user_id and secondary_user_id or link_with)")}
@@ -45,7 +46,9 @@ func RowFromFields(fields map[string]string) batch.Row {
 		case "link_with":
 			row.LinkWith = v
 		default:
-			return batch.Row{Err: fmt.Errorf("message: field %s is not a column (want %s)", quoteKey(k), strings.Join(Columns, ", "))}
+			if row.Err == nil {
+				row.Err = fmt.Errorf("message: field %s is not a column (want %s)", quoteKey(k), strings.Join(Columns, ", "))
+			}
 		}
 	}
 	return row
@@ -54,7 +57,8 @@ func RowFromFields(fields map[string]string) batch.Row {
 // RowFromJSON makes the row a message body asks for (a JetStream message:
 // a JSON object whose keys are the input's column names and whose values
 // are strings). A body that is not such an object is a poison message: the
-// row carries the reason in Err, which never quotes a value.
+// row carries the reason in Err, which never quotes a value, and the
+// columns it could read.
 func RowFromJSON(body []byte) batch.Row {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	var obj map[string]any
@@ -65,14 +69,21 @@ func RowFromJSON(body []byte) batch.Row {
 		return batch.Row{Err: errors.New("message: the body holds more than one JSON value")}
 	}
 	fields := make(map[string]string, len(obj))
+	var bad []string
 	for k, v := range obj {
 		s, ok := v.(string)
 		if !ok {
-			return batch.Row{Err: fmt.Errorf("message: field %s is not a string", quoteKey(k))}
+			bad = append(bad, k)
+			continue
 		}
 		fields[k] = s
 	}
-	return RowFromFields(fields)
+	row := RowFromFields(fields)
+	if len(bad) > 0 {
+		slices.Sort(bad)
+		row.Err = fmt.Errorf("message: field %s is not a string", quoteKey(bad[0]))
+	}
+	return row
 }
 
 func quoteKey(k string) string {
