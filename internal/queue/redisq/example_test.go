@@ -10,36 +10,33 @@ import (
 	"github.com/linkbatch/linkbatch/internal/queue/redisq"
 )
 
-// Example drains the stream links of a local Redis into a results file:
-// each request is acknowledged once its result is synced to the file, and
-// a request whose result the file holds already is acknowledged without a
-// second one. (It needs a redis-server and a tenant, so it is not run.)
+// Example checks the requests waiting in the stream links of a local Redis
+// without acknowledging anything or creating the group (a dry run), and
+// writes a planned or invalid result for each to audit.csv, with its
+// message id. A real run gives the runner a linker.Client and a
+// ratelimit.Pacer and drops DryRun. (It needs a redis-server, so it is
+// not run.)
 func Example() {
 	ctx := context.Background()
-	cfg, err := queue.Parse("redis://127.0.0.1:6379/0?stream=links&claim-idle=30s", os.Getenv)
+	cfg, err := queue.Parse("redis://127.0.0.1:6379/0?stream=links", os.Getenv)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	done, err := queue.ReadDone("results.csv")
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	src, _, err := redisq.NewSource(ctx, cfg, queue.Options{Drain: true, Done: func(id string) bool { return done[id] }})
+	src, _, err := redisq.NewSource(ctx, cfg, queue.Options{Drain: true, DryRun: true})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer src.Close()
-	sink, err := queue.OpenFileSink("results.csv")
+	sink, err := queue.OpenFileSink("audit.csv")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer sink.Close()
-	runner := &batch.Runner{Config: batch.DefaultConfig()} // and a Client and Pacer for the tenant
+	runner := &batch.Runner{Config: batch.DefaultConfig()}
 	runner.Config.DryRun = true
 	sum, err := runner.RunSource(ctx, src, sink)
-	fmt.Println(sum.Rows, err)
+	fmt.Println(sum.Counts[batch.StatusPlanned], "planned,", sum.Counts[batch.StatusInvalid], "invalid", err)
 }
