@@ -385,3 +385,43 @@ func TestDryRunAcknowledgesNothing(t *testing.T) {
 		t.Errorf("consumer lookup: %v, want not found: a dry run creates nothing", err)
 	}
 }
+
+// TestInProgressKeepsSlowRowsFromOthers: messages whose link takes longer
+// than AckWait are kept in progress by their consumer, so the server does
+// not hand them to the other consumer: each pair gets one link request.
+func TestInProgressKeepsSlowRowsFromOthers(t *testing.T) {
+	addr, js := startNATS(t)
+	srv := queuetest.Tenant(t, linkertest.RateLimit{})
+	srv.SetFaults(linkertest.Faults{Latency: 1200 * time.Millisecond}) // AckWait is 300ms
+	var ids []string
+	for i := range 6 {
+		p, s := fmt.Sprintf("auth0|p%d", i), fmt.Sprintf("github|s%d", i)
+		srv.Seed(p, s)
+		ids = append(ids, publish(t, js, "primary_user_id", p, "secondary_user_id", s))
+	}
+	paths := []string{queuetest.ResultsPath(t), queuetest.ResultsPath(t)}
+	var wg sync.WaitGroup
+	for i := range 2 {
+		src := source(t, config(t, addr), queue.Options{Drain: true, Fetch: 3})
+		sink := queuetest.Sink(t, paths[i])
+		r := queuetest.Runner(t, srv, 3, nil)
+		r.Config.Timeout = 10 * time.Second
+		wg.Go(func() {
+			if _, err := r.RunSource(t.Context(), src, sink); err != nil {
+				t.Errorf("consumer %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	a, b := queuetest.Results(t, paths[0]), queuetest.Results(t, paths[1])
+	for _, id := range ids {
+		if rs := append(a[id], b[id]...); len(rs) != 1 || rs[0].Status != batch.StatusLinked {
+			t.Errorf("message %s: %+v", id, rs)
+		}
+	}
+	for primary, n := range srv.Stats().PostsByPrimary {
+		if n != 1 {
+			t.Errorf("%s: %d link requests, want 1", primary, n)
+		}
+	}
+}
