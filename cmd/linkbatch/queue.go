@@ -99,9 +99,8 @@ func (c *command) runQueue(ctx context.Context) error {
 			return err
 		}
 		c.onClose(lock.Release)
-		if done, err = queue.ReadDone(cfg.Out); err != nil {
-			return err
-		}
+		// Opened first: a last line cut short is cut off before the file
+		// is read back.
 		fs, err := queue.OpenFileSink(cfg.Out)
 		if err != nil {
 			return err
@@ -112,6 +111,9 @@ func (c *command) runQueue(ctx context.Context) error {
 			}
 		})
 		if err := lock.Hold(cfg.Out); err != nil {
+			return err
+		}
+		if done, err = queue.ReadDone(cfg.Out); err != nil {
 			return err
 		}
 		sink = fs

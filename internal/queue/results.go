@@ -19,10 +19,18 @@ type FileSink struct {
 }
 
 // OpenFileSink opens path for appending, creating it with a header when it
-// is missing or empty. Errors are "open results: ...".
+// is missing or empty. A last line cut short (a run killed while writing
+// it, before the sync that precedes any acknowledgement: its message is
+// delivered again) is cut off first, so that the next row starts on a line
+// of its own and no truncated message id is read back. Errors are "open
+// results: ...".
 func OpenFileSink(path string) (*FileSink, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
+		return nil, fmt.Errorf("open results: %w", err)
+	}
+	if err := cutPartialLine(f); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("open results: %w", err)
 	}
 	st, err := f.Stat()
@@ -36,6 +44,41 @@ func OpenFileSink(path string) (*FileSink, error) {
 		return nil, fmt.Errorf("open results: %w", err)
 	}
 	return &FileSink{f: f, w: w}, nil
+}
+
+// cutPartialLine truncates f after its last newline when it does not end
+// with one. The results writer quotes no newline into a field of its own
+// (ids, statuses and messages have none) except inside quotes, which a
+// partial line may hold: the cut is at the last newline whatever it is, so
+// at worst a whole row that ended inside quotes goes too, and its message,
+// never acknowledged, is delivered again.
+func cutPartialLine(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return err
+	}
+	const chunk = 64 << 10
+	buf := make([]byte, chunk)
+	end := st.Size()
+	for pos := end; pos > 0; {
+		n := int64(chunk)
+		if pos < n {
+			n = pos
+		}
+		pos -= n
+		if _, err := f.ReadAt(buf[:n], pos); err != nil {
+			return err
+		}
+		for i := n - 1; i >= 0; i-- {
+			if buf[i] == '\n' {
+				if pos+i+1 == end {
+					return nil // whole lines only
+				}
+				return f.Truncate(pos + i + 1)
+			}
+		}
+	}
+	return f.Truncate(0) // not even a whole header
 }
 
 // File returns the open file (to lock it).

@@ -1,0 +1,53 @@
+package queue
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/linkbatch/linkbatch/batch"
+)
+
+// TestFileSinkCutsPartialLine: a results file whose last line was cut short
+// by a killed run loses that line when opened again, so that no truncated
+// message id is read back as done and the next row starts a line of its
+// own; whole lines, and the header of an empty file, are kept.
+func TestFileSinkCutsPartialLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results.csv")
+	s, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(batch.Result{Line: 1, Primary: "auth0|a", Secondary: "github|b", Status: batch.StatusLinked, MessageID: "1796197165037-12"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second row cut short inside its message id: "...,1796197165037-1".
+	partial := "2,auth0|c,github|d,linked,201,1,,,5,false,,1796197165037-1"
+	if err := os.WriteFile(path, append(whole, partial...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenFileSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(batch.Result{Line: 3, Primary: "auth0|e", Secondary: "github|f", Status: batch.StatusLinked, MessageID: "1796197165037-13"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	done, err := ReadDone(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(done) != 2 || !done["1796197165037-12"] || !done["1796197165037-13"] {
+		t.Errorf("done %v, want the two whole rows' ids and not the cut one", done)
+	}
+}
