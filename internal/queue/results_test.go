@@ -37,6 +37,9 @@ func TestFileSinkCutsPartialLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if done, err := ReadDone(path); err != nil || len(done) != 1 || !done["1796197165037-12"] {
+		t.Errorf("after opening: done %v (%v), want the whole row's id alone", done, err)
+	}
 	if err := s.Append(batch.Result{Line: 3, Primary: "auth0|e", Secondary: "github|f", Status: batch.StatusLinked, MessageID: "1796197165037-13"}); err != nil {
 		t.Fatal(err)
 	}
@@ -49,5 +52,17 @@ func TestFileSinkCutsPartialLine(t *testing.T) {
 	}
 	if len(done) != 2 || !done["1796197165037-12"] || !done["1796197165037-13"] {
 		t.Errorf("done %v, want the two whole rows' ids and not the cut one", done)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines []int
+	if err := batch.ReadResults(f, func(r batch.Result) error { lines = append(lines, r.Line); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 2 || lines[0] != 1 || lines[1] != 3 {
+		t.Errorf("rows of lines %v, want 1 and 3", lines)
 	}
 }
