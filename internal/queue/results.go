@@ -1,10 +1,13 @@
 package queue
 
 import (
+	"encoding/csv"
 	"errors"
+	"io"
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 
 	"github.com/linkbatch/linkbatch/batch"
 )
@@ -32,6 +35,10 @@ func OpenFileSink(path string) (*FileSink, error) {
 	if err := cutPartialLine(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open results: %w", err)
+	}
+	if err := checkHeader(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open results: %s: %w", path, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -79,6 +86,24 @@ func cutPartialLine(f *os.File) error {
 		}
 	}
 	return f.Truncate(0) // not even a whole header
+}
+
+// checkHeader refuses a results file that is not empty and whose header
+// has no message_id column: the results of a CSV run, which a queue run
+// must not append to.
+func checkHeader(f *os.File) error {
+	cr := csv.NewReader(io.NewSectionReader(f, 0, 1<<20))
+	header, err := cr.Read()
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read header: %w", err)
+	}
+	if !slices.Contains(header, batch.ColMessageID) {
+		return errors.New("its header has no message_id column: it holds the results of a CSV input; give a queue run a results file of its own")
+	}
+	return nil
 }
 
 // File returns the open file (to lock it).

@@ -3,6 +3,7 @@ package queue
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/linkbatch/linkbatch/batch"
@@ -64,5 +65,26 @@ func TestFileSinkCutsPartialLine(t *testing.T) {
 	}
 	if len(lines) != 2 || lines[0] != 1 || lines[1] != 3 {
 		t.Errorf("rows of lines %v, want 1 and 3", lines)
+	}
+}
+
+// TestFileSinkRefusesCSVResults: a queue run does not append to the
+// results file of a CSV run.
+func TestFileSinkRefusesCSVResults(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results.csv")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := batch.NewResultWriter(f, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(batch.Result{Line: 2, Status: batch.StatusLinked}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := OpenFileSink(path); err == nil || !strings.Contains(err.Error(), "no message_id column") {
+		t.Errorf("OpenFileSink() = %v, want a refusal", err)
 	}
 }
