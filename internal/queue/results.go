@@ -3,8 +3,8 @@ package queue
 import (
 	"encoding/csv"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"slices"
