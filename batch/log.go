@@ -54,6 +54,9 @@ func logResult(log *zap.Logger, res Result) {
 	if res.SecondaryProvider != "" {
 		fields = append(fields, zap.String("secondary_provider", logText(res.SecondaryProvider)))
 	}
+	if res.MessageID != "" {
+		fields = append(fields, zap.String("message_id", logText(res.MessageID)))
+	}
 	if res.Warning != "" {
 		fields = append(fields, zap.String("warning", res.Warning))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -41,8 +42,11 @@ type pool struct {
 	results chan outcome
 	streak  failStreak
 
-	read, kept int   // rows read from the source, and of those already done
-	readErr    error // the source's error that ended reading
+	read, kept  int         // rows read from the source, and of those already done
+	again       Redeliverer // the source, when it delivers rows again
+	mu          sync.Mutex
+	redelivered int   // rows handed back to the source; guarded by mu
+	readErr     error // the source's error that ended reading
 }
 
 func newPool(ctx context.Context, r *Runner, plan *Plan) *pool {
@@ -105,7 +109,7 @@ func cutShort(dispatch context.Context, err error) bool {
 
 // dispatchRow routes one row; it reports false when the run stopped.
 func (p *pool) dispatchRow(row Row, ack AckFunc) bool {
-	if p.r.Done.Has(row.Line) {
+	if row.Kept || p.r.Done.Has(row.Line) {
 		p.kept++
 		if err := acknowledge(p.work, row.Line, ack); err != nil {
 			p.stop(err)
@@ -114,6 +118,7 @@ func (p *pool) dispatchRow(row Row, ack AckFunc) bool {
 		return true
 	}
 	if res, ok := p.r.settle(p.plan, row); ok {
+		res.MessageID = row.MessageID
 		select {
 		case p.results <- outcome{res, ack}:
 			return true
@@ -140,6 +145,7 @@ func (p *pool) worker() {
 			p.r.Hooks.Active(1)
 		}
 		res, keep, fatal := p.r.process(p.work, j.row)
+		res.MessageID = j.row.MessageID
 		if p.r.Hooks.Active != nil {
 			p.r.Hooks.Active(-1)
 		}
@@ -149,10 +155,38 @@ func (p *pool) worker() {
 		if fatal != nil {
 			p.stop(fatal)
 		}
+		if keep && res.Status == StatusFailed && res.Retryable && p.redeliver(j.row, res) {
+			continue
+		}
 		if keep {
 			p.results <- outcome{res, j.ack}
 		}
 	}
+}
+
+// redeliver hands a row that failed for a transient reason back to its
+// source, when the source delivers rows again (Redeliverer), instead of
+// writing its result; it reports whether the row was handed back.
+func (p *pool) redeliver(row Row, res Result) bool {
+	if p.again == nil {
+		return false
+	}
+	ok, err := p.again.Redeliver(p.work, row)
+	if err != nil {
+		p.stop(fmt.Errorf("redeliver line %d: %w", row.Line, err))
+		return true // stopped: the row has no result, as one cut short
+	}
+	if !ok {
+		return false
+	}
+	p.mu.Lock()
+	p.redelivered++
+	p.mu.Unlock()
+	if p.r.Log != nil {
+		p.r.Log.Info("row left for redelivery", zap.Int("line", row.Line), zap.String("message_id", logText(row.MessageID)),
+			zap.String("error", logText(res.Error)))
+	}
+	return true
 }
 
 // summary counts what the run did.
@@ -163,12 +197,15 @@ func (p *pool) summary(w *writer, start time.Time) Summary {
 		sum.Requests, sum.RateLimited, sum.Retries = st.Requests, st.RateLimited, st.Retries
 	}
 	sum.Rows, sum.Kept = p.read, p.kept
+	p.mu.Lock()
+	sum.Redelivered = p.redelivered
+	p.mu.Unlock()
 	if p.plan != nil {
 		// Every kept line counts, also those past where an interrupted
 		// run stopped reading.
 		sum.Rows, sum.Kept = p.plan.Rows(), p.r.Done.Len()
 	}
-	sum.Remaining = sum.Rows - sum.Kept - w.written
+	sum.Remaining = sum.Rows - sum.Kept - w.written - sum.Redelivered
 	sum.Elapsed = time.Since(start)
 	return sum
 }

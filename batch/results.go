@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,9 @@ type Result struct {
 	// they are never written to the results file nor logged; only the
 	// report shows them (masked unless asked otherwise).
 	PrimaryEmail, SecondaryEmail string
+	// MessageID is the row's Row.MessageID: the message it came from, in
+	// queue mode; "" for a CSV row.
+	MessageID string
 
 	// fatal is the kind (see linker.FatalForAll) of a failure that every
 	// row would meet alike; it is not written out.
@@ -94,6 +98,18 @@ func (r Result) appendRecord(rec []string) []string {
 	)
 }
 
+// Fields returns r as the results file writes it, column name to value,
+// with the message_id column: the fields of a result published as a
+// stream entry.
+func (r Result) Fields() map[string]string {
+	m := make(map[string]string, len(resultColumns)+1)
+	for i, v := range r.record() {
+		m[resultColumns[i]] = v
+	}
+	m[ColMessageID] = Defuse(r.MessageID)
+	return m
+}
+
 // Defuse returns s made safe to open in a spreadsheet: a cell that starts
 // with a character a spreadsheet reads as a formula (= + - @, tab or carriage
 // return) gets a leading apostrophe.
@@ -108,27 +124,55 @@ func Defuse(s string) string {
 	return s
 }
 
+// ColMessageID is the results file's column of Result.MessageID, written
+// last, in queue mode only (NewMessageResultWriter).
+const ColMessageID = "message_id"
+
 // ResultWriter writes results as CSV. Write flushes every row; Append and
 // Flush let a caller flush several rows at once. It is safe for concurrent
 // use.
 type ResultWriter struct {
-	mu  sync.Mutex
-	bw  *bufio.Writer
-	w   *csv.Writer
-	rec []string // reused by Append: csv.Writer.Write keeps no field
+	mu        sync.Mutex
+	bw        *bufio.Writer
+	w         *csv.Writer
+	rec       []string // reused by Append: csv.Writer.Write keeps no field
+	messageID bool     // write the message_id column
 }
 
 // NewResultWriter returns a writer to w. With header set it first writes the
 // header row.
 func NewResultWriter(w io.Writer, header bool) (*ResultWriter, error) {
+	return newResultWriter(w, header, false)
+}
+
+// NewMessageResultWriter is NewResultWriter for the results of a queue: each
+// row ends with the message_id column (ColMessageID).
+func NewMessageResultWriter(w io.Writer, header bool) (*ResultWriter, error) {
+	return newResultWriter(w, header, true)
+}
+
+func newResultWriter(w io.Writer, header, messageID bool) (*ResultWriter, error) {
 	bw := bufio.NewWriterSize(w, 64<<10)
-	rw := &ResultWriter{bw: bw, w: csv.NewWriter(bw)}
+	rw := &ResultWriter{bw: bw, w: csv.NewWriter(bw), messageID: messageID}
 	if header {
-		if err := rw.write(resultColumns); err != nil {
+		cols := resultColumns
+		if messageID {
+			cols = append(slices.Clone(cols), ColMessageID)
+		}
+		if err := rw.write(cols); err != nil {
 			return nil, err
 		}
 	}
 	return rw, nil
+}
+
+// appendRec appends the fields of r, as this writer writes them, to rec.
+func (rw *ResultWriter) appendRec(rec []string, r Result) []string {
+	rec = r.appendRecord(rec)
+	if rw.messageID {
+		rec = append(rec, Defuse(r.MessageID))
+	}
+	return rec
 }
 
 // Write appends one result and flushes it. It returns the underlying
@@ -136,7 +180,8 @@ func NewResultWriter(w io.Writer, header bool) (*ResultWriter, error) {
 func (rw *ResultWriter) Write(r Result) error {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	return rw.write(r.record())
+	rw.rec = rw.appendRec(rw.rec[:0], r)
+	return rw.write(rw.rec)
 }
 
 // Append appends one result without flushing it; Flush must follow. It lets
@@ -144,7 +189,7 @@ func (rw *ResultWriter) Write(r Result) error {
 func (rw *ResultWriter) Append(r Result) error {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	rw.rec = r.appendRecord(rw.rec[:0])
+	rw.rec = rw.appendRec(rw.rec[:0], r)
 	if err := rw.w.Write(rw.rec); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
@@ -234,6 +279,7 @@ func ReadResults(r io.Reader, fn func(Result) error) error {
 		res.Retryable, _ = strconv.ParseBool(get(rec, "retryable"))
 		res.Warning = get(rec, "warning")
 		res.SecondaryProvider = undefuse(get(rec, "secondary_provider"))
+		res.MessageID = undefuse(get(rec, ColMessageID))
 		if err := fn(res); err != nil {
 			return err
 		}

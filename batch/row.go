@@ -43,6 +43,18 @@ type Row struct {
 	LinkWith          string `csv:"link_with"`
 	Err               error  `csv:"-"`
 
+	// The fields below are set by a Source that delivers rows as messages
+	// (a queue); a CSV row leaves them zero.
+
+	// MessageID names the message the row came from (a stream entry id, a
+	// stream sequence); it is copied to the row's Result.
+	MessageID string `csv:"-"`
+	// Kept says the row's result is durable already (a message delivered
+	// again after an earlier run wrote its result but before it was
+	// acknowledged): the pool acknowledges it at once, writes no second
+	// result and counts it in Summary.Kept, as a line of Runner.Done.
+	Kept bool `csv:"-"`
+
 	checked bool               // Check ran: req or Err holds its outcome
 	req     linker.LinkRequest // the request of a checked valid row
 }

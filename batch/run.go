@@ -83,7 +83,8 @@ type Summary struct {
 	Rows        int            // data rows in the input (without a plan: rows read)
 	Counts      map[Status]int // results written, by status
 	Warnings    map[string]int // results written with a warning, by warning
-	Kept        int            // rows kept from an earlier run (resume)
+	Kept        int            // rows kept from an earlier run (resume; Row.Kept)
+	Redelivered int            // rows handed back to their source without a result (Redeliverer)
 	Remaining   int            // rows with no final result yet
 	Requests    int64          // HTTP requests sent to the tenant
 	RateLimited int64          // 429 answers
@@ -216,6 +217,7 @@ func (r *Runner) run(ctx context.Context, src Source, out Sink, plan *Plan, star
 		r.Hooks.Plan(plan.Rows(), plan.Rows()-r.Done.Len())
 	}
 	p := newPool(ctx, r, plan)
+	p.again, _ = src.(Redeliverer)
 	defer p.stop(nil)
 	defer p.cancelWork()
 	w := &writer{out: out, log: log, hook: r.Hooks.Result, stop: p.stop, ackCtx: p.work, sum: newSummary()}

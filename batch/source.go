@@ -37,6 +37,19 @@ type Source interface {
 	Close() error
 }
 
+// Redeliverer is implemented by a Source that can deliver a row again
+// later (a queue). When a row fails for a reason a later attempt may escape
+// (a failed Result with Retryable set: retries exhausted, 5xx, the network),
+// the pool calls Redeliver instead of writing the result. When it returns
+// true the row is handed back: it gets no result and no acknowledgement
+// from this run, and counts in Summary.Redelivered. It returns false for a
+// row with no delivery left, whose failed result is then written and
+// acknowledged like any other. It is called from the workers concurrently;
+// an error stops the run like a failed acknowledgement.
+type Redeliverer interface {
+	Redeliver(ctx context.Context, row Row) (bool, error)
+}
+
 // Sink is where results go: Append writes one result, Flush makes every
 // result appended so far durable. The pool calls them from one goroutine
 // and acknowledges rows only after Flush returned nil. *ResultWriter is a

@@ -6,11 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/linkbatch/linkbatch/linker"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
+	"github.com/linkbatch/linkbatch/ratelimit"
 )
 
 // sliceSource is a second Source for the pool: rows from a slice, each with
@@ -270,4 +275,123 @@ func TestRunSourceAcks(t *testing.T) {
 	if sum.Rows != 3 || sum.Kept != 1 || sum.Remaining != 0 {
 		t.Errorf("summary rows %d kept %d remaining %d, want 3, 1, 0", sum.Rows, sum.Kept, sum.Remaining)
 	}
+}
+
+// TestRunSourceMessages: a queue's rows carry their message id to the
+// results file's message_id column; a row whose result an earlier run made
+// durable (Row.Kept) is acknowledged without a second result; a row that
+// fails for a transient reason with Redeliver set is handed back, neither
+// written nor acknowledged, while the same failure on a last delivery
+// (Redeliver nil) is written.
+func TestRunSourceMessages(t *testing.T) {
+	srv := linkertest.NewServer(linkertest.Config{})
+	t.Cleanup(srv.Close)
+	srv.Seed("auth0|p1", "github|s1")
+	srv.Seed("auth0|p2", "github|s2")
+	rows := []Row{
+		{Line: 1, Primary: "auth0|p1", Secondary: "github|s1", MessageID: "1-0"},
+		{Line: 2, Primary: "auth0|p2", Secondary: "github|s2", MessageID: "2-0", Kept: true},
+		{Line: 3, Primary: "auth0|p3", Secondary: "github|s3", MessageID: "3-0"},
+	}
+	var buf bytes.Buffer
+	w, err := NewMessageResultWriter(&buf, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &againSource{sliceSource: &sliceSource{rows: rows, sink: &flushSink{w: w, done: map[int]bool{}}, acks: map[int]int{}}, left: true}
+	cfg := DefaultConfig()
+	cfg.Workers = 2
+	r := newTestRunner(t, srv, cfg)
+	r.Pacer = nil
+	pc := ratelimit.DefaultConfig()
+	pc.Rate, pc.Burst, pc.MaxRetries, pc.MinBackoff, pc.MaxBackoff = 1000, 100, 1, time.Millisecond, time.Millisecond
+	if r.Pacer, err = ratelimit.New(pc, linker.Retryable); err != nil {
+		t.Fatal(err)
+	}
+	// Every request to p3 fails with a 5xx: the row is retryable.
+	r.Client = failingClient(t, srv, "auth0|p3")
+
+	sum, err := r.RunSource(t.Context(), src, src.sink)
+	if err != nil {
+		t.Fatalf("RunSource: %v", err)
+	}
+	got := map[string]Result{}
+	n := 0
+	if err := ReadResults(&buf, func(res Result) error { got[res.MessageID] = res; n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || got["1-0"].Status != StatusLinked || got["1-0"].Line != 1 {
+		t.Errorf("results %v, want one: 1-0 linked", got)
+	}
+	if want := map[int]int{1: 1, 2: 1}; fmt.Sprint(src.acks) != fmt.Sprint(want) {
+		t.Errorf("acknowledgements %v, want %v", src.acks, want)
+	}
+	if src.again[3] != 1 {
+		t.Errorf("line 3 handed back %d times, want 1", src.again[3])
+	}
+	if sum.Rows != 3 || sum.Kept != 1 || sum.Redelivered != 1 || sum.Remaining != 0 {
+		t.Errorf("summary rows %d kept %d redelivered %d remaining %d, want 3 1 1 0", sum.Rows, sum.Kept, sum.Redelivered, sum.Remaining)
+	}
+
+	// The last delivery: Redeliver says no, the failure is written.
+	buf.Reset()
+	if w, err = NewMessageResultWriter(&buf, true); err != nil {
+		t.Fatal(err)
+	}
+	src = &againSource{sliceSource: &sliceSource{rows: rows[2:], sink: &flushSink{w: w, done: map[int]bool{}}, acks: map[int]int{}}}
+	if _, err := r.RunSource(t.Context(), src, src.sink); err != nil {
+		t.Fatalf("RunSource: %v", err)
+	}
+	if !strings.Contains(buf.String(), ",3-0\n") || !strings.Contains(buf.String(), ",failed,") || src.acks[3] != 1 {
+		t.Errorf("last delivery: results %q, acks %v; want line 3 failed, acknowledged", buf.String(), src.acks)
+	}
+}
+
+// failingClient is a client of srv whose requests for the user id fail
+// with 503, through a transport that answers them itself.
+func failingClient(t *testing.T, srv *linkertest.Server, id string) *linker.Client {
+	t.Helper()
+	base, err := linker.ParseDomain(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: failFor{next: srv.Client().Transport, path: url.PathEscape(id)}}
+	c, err := linker.NewClient(base, linker.StaticToken(srv.IssueToken(time.Hour)), linker.WithHTTPClient(hc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type failFor struct {
+	next http.RoundTripper
+	path string
+}
+
+func (f failFor) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.Contains(req.URL.EscapedPath(), f.path) {
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("{}")), Request: req}, nil
+	}
+	return f.next.RoundTrip(req)
+}
+
+// againSource is a sliceSource that delivers rows again (a Redeliverer)
+// while left is set.
+type againSource struct {
+	*sliceSource
+	left  bool
+	again map[int]int // line -> times handed back
+}
+
+func (s *againSource) Redeliver(_ context.Context, row Row) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.left {
+		return false, nil
+	}
+	if s.again == nil {
+		s.again = map[int]int{}
+	}
+	s.again[row.Line]++
+	return true, nil
 }

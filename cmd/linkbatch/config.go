@@ -60,6 +60,14 @@ type config struct {
 	// outStream is set by Validate when Out is a stream, not a results
 	// file (see batch.IsStreamOut).
 	outStream bool
+
+	// Drain, with a queue --in, ends the run once the queue is empty
+	// instead of waiting for requests until a signal.
+	Drain bool
+	// queue is the queue --in names, parsed by Validate; nil for a file.
+	queue *queueSettings
+	// getenv is the environment, for the queue's password.
+	getenv func(string) string
 }
 
 // Environment variables read as fallbacks, named as Auth0's own tools name them.
@@ -83,6 +91,7 @@ Examples:
   AUTH0_DOMAIN=acme.eu.auth0.com AUTH0_CLIENT_ID=... AUTH0_CLIENT_SECRET=... \
     linkbatch run --in pairs.csv --out results.csv
   linkbatch run --in pairs.csv --out results.csv --resume               # after an interruption
+  linkbatch run --drain --in 'redis://127.0.0.1:6379/0?stream=links' --out results.csv   # a queue
   linkbatch run --dry-run --in export.csv --out plan.csv --delimiter ';' \
     --columns 'primary=Primary User ID,secondary=Secondary User ID'
 
@@ -94,7 +103,7 @@ var flagGroups = []struct {
 	title string
 	names []string
 }{
-	{"Input and results", []string{"in", "out", "delimiter", "columns", "resume", "retry-failed", "report", "report-show-emails"}},
+	{"Input and results", []string{"in", "out", "drain", "delimiter", "columns", "resume", "retry-failed", "report", "report-show-emails"}},
 	{"Safety", []string{"dry-run", "verify", "require-verified-email", "backup", "merge-metadata", "simulate"}},
 	{"Tenant and credentials (flags override the AUTH0_* environment)", []string{"domain", "token", "client-id", "client-secret", "audience"}},
 	{"Pacing and retries", []string{"rate", "burst", "share", "workers", "max-retries", "timeout", "grace"}},
@@ -153,7 +162,8 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 		Pace:     ratelimit.DefaultConfig(),
 	}
 	fs := flag.NewFlagSet("linkbatch run", flag.ContinueOnError)
-	fs.StringVar(&cfg.In, "in", "", "input CSV `file` of pairs; - reads standard input")
+	fs.StringVar(&cfg.In, "in", "", "input CSV `file` of pairs; - reads standard input; redis://... or nats://... reads a queue (see README)")
+	fs.BoolVar(&cfg.Drain, "drain", false, "with a queue --in: exit once nothing is left to read, claim or finish, instead of running until SIGINT/SIGTERM")
 	fs.StringVar(&cfg.Out, "out", "", "results CSV `file` to write, locked for the run; - or /dev/stdout writes standard output (a stream: no resume)")
 	fs.BoolVar(&cfg.Batch.DryRun, "dry-run", false, "validate and plan only; send no write to the tenant (needs no credentials)")
 	flagValues := map[string]string{} // of the flags whose Value does not print them
@@ -241,6 +251,7 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fallback(&cfg.ClientID, envClientID)
 	fallback(&cfg.ClientSecret, envClientSecret)
 	fallback(&cfg.Audience, envAudience)
+	cfg.getenv = getenv
 	return cfg, cfg.Validate()
 }
 
@@ -262,6 +273,12 @@ func (c *config) Validate() error {
 func (c *config) validateFiles() error {
 	if c.In == "" {
 		return usagef("--in is required (a CSV file, or - for standard input)")
+	}
+	if isQueue(c.In) {
+		return c.validateQueue()
+	}
+	if c.Drain {
+		return usagef("--drain goes with a queue --in (redis://... or nats://...)")
 	}
 	if c.Out == "" {
 		return usagef("--out is required (the results CSV file)")

@@ -22,9 +22,10 @@ import (
 const mainUsage = `Usage: linkbatch <command> [flags]
 
 Commands:
-  run       link the pairs of a CSV file (see 'linkbatch run --help')
+  run       link the pairs of a CSV file or a queue (see 'linkbatch run --help')
   plan      plan the pairs from an Auth0 user export (see 'linkbatch plan --help')
   rollback  undo the links of a run from its backup (see 'linkbatch rollback --help')
+  enqueue   add the pairs of a CSV file to a Redis stream (see 'linkbatch enqueue --help')
   version   print the version
 `
 
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return planCommand(ctx, args[1:], stdout, stderr, signals)
 	case "rollback":
 		return rollbackCommand(ctx, args[1:], stdout, stderr, getenv, signals)
+	case "enqueue":
+		return enqueueCommand(ctx, args[1:], stdin, stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
@@ -107,6 +110,9 @@ func (c *command) close() {
 func (c *command) run(ctx context.Context, signals <-chan os.Signal) error {
 	c.startLog()
 	ctx = c.watchSignals(ctx, signals)
+	if c.cfg.queue != nil {
+		return c.runQueue(ctx)
+	}
 	// Nothing is read, sent or written before the results file is ours.
 	if err := c.claimResults(); err != nil {
 		return err
