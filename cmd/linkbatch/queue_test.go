@@ -220,16 +220,17 @@ func TestQueueFlags(t *testing.T) {
 	}
 }
 
-// TestQueueEnqueueThenDrainSimulated: 'linkbatch enqueue' turns the sample
+// TestQueueEnqueueThenDrainSimulated: 'linkbatch enqueue' turns a sample
 // pairs file into stream entries, and a simulated drain gives each a
 // result, the invalid rows dead-lettered.
 func TestQueueEnqueueThenDrainSimulated(t *testing.T) {
 	addr, c := queuetest.StartRedis(t)
 	to := fmt.Sprintf("redis://%s/0?stream=links", addr)
-	o := runLinkbatch(t, invocation{args: []string{"enqueue", "--in", "../../samples/pairs.csv", "--to", to}})
-	// The sample holds one line that is not CSV: it is named and left out.
-	if o.code != exitProblems || !strings.Contains(o.stderr, "line 26 left out") {
-		t.Fatalf("enqueue: exit %d, want %d naming line 26\n%s", o.code, exitProblems, o.stderr)
+	o := runLinkbatch(t, invocation{args: []string{"enqueue", "--in", "../../samples/pairs-with-mistakes.csv", "--to", to}})
+	// The sample of mistakes holds one line that is not CSV: it is named and
+	// left out.
+	if o.code != exitProblems || !strings.Contains(o.stderr, "line 10 left out") {
+		t.Fatalf("enqueue: exit %d, want %d naming line 10\n%s", o.code, exitProblems, o.stderr)
 	}
 	n, err := c.XLen(t.Context(), "links").Result()
 	if err != nil || n == 0 || !strings.Contains(o.stdout, fmt.Sprintf("%d entries added", n)) {
