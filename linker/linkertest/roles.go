@@ -52,10 +52,10 @@ var (
 
 // Route kinds of this file.
 const (
-	routeUserRoles    = iota + 100 // GET /api/v2/users/{id}/roles
-	routeAssignRoles               // POST /api/v2/users/{id}/roles
-	routeUserOrgs                  // GET /api/v2/users/{id}/organizations
-	routeAddMembers                // POST /api/v2/organizations/{id}/members
+	routeUserRoles   = iota + 100 // GET /api/v2/users/{id}/roles
+	routeAssignRoles              // POST /api/v2/users/{id}/roles
+	routeUserOrgs                 // GET /api/v2/users/{id}/organizations
+	routeAddMembers               // POST /api/v2/organizations/{id}/members
 )
 
 // grantRoute matches the escaped path segments (after /api/v2/) of the

@@ -35,7 +35,7 @@ func TestRolesPagedAndStrict(t *testing.T) {
 
 	a := call(t, s, http.MethodGet, path+"?page=1&per_page=1&include_totals=true", tok, "", "")
 	var page struct {
-		Roles              []struct{ ID, Name string }
+		Roles               []struct{ ID, Name string }
 		Start, Limit, Total int
 	}
 	if a.status != http.StatusOK || json.Unmarshal(a.body, &page) != nil {
