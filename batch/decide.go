@@ -76,7 +76,15 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 		return res, true, nil
 	}
 	if r.Backup != nil {
-		if err := r.backup(req, row.Line, users); err != nil {
+		var g grants
+		if req.LinkWith == "" {
+			var done, keep bool
+			var fatal error
+			if g, done, keep, fatal = r.readGrants(ctx, req.Provider+"|"+req.UserID, &res); done || !keep || fatal != nil {
+				return res, keep, fatal
+			}
+		}
+		if err := r.backup(req, row.Line, users, g); err != nil {
 			return res, false, err
 		}
 	}
