@@ -68,6 +68,13 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 			return res, keep, fatal
 		}
 	}
+	if r.Backup != nil && !r.Config.DryRun && req.LinkWith == "" {
+		var done, keep bool
+		var fatal error
+		if users.grants, done, keep, fatal = r.readGrants(ctx, req.Provider+"|"+req.UserID, &res); done || !keep || fatal != nil {
+			return res, keep, fatal
+		}
+	}
 	if r.Config.DryRun {
 		res.Status = StatusPlanned
 		if r.Config.Merges() && users.primary != nil && res.Error == "" {
@@ -76,15 +83,7 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 		return res, true, nil
 	}
 	if r.Backup != nil {
-		var g grants
-		if req.LinkWith == "" {
-			var done, keep bool
-			var fatal error
-			if g, done, keep, fatal = r.readGrants(ctx, req.Provider+"|"+req.UserID, &res); done || !keep || fatal != nil {
-				return res, keep, fatal
-			}
-		}
-		if err := r.backup(req, row.Line, users, g); err != nil {
+		if err := r.backup(req, row.Line, users); err != nil {
 			return res, false, err
 		}
 	}
@@ -215,6 +214,7 @@ func (r *Runner) verify(ctx context.Context, req linker.LinkRequest, res *Result
 type pair struct {
 	primary, secondary       *linker.Profile
 	primaryDoc, secondaryDoc json.RawMessage // whole, for a backup
+	grants                   grants          // the secondary's, for a backup
 	readAt                   time.Time
 }
 

@@ -34,11 +34,11 @@ func (r *Runner) now() time.Time {
 
 // backup records the users of a row about to be written to; its error,
 // wrapping ErrBackup, stops the run.
-func (r *Runner) backup(req linker.LinkRequest, line int, users pair, g grants) error {
+func (r *Runner) backup(req linker.LinkRequest, line int, users pair) error {
 	rec := BackupRecord{
 		Time: r.now().UTC(), Line: line, Primary: req.PrimaryID,
 		PrimaryUser: users.primaryDoc, SecondaryUser: users.secondaryDoc,
-		SecondaryRoles: g.roles, SecondaryOrganizations: g.orgs, NotRead: g.notRead,
+		SecondaryRoles: users.grants.roles, SecondaryOrganizations: users.grants.orgs, NotRead: users.grants.notRead,
 	}
 	if req.LinkWith == "" {
 		rec.Secondary = req.Provider + "|" + req.UserID
