@@ -195,9 +195,9 @@ func (c *Client) userURL(id, suffix string, q url.Values) string {
 }
 
 // send makes the request with a token from c.tokens and decodes a 2xx answer
-// into v (a nil v ignores the body). On a 401 "expired token" answer it renews the token once, if it
-// can, and sends the request again. Errors are scrubbed of the tokens used
-// and of secrets.
+// into v (a nil v ignores the body). On a 401 "expired token" answer it
+// renews the token once, if it can, and sends the request again. Errors are
+// scrubbed of the tokens used and of secrets.
 func (c *Client) send(ctx context.Context, method, u string, body []byte, v any, secrets ...string) (*Response, error) {
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
