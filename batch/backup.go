@@ -27,6 +27,14 @@ type BackupRecord struct {
 	Secondary     string          `json:"secondary_user_id"`
 	PrimaryUser   json.RawMessage `json:"primary"`
 	SecondaryUser json.RawMessage `json:"secondary"`
+	// SecondaryRoles and SecondaryOrganizations are the ids of the roles
+	// and organizations of the secondary, which an unlink does not give
+	// back. NotRead names those the token could not read (NotReadRoles,
+	// NotReadOrganizations): a rollback cannot restore them. All are empty
+	// in the record of a link_with row and in older backups.
+	SecondaryRoles         []string `json:"secondary_roles,omitempty"`
+	SecondaryOrganizations []string `json:"secondary_organizations,omitempty"`
+	NotRead                []string `json:"not_read,omitempty"`
 }
 
 // Backup is where a run records both users of a row before it writes to

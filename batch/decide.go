@@ -71,6 +71,13 @@ func (r *Runner) processRow(ctx context.Context, row Row, res Result) (Result, b
 			return res, keep, fatal
 		}
 	}
+	if r.Backup != nil && !r.Config.DryRun && req.LinkWith == "" {
+		var done, keep bool
+		var fatal error
+		if users.grants, done, keep, fatal = r.readGrants(ctx, req.Provider+"|"+req.UserID, &res); done || !keep || fatal != nil {
+			return res, keep, fatal
+		}
+	}
 	if r.Config.DryRun {
 		res.Status = StatusPlanned
 		if r.Config.Merges() && users.primary != nil && res.Error == "" {
@@ -229,6 +236,7 @@ func (r *Runner) verify(ctx context.Context, req linker.LinkRequest, res *Result
 type pair struct {
 	primary, secondary       *linker.Profile
 	primaryDoc, secondaryDoc json.RawMessage // whole, for a backup
+	grants                   grants          // the secondary's, for a backup
 	readAt                   time.Time
 }
 

@@ -4,7 +4,8 @@
 // over a CSV file that refuses duplicates and conflicts (Plan), the
 // per-row decision (read the users, back them up, merge their metadata,
 // link, verify an ambiguous answer), the results (Result, Status, the Sink
-// they are written to, resume), the backup (BackupWriter, BackupIndex) and
+// they are written to, resume), the backup (BackupWriter, BackupIndex; it
+// also records the secondary's roles and organizations, see grants.go) and
 // the rollback of a run from it (Rollback, a RowAction over a
 // RollbackSource).
 //

@@ -10,7 +10,7 @@ import (
 
 // Attempt describes one HTTP request for the Attempt hook.
 type Attempt struct {
-	Kind        string        // "link", "get_user", "patch_user" or "unlink"
+	Kind        string        // "link", "get_user", "patch_user", "unlink", "get_roles", "get_organizations", "assign_roles" or "add_members"
 	Status      int           // the HTTP status of the answer, 0 when none came
 	RateLimited bool          // the tenant refused the request for its rate limit
 	Latency     time.Duration // from sending the request to its answer or failure

@@ -22,11 +22,15 @@ import (
 // changed get their old values, keys it added are removed (set to null).
 // Keys that neither the backup nor the merged-in secondary hold are left
 // alone: linkbatch did not write them. An empty object is never sent.
+// Last it grants the recreated secondary the roles and organization
+// memberships its backup recorded (see grants.go); a record that could not
+// read them leaves a note on the row.
 //
 // The row is unlinked, or already_unlinked when the primary no longer holds
 // the identity (an earlier rollback whose answer was lost, or a resumed
 // one; the metadata is restored all the same), or failed: a failure of the
-// unlink or of a PATCH after retries, retryable when transient. Every step
+// unlink, of a PATCH or of a grant after retries, its error naming what was
+// not restored, retryable when transient. Every step
 // is idempotent, so a resumed rollback runs a failed row again.
 type Rollback struct {
 	Index *BackupIndex
@@ -69,7 +73,13 @@ func (rb *Rollback) Act(ctx context.Context, r *Runner, row Row, res Result) (Re
 			return res, keep, fatal
 		}
 	}
+	if stop, keep, fatal := restoreGrants(ctx, r, req.Provider+"|"+req.UserID, rec, &res); stop {
+		return res, keep, fatal
+	}
 	res.Status, res.ErrorCode, res.Error = status, "", ""
+	if len(rec.NotRead) > 0 {
+		res.Error = "note: the backup could not read the secondary's " + strings.Join(rec.NotRead, " and ") + ": not restored"
+	}
 	return res, true, nil
 }
 

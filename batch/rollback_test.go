@@ -87,6 +87,12 @@ func linkThrough(t *testing.T, r *Runner, input, backupPath, outPath string, wra
 // backup at backupPath and returns the rollback's results by line.
 func rollback(t *testing.T, srv *linkertest.Server, backupPath, outPath string, lines *LineSet) map[int]Result {
 	t.Helper()
+	return rollbackWith(t, newTestRunner(t, srv, DefaultConfig()), backupPath, outPath, lines)
+}
+
+// rollbackWith is rollback with the Runner r.
+func rollbackWith(t *testing.T, r *Runner, backupPath, outPath string, lines *LineSet) map[int]Result {
+	t.Helper()
 	bf, err := os.Open(backupPath)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +108,6 @@ func rollback(t *testing.T, srv *linkertest.Server, backupPath, outPath string, 
 		t.Fatal(err)
 	}
 	defer src.Close()
-	r := newTestRunner(t, srv, DefaultConfig())
 	r.Action = (&Rollback{Index: idx}).Act
 	rbPath := filepath.Join(filepath.Dir(outPath), "rollback.csv")
 	of, err := os.Create(rbPath)

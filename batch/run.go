@@ -124,6 +124,7 @@ type Runner struct {
 	Now func() time.Time
 
 	readScopeOnce sync.Once
+	grantReads    grantReads
 }
 
 // RowAction is what the pool does with one valid row instead of linking

@@ -195,9 +195,9 @@ func (c *Client) userURL(id, suffix string, q url.Values) string {
 }
 
 // send makes the request with a token from c.tokens and decodes a 2xx answer
-// into v. On a 401 "expired token" answer it renews the token once, if it
-// can, and sends the request again. Errors are scrubbed of the tokens used
-// and of secrets.
+// into v (a nil v ignores the body). On a 401 "expired token" answer it
+// renews the token once, if it can, and sends the request again. Errors are
+// scrubbed of the tokens used and of secrets.
 func (c *Client) send(ctx context.Context, method, u string, body []byte, v any, secrets ...string) (*Response, error) {
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
@@ -266,6 +266,9 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, tok stri
 		return resp, &bodyError{fmt.Errorf("read %d answer: body exceeds %d bytes", hr.StatusCode, maxBody)}
 	}
 	drainClose(hr.Body)
+	if v == nil { // an answer whose body is not used (204)
+		return resp, nil
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return resp, &bodyError{fmt.Errorf("decode %d answer: %w", hr.StatusCode, err)}
 	}

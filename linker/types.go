@@ -2,7 +2,11 @@
 // linkbatch needs: "link a user account" (POST /api/v2/users/{id}/identities),
 // the read that verifies a link (GET /api/v2/users/{id}), and, for metadata
 // merges and rollback, PATCH /api/v2/users/{id} and unlinking
-// (DELETE /api/v2/users/{id}/identities/{provider}/{user_id}).
+// (DELETE /api/v2/users/{id}/identities/{provider}/{user_id}), and, for the
+// roles and organization memberships an unlink does not give back, reading
+// them (GET /api/v2/users/{id}/roles and /organizations, paged) and
+// granting them (POST /api/v2/users/{id}/roles and
+// /api/v2/organizations/{id}/members).
 //
 // Every non-2xx answer is classified once, by [CheckResponse], into a typed
 // error: *[RateLimitError] for 429 and *[APIError] for the rest. Transport

@@ -24,11 +24,16 @@ import (
 // four kinds (by index mod 4): keys only the secondary holds and a
 // conflict; a secondary with none (a naive merge would send {}); a primary
 // with none and a nested value in the secondary; both holding the same.
-// Every identity carries IdP tokens, which no backup may hold.
+// Every identity carries IdP tokens, which no backup may hold. Secondaries
+// of the first kind hold two roles and an organization, of the third kind
+// an organization; the token may read and grant them.
 func metadataTenant(t *testing.T, n int) (*linkertest.Server, string, []pair) {
 	t.Helper()
 	srv := linkertest.NewServer(linkertest.Config{IdPTokens: true})
 	t.Cleanup(srv.Close)
+	srv.AddRole("rol_a", "admin")
+	srv.AddRole("rol_b", "billing")
+	srv.AddOrganization("org_x", "x")
 	pairs := genPairs("meta", n)
 	type md = map[string]any
 	for i, p := range pairs {
@@ -47,13 +52,20 @@ func metadataTenant(t *testing.T, n int) (*linkertest.Server, string, []pair) {
 			sa = md{}
 		}
 		srv.AddUser(linkertest.User{UserID: p.primary, Email: email, EmailVerified: true, UserMetadata: pu, AppMetadata: pa})
-		srv.AddUser(linkertest.User{UserID: p.secondary, Email: email, EmailVerified: true, UserMetadata: su, AppMetadata: sa})
+		var roles, orgs []string
+		switch i % 4 {
+		case 0:
+			roles, orgs = []string{"rol_a", "rol_b"}, []string{"org_x"}
+		case 2:
+			orgs = []string{"org_x"}
+		}
+		srv.AddUser(linkertest.User{UserID: p.secondary, Email: email, EmailVerified: true, UserMetadata: su, AppMetadata: sa, Roles: roles, Organizations: orgs})
 	}
-	return srv, srv.IssueToken(time.Hour), pairs
+	return srv, srv.IssueToken(time.Hour, "read:users", "update:users", "read:roles", "read:organizations", "create:organization_members"), pairs
 }
 
-// metadataOf returns every user's metadata as JSON text (an empty object
-// written as none), by id; it fails the test if a user is not standalone.
+// metadataOf returns every user's metadata, roles and organizations as
+// JSON text (an empty object written as none), by id; it fails the test if a user is not standalone.
 func metadataOf(t *testing.T, srv *linkertest.Server, pairs []pair) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -69,7 +81,7 @@ func metadataOf(t *testing.T, srv *linkertest.Server, pairs []pair) map[string]s
 			if !ok {
 				t.Fatalf("%s is not a standalone user", id)
 			}
-			b, _ := json.Marshal([2]map[string]any{norm(u.UserMetadata), norm(u.AppMetadata)})
+			b, _ := json.Marshal([4]any{norm(u.UserMetadata), norm(u.AppMetadata), u.Roles, u.Organizations})
 			out[id] = string(b)
 		}
 	}
@@ -79,6 +91,9 @@ func metadataOf(t *testing.T, srv *linkertest.Server, pairs []pair) map[string]s
 func TestMigrationBackupMergeRollback(t *testing.T) {
 	srv, tok, pairs := metadataTenant(t, 12)
 	before := metadataOf(t, srv, pairs)
+	if s0, _ := srv.User(pairs[0].secondary); len(s0.Roles) != 2 {
+		t.Fatalf("the tenant's first secondary holds roles %v", s0.Roles)
+	}
 	in := writeInput(t, pairs)
 	dir := t.TempDir()
 	audit, results := filepath.Join(dir, "audit.csv"), filepath.Join(dir, "results.csv")
@@ -133,7 +148,8 @@ func TestMigrationBackupMergeRollback(t *testing.T) {
 		t.Fatalf("a dry rollback sent %d unlinks", st.Unlinks)
 	}
 
-	// The rollback restores every user's metadata as the backup recorded.
+	// The rollback restores every user's metadata, roles and memberships
+	// as the backup recorded.
 	out = runBinary(t, invocation{args: []string{"rollback", "--results", results, "--backup", backup, "--out", rollback}, env: env})
 	if out.code != exitOK {
 		t.Fatalf("rollback: exit %d\n%s", out.code, out.stderr)

@@ -115,6 +115,9 @@ const (
 // segment.
 func parseRoute(method, escapedPath string) route {
 	segs := strings.Split(strings.TrimPrefix(escapedPath, "/api/v2/"), "/")
+	if rt := grantRoute(method, segs); rt.kind != routeNone {
+		return rt
+	}
 	if len(segs) < 2 || segs[0] != "users" {
 		return route{}
 	}
@@ -162,10 +165,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 	// client that goes away.
 	var body []byte
 	var bodyErr error
-	if rt.kind == routeLink || rt.kind == routePatch {
+	if rt.kind == routeLink || rt.kind == routePatch || isGrantWrite(rt.kind) {
 		body, bodyErr = io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	}
-	d := s.faults.draw(rt.kind == routeLink || rt.kind == routePatch || rt.kind == routeUnlink)
+	d := s.faults.draw(rt.kind == routeLink || rt.kind == routePatch || rt.kind == routeUnlink || isGrantWrite(rt.kind))
 	ctx := r.Context()
 	if d.hang > 0 {
 		s.count(func(st *Stats) { st.Stalled++ })
@@ -198,6 +201,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		s.writeJSON(w, status, payload)
 	case routePatch, routeUnlink:
 		s.serveUserWrite(w, r, rt, body, bodyErr, d)
+	case routeUserRoles, routeAssignRoles, routeUserOrgs, routeAddMembers:
+		s.serveGrant(w, r, rt, body, bodyErr, d)
 	default:
 		s.writeError(w, http.StatusNotFound, "not_found", "Not Found")
 	}

@@ -20,6 +20,9 @@ type User struct {
 	// UserMetadata and AppMetadata are the user's metadata objects, nil
 	// when the user has none; see metadata.go for how PATCH changes them.
 	UserMetadata, AppMetadata map[string]any
+	// Roles and Organizations are the ids of the roles the user holds and
+	// of the organizations it is a member of; see roles.go.
+	Roles, Organizations []string
 }
 
 // Identity is one entry of a user's identities. The IdP tokens are sent in
@@ -217,6 +220,7 @@ func (s *Server) LinkedTo(secondaryFullID string) (primary string, ok bool) {
 func copyUser(u User) User {
 	u.UserMetadata, u.AppMetadata = cloneObject(u.UserMetadata), cloneObject(u.AppMetadata)
 	u.Identities = slices.Clone(u.Identities)
+	u.Roles, u.Organizations = slices.Clone(u.Roles), slices.Clone(u.Organizations)
 	for i := range u.Identities {
 		u.Identities[i].ProfileData = maps.Clone(u.Identities[i].ProfileData)
 	}

@@ -1,0 +1,176 @@
+package batch
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/linkbatch/linkbatch/linker"
+	"github.com/linkbatch/linkbatch/linker/linkertest"
+)
+
+// allGrantScopes read and grant roles and organization memberships.
+var allGrantScopes = []string{"read:users", "update:users", "read:roles", "read:organizations", "create:organization_members"}
+
+// scopedRunner is newTestRunner with a token holding the given scopes.
+func scopedRunner(t *testing.T, srv *linkertest.Server, cfg Config, scopes ...string) *Runner {
+	t.Helper()
+	r := newTestRunner(t, srv, cfg)
+	base, err := linker.ParseDomain(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Client, err = linker.NewClient(base, linker.StaticToken(srv.IssueToken(time.Hour, scopes...)), linker.WithHTTPClient(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// grantsTenant is metadataTenant where github|s1 holds two roles and two
+// organizations, github|s3 one role, and github|s2 none.
+func grantsTenant(t *testing.T) *linkertest.Server {
+	t.Helper()
+	srv := metadataTenant(t)
+	for _, id := range []string{"rol_a", "rol_b", "rol_p"} {
+		srv.AddRole(id, id)
+	}
+	srv.AddOrganization("org_x", "x")
+	srv.AddOrganization("org_y", "y")
+	grant := func(id string, roles, orgs []string) {
+		u, ok := srv.User(id)
+		if !ok {
+			t.Fatalf("no user %s", id)
+		}
+		u.Roles, u.Organizations = roles, orgs
+		srv.AddUser(u)
+	}
+	grant("github|s1", []string{"rol_a", "rol_b"}, []string{"org_x", "org_y"})
+	grant("github|s3", []string{"rol_a"}, nil)
+	grant("auth0|p1", []string{"rol_p"}, nil)
+	return srv
+}
+
+// grantsOf returns the roles and organizations the tenant holds for id.
+func grantsOf(t *testing.T, srv *linkertest.Server, id string) (roles, orgs []string) {
+	t.Helper()
+	u, ok := srv.User(id)
+	if !ok {
+		t.Fatalf("%s is not a standalone user", id)
+	}
+	return u.Roles, u.Organizations
+}
+
+func TestRollbackRestoresRolesAndMemberships(t *testing.T) {
+	srv := grantsTenant(t)
+	dir := t.TempDir()
+	backupPath, outPath := filepath.Join(dir, "backup.ndjson"), filepath.Join(dir, "results.csv")
+	cfg := DefaultConfig()
+	cfg.Merge = MergePrimaryWins
+	sum, err := linkThrough(t, scopedRunner(t, srv, cfg, allGrantScopes...), metadataInput, backupPath, outPath, nil)
+	if err != nil || sum.Counts[StatusLinked] != 3 {
+		t.Fatalf("link run: %v, %v", err, sum.Counts)
+	}
+	rec := backupRecord(t, backupPath, 2)
+	if !slices.Equal(rec.SecondaryRoles, []string{"rol_a", "rol_b"}) || !slices.Equal(rec.SecondaryOrganizations, []string{"org_x", "org_y"}) || rec.NotRead != nil {
+		t.Errorf("backup of line 2: roles %v, organizations %v, not read %v", rec.SecondaryRoles, rec.SecondaryOrganizations, rec.NotRead)
+	}
+
+	got := rollbackWith(t, scopedRunner(t, srv, DefaultConfig(), allGrantScopes...), backupPath, outPath, nil)
+	for line := 2; line <= 4; line++ {
+		if got[line].Status != StatusUnlinked || got[line].Error != "" {
+			t.Errorf("line %d: %+v, want unlinked", line, got[line])
+		}
+	}
+	want := map[string][2][]string{
+		"github|s1": {{"rol_a", "rol_b"}, {"org_x", "org_y"}},
+		"github|s2": {nil, nil},
+		"github|s3": {{"rol_a"}, nil},
+		"auth0|p1":  {{"rol_p"}, nil},
+	}
+	for id, w := range want {
+		roles, orgs := grantsOf(t, srv, id)
+		if !slices.Equal(roles, w[0]) || !slices.Equal(orgs, w[1]) {
+			t.Errorf("%s after the rollback: roles %v, organizations %v; want %v, %v", id, roles, orgs, w[0], w[1])
+		}
+	}
+}
+
+func TestRollbackGrantFailureNamesWhatIsMissing(t *testing.T) {
+	srv := grantsTenant(t)
+	dir := t.TempDir()
+	backupPath, outPath := filepath.Join(dir, "backup.ndjson"), filepath.Join(dir, "results.csv")
+	if _, err := linkThrough(t, scopedRunner(t, srv, DefaultConfig(), allGrantScopes...), metadataInput, backupPath, outPath, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The rollback's token may assign roles but not add members.
+	got := rollbackWith(t, scopedRunner(t, srv, DefaultConfig(), "read:users", "update:users"), backupPath, outPath, nil)
+	if r := got[2]; r.Status != StatusFailed || !strings.Contains(r.Error, "membership of org_x; membership of org_y") || !strings.Contains(r.Error, "github|s1") {
+		t.Errorf("line 2: %+v, want failed naming the memberships not restored", r)
+	}
+	if r := got[4]; r.Status != StatusUnlinked {
+		t.Errorf("line 4 (roles only): %+v, want unlinked", r)
+	}
+	if roles, _ := grantsOf(t, srv, "github|s1"); !slices.Equal(roles, []string{"rol_a", "rol_b"}) {
+		t.Errorf("github|s1 roles %v: the roles are restored although the memberships failed", roles)
+	}
+	// A resumed rollback with the scope finishes the row.
+	got = rollbackWith(t, scopedRunner(t, srv, DefaultConfig(), allGrantScopes...), backupPath, outPath, nil)
+	if r := got[2]; r.Status != StatusAlreadyUnlinked {
+		t.Errorf("second rollback, line 2: %+v", r)
+	}
+	if _, orgs := grantsOf(t, srv, "github|s1"); !slices.Equal(orgs, []string{"org_x", "org_y"}) {
+		t.Errorf("github|s1 organizations %v after the second rollback", orgs)
+	}
+}
+
+func TestBackupWithoutRoleScopesGoesOn(t *testing.T) {
+	srv := grantsTenant(t)
+	dir := t.TempDir()
+	backupPath, outPath := filepath.Join(dir, "backup.ndjson"), filepath.Join(dir, "results.csv")
+	cfg := DefaultConfig()
+	cfg.Workers = 1 // rows in flight at once may each meet the 403 before it is remembered
+	r := scopedRunner(t, srv, cfg, "read:users", "update:users", "read:organizations", "create:organization_members")
+	sum, err := linkThrough(t, r, metadataInput, backupPath, outPath, nil)
+	if err != nil || sum.Counts[StatusLinked] != 3 {
+		t.Fatalf("link run without read:roles: %v, %v", err, sum.Counts)
+	}
+	rec := backupRecord(t, backupPath, 2)
+	if !slices.Equal(rec.NotRead, []string{NotReadRoles}) || rec.SecondaryRoles != nil || !slices.Equal(rec.SecondaryOrganizations, []string{"org_x", "org_y"}) {
+		t.Errorf("backup of line 2: roles %v, organizations %v, not read %v", rec.SecondaryRoles, rec.SecondaryOrganizations, rec.NotRead)
+	}
+	if st := srv.Stats(); st.ByStatus[403] != 1 {
+		t.Errorf("%d answers 403, want 1: the roles are asked for once", st.ByStatus[403])
+	}
+	got := rollbackWith(t, scopedRunner(t, srv, DefaultConfig(), allGrantScopes...), backupPath, outPath, nil)
+	if r := got[2]; r.Status != StatusUnlinked || !strings.Contains(r.Error, "could not read the secondary's roles") {
+		t.Errorf("line 2: %+v, want unlinked with a note", r)
+	}
+	roles, orgs := grantsOf(t, srv, "github|s1")
+	if roles != nil || !slices.Equal(orgs, []string{"org_x", "org_y"}) {
+		t.Errorf("github|s1: roles %v, organizations %v", roles, orgs)
+	}
+}
+
+// backupRecord returns the record of line in the backup at path.
+func backupRecord(t *testing.T, path string, line int) BackupRecord {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	idx, err := IndexBackup(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := idx.Lookup(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}

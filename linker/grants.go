@@ -1,0 +1,160 @@
+package linker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// PerPage is the page size UserRoles and UserOrganizations ask for, the
+// largest the Management API allows.
+const PerPage = 100
+
+// MaxMembers is the most user ids one AddOrganizationMembers request may
+// carry.
+const MaxMembers = 10
+
+// Role is a role as GET /api/v2/users/{id}/roles returns it.
+type Role struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+// Organization is an organization as GET /api/v2/users/{id}/organizations
+// returns it.
+type Organization struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	DisplayName string `json:"display_name,omitempty"`
+}
+
+// Page is one page of a paged list (include_totals=true): Items from
+// Start, at most Limit of them, out of Total.
+type Page[T any] struct {
+	Items               []T
+	Start, Limit, Total int
+}
+
+// More reports whether a page follows this one.
+func (p Page[T]) More() bool { return len(p.Items) > 0 && p.Start+len(p.Items) < p.Total }
+
+// UserRoles sends GET /api/v2/users/{id}/roles for the page (from 0) of
+// PerPage roles, with the totals. A token without read:roles is answered
+// 403 (see [IsForbidden]). Errors are as for [Client.Link], wrapped as
+// "get roles of ID: ...". It is safe for concurrent use.
+func (c *Client) UserRoles(ctx context.Context, id string, page int) (Page[Role], *Response, error) {
+	return listPage[Role](ctx, c, id, "roles", page)
+}
+
+// UserOrganizations sends GET /api/v2/users/{id}/organizations for the
+// page (from 0) of PerPage organizations, with the totals. A token without
+// read:organizations is answered 403. Errors are as for [Client.Link],
+// wrapped as "get organizations of ID: ...". It is safe for concurrent use.
+func (c *Client) UserOrganizations(ctx context.Context, id string, page int) (Page[Organization], *Response, error) {
+	return listPage[Organization](ctx, c, id, "organizations", page)
+}
+
+// listPage reads one page of /api/v2/users/{id}/{key}.
+func listPage[T any](ctx context.Context, c *Client, id, key string, page int) (Page[T], *Response, error) {
+	wrap := func(err error) error { return fmt.Errorf("get %s of %s: %w", key, id, err) }
+	var p Page[T]
+	if err := checkPathID(id); err != nil {
+		return p, nil, wrap(err)
+	}
+	if page < 0 {
+		return p, nil, wrap(fmt.Errorf("%w: page %d", ErrInvalidRequest, page))
+	}
+	q := url.Values{"page": {strconv.Itoa(page)}, "per_page": {strconv.Itoa(PerPage)}, "include_totals": {"true"}}
+	var body struct {
+		Roles         json.RawMessage `json:"roles"`
+		Organizations json.RawMessage `json:"organizations"`
+		Start         int             `json:"start"`
+		Limit         int             `json:"limit"`
+		Total         int             `json:"total"`
+	}
+	resp, err := c.send(ctx, http.MethodGet, c.userURL(id, "/"+key, q), nil, &body)
+	if err != nil {
+		return p, resp, wrap(err)
+	}
+	items := body.Roles
+	if key == "organizations" {
+		items = body.Organizations
+	}
+	if len(items) == 0 {
+		err = fmt.Errorf("no %q in the answer", key)
+	} else {
+		err = json.Unmarshal(items, &p.Items)
+	}
+	if err != nil {
+		return Page[T]{}, resp, &bodyError{wrap(fmt.Errorf("decode %d answer: %w", resp.StatusCode, err))}
+	}
+	p.Start, p.Limit, p.Total = body.Start, body.Limit, body.Total
+	return p, resp, nil
+}
+
+// AssignRoles sends POST /api/v2/users/{id}/roles {"roles": roleIDs}
+// (204). Assigning a role the user holds already changes nothing. It
+// needs update:users or create:role_members. An empty list or an empty id
+// is refused before anything is sent, wrapping [ErrInvalidRequest]. Errors
+// are as for [Client.Link], wrapped as "assign roles to ID: ...". It is
+// safe for concurrent use.
+func (c *Client) AssignRoles(ctx context.Context, id string, roleIDs []string) (*Response, error) {
+	wrap := func(err error) error { return fmt.Errorf("assign roles to %s: %w", id, err) }
+	if err := checkPathID(id); err != nil {
+		return nil, wrap(err)
+	}
+	body, err := idList("roles", roleIDs, 0)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	resp, err := c.send(ctx, http.MethodPost, c.userURL(id, "/roles", nil), body, nil)
+	return resp, wrapIf(err, wrap)
+}
+
+// AddOrganizationMembers sends POST /api/v2/organizations/{orgID}/members
+// {"members": userIDs} (204), at most [MaxMembers] ids. Adding a member
+// again changes nothing. It needs create:organization_members. Invalid
+// ids or lists are refused before anything is sent, wrapping
+// [ErrInvalidRequest]. Errors are as for [Client.Link], wrapped as
+// "add members to organization ORG: ...". It is safe for concurrent use.
+func (c *Client) AddOrganizationMembers(ctx context.Context, orgID string, userIDs []string) (*Response, error) {
+	wrap := func(err error) error { return fmt.Errorf("add members to organization %s: %w", orgID, err) }
+	if err := checkPathID(orgID); err != nil {
+		return nil, wrap(err)
+	}
+	body, err := idList("members", userIDs, MaxMembers)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	u := c.root + "/api/v2/organizations/" + url.PathEscape(orgID) + "/members"
+	resp, err := c.send(ctx, http.MethodPost, u, body, nil)
+	return resp, wrapIf(err, wrap)
+}
+
+// idList validates ids (1 to max of them, max 0 for no bound, none empty)
+// and returns the body {key: ids}.
+func idList(key string, ids []string, max int) ([]byte, error) {
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("%w: no %s", ErrInvalidRequest, key)
+	}
+	if max > 0 && len(ids) > max {
+		return nil, fmt.Errorf("%w: %d %s, at most %d allowed", ErrInvalidRequest, len(ids), key, max)
+	}
+	for _, id := range ids {
+		if err := CheckID(id); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidRequest, key, err)
+		}
+	}
+	return json.Marshal(map[string][]string{key: ids})
+}
+
+func wrapIf(err error, wrap func(error) error) error {
+	if err == nil {
+		return nil
+	}
+	return wrap(err)
+}
