@@ -89,6 +89,41 @@ func Parse(raw string, env func(string) string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("queue URL %s: not a URL", Redact(raw))
 	}
+	bad := func(err error) (Config, error) {
+		return Config{}, fmt.Errorf("queue URL %s: %w", Redact(raw), err)
+	}
+	c, err := parseBase(u, env)
+	if err != nil {
+		return bad(err)
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return bad(errors.New("bad query"))
+	}
+	for key, vals := range q {
+		if err := c.setKey(key, vals[len(vals)-1]); err != nil {
+			return bad(err)
+		}
+	}
+	if c.Kind == Redis {
+		if c.Consumer == "" {
+			host, _ := os.Hostname()
+			c.Consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
+		if c.Dead == "" {
+			c.Dead = c.Stream + ":dead"
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("queue URL %s: %w", c, err)
+	}
+	return c, nil
+}
+
+// parseBase reads what a queue URL says before its query: the broker, its
+// address, the credentials (the password from env when the URL has none)
+// and a Redis database.
+func parseBase(u *url.URL, env func(string) string) (Config, error) {
 	c := Config{ClaimIdle: DefaultClaimIdle, MaxDeliveries: DefaultMaxDeliveries, Group: DefaultGroup}
 	port := ""
 	switch strings.ToLower(u.Scheme) {
@@ -99,13 +134,10 @@ func Parse(raw string, env func(string) string) (Config, error) {
 	case "nats":
 		c.Kind, port = NATS, "4222"
 	default:
-		return Config{}, fmt.Errorf("queue URL %s: scheme must be redis, rediss or nats", Redact(raw))
-	}
-	bad := func(format string, args ...any) (Config, error) {
-		return Config{}, fmt.Errorf("queue URL %s: %s", Redact(raw), fmt.Sprintf(format, args...))
+		return Config{}, errors.New("scheme must be redis, rediss or nats")
 	}
 	if u.Hostname() == "" {
-		return bad("no host")
+		return Config{}, errors.New("no host")
 	}
 	if p := u.Port(); p != "" {
 		port = p
@@ -124,68 +156,54 @@ func Parse(raw string, env func(string) string) (Config, error) {
 	}
 	if path := strings.Trim(u.Path, "/"); path != "" {
 		if c.Kind != Redis {
-			return bad("a NATS URL has no path")
+			return Config{}, errors.New("a NATS URL has no path")
 		}
 		db, err := strconv.Atoi(path)
 		if err != nil || db < 0 {
-			return bad("the path must be a database number, not %q", path)
+			return Config{}, fmt.Errorf("the path must be a database number, not %q", path)
 		}
 		c.DB = db
 	}
-	q, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return bad("bad query")
-	}
-	for key, vals := range q {
-		v := vals[len(vals)-1]
-		switch key {
-		case "stream":
-			c.Stream = v
-		case "group":
-			if c.Kind != Redis {
-				return bad("group is a Redis key; a NATS URL names its durable consumer with consumer")
-			}
-			c.Group = v
-		case "consumer":
-			if c.Kind == NATS {
-				c.Group = v
-			} else {
-				c.Consumer = v
-			}
-		case "dead":
-			if c.Kind != Redis {
-				return bad("dead is a Redis key (JetStream terminates poison messages)")
-			}
-			c.Dead = v
-		case "claim-idle":
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				return bad("claim-idle: %v", err)
-			}
-			c.ClaimIdle = d
-		case "max-deliveries":
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				return bad("max-deliveries: %q is not a number", v)
-			}
-			c.MaxDeliveries = n
-		default:
-			return bad("unknown key %q (want stream, group, consumer, dead, claim-idle, max-deliveries)", key)
-		}
-	}
-	if c.Kind == Redis {
-		if c.Consumer == "" {
-			host, _ := os.Hostname()
-			c.Consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
-		}
-		if c.Dead == "" {
-			c.Dead = c.Stream + ":dead"
-		}
-	}
-	if err := c.Validate(); err != nil {
-		return Config{}, fmt.Errorf("queue URL %s: %w", c, err)
-	}
 	return c, nil
+}
+
+// setKey applies one query key of a queue URL to c.
+func (c *Config) setKey(key, v string) error {
+	switch key {
+	case "stream":
+		c.Stream = v
+	case "group":
+		if c.Kind != Redis {
+			return errors.New("group is a Redis key; a NATS URL names its durable consumer with consumer")
+		}
+		c.Group = v
+	case "consumer":
+		if c.Kind == NATS {
+			c.Group = v
+		} else {
+			c.Consumer = v
+		}
+	case "dead":
+		if c.Kind != Redis {
+			return errors.New("dead is a Redis key (JetStream terminates poison messages)")
+		}
+		c.Dead = v
+	case "claim-idle":
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("claim-idle: %w", err)
+		}
+		c.ClaimIdle = d
+	case "max-deliveries":
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("max-deliveries: %q is not a number", v)
+		}
+		c.MaxDeliveries = n
+	default:
+		return fmt.Errorf("unknown key %q (want stream, group, consumer, dead, claim-idle, max-deliveries)", key)
+	}
+	return nil
 }
 
 // Validate reports the first setting out of range.
