@@ -103,7 +103,7 @@ const (
 	minGrossPoints     = 10
 	minGrossSpan       = 2 * time.Second
 	grossAboveNetSign  = 1.1
-	grossBelowNetTimes = 2
+	grossBelowNetTimes = 8
 	boundWindow        = 5 * time.Second
 	boundPoints        = 512
 	boundPairs         = 8

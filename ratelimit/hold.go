@@ -26,11 +26,11 @@ type holdOff struct {
 // MinBackoff; without a usable RetryAt it lasts a backoff that grows with
 // consecutive refusals. A hold never exceeds MaxHold and never shortens one
 // already in force.
-func (p *Pacer) hold(now time.Time, a Answer) {
+func (p *Pacer) hold(now time.Time, a Answer, unexplained bool) {
 	p.stats.RateLimited++
 	p.held.limited++
 	jitter := false
-	p.model.rebuff(now)
+	p.model.rebuff(now, unexplained)
 	d, known := p.model.tokenTime()
 	if !known {
 		d = tokenWait(now, a)

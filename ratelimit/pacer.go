@@ -263,12 +263,18 @@ func (p *Pacer) observe(g grant, a Answer) {
 	if a.RateLimited {
 		p.model.refuse(g.seq)
 	}
+	// A refusal the announced bucket cannot explain (it shows tokens
+	// left, or is another bucket than the accepted answers show) comes
+	// from a limit the headers do not announce: its headers teach
+	// nothing of the bucket.
+	unexplained := a.RateLimited && a.Limit > 0 &&
+		(a.Remaining >= 1 || p.model.seen && a.Limit != p.model.size)
 	level := math.NaN()
-	if a.Arrived {
+	if a.Arrived && !unexplained {
 		level = p.model.learn(now, g, a, p.level(now))
 	}
 	if a.RateLimited {
-		p.hold(now, a)
+		p.hold(now, a, unexplained)
 	} else {
 		p.held.limited = 0
 	}
