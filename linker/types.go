@@ -1,6 +1,8 @@
-// Package linker is a client for the one Auth0 Management API operation that
-// linkbatch needs, "link a user account" (POST /api/v2/users/{id}/identities),
-// and for the read that verifies a link (GET /api/v2/users/{id}).
+// Package linker is a client for the Auth0 Management API operations that
+// linkbatch needs: "link a user account" (POST /api/v2/users/{id}/identities),
+// the read that verifies a link (GET /api/v2/users/{id}), and, for metadata
+// merges and rollback, PATCH /api/v2/users/{id} and unlinking
+// (DELETE /api/v2/users/{id}/identities/{provider}/{user_id}).
 //
 // Every non-2xx answer is classified once, by [CheckResponse], into a typed
 // error: *[RateLimitError] for 429 and *[APIError] for the rest. Transport

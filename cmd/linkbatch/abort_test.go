@@ -33,9 +33,9 @@ func TestRunStopsWhenEveryRowFailsAlike(t *testing.T) {
 		name, domain, token string
 		hint                string
 	}{
-		{"connection refused", "http://" + closed, "header0.payload0.signature0", "check AUTH0_DOMAIN (--domain): nothing accepts connections"},
-		{"host does not resolve", "https://nonexistent.invalid", "header0.payload0.signature0", "check AUTH0_DOMAIN (--domain): its host name does not resolve"},
-		{"untrusted certificate", untrusted.URL, "header0.payload0.signature0", "check AUTH0_DOMAIN (--domain): its TLS certificate is not trusted"},
+		{"connection refused", "http://" + closed, "header.payload.signature", "check AUTH0_DOMAIN (--domain): nothing accepts connections"},
+		{"host does not resolve", "https://nonexistent.invalid", "header.payload.signature", "check AUTH0_DOMAIN (--domain): its host name does not resolve"},
+		{"untrusted certificate", untrusted.URL, "header.payload.signature", "check AUTH0_DOMAIN (--domain): its TLS certificate is not trusted"},
 		{"token not a JWT", srv.URL, "not-a-jwt-but-long-enough", "check AUTH0_TOKEN (--token): it is not a JWT"},
 	}
 	for _, tt := range tests {
@@ -43,7 +43,7 @@ func TestRunStopsWhenEveryRowFailsAlike(t *testing.T) {
 			in := writeInput(t, pairs)
 			outPath := filepath.Join(t.TempDir(), "results.csv")
 			args := []string{"run", "--in", in, "--out", outPath, "--rate", "100", "--burst", "10", "--workers", "2", "--max-retries", "1"}
-			out := runBinary(t, invocation{args: args, env: []string{"AUTH0_DOMAIN=" + tt.domain, "AUTH0_TOKEN=" + tt.token}})
+			out := runLinkbatch(t, invocation{args: args, env: []string{"AUTH0_DOMAIN=" + tt.domain, "AUTH0_TOKEN=" + tt.token}})
 			if out.code != exitAborted {
 				t.Fatalf("exit %d, want %d\n%s", out.code, exitAborted, lastLines(out.stderr, 5))
 			}

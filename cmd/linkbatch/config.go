@@ -46,7 +46,7 @@ type config struct {
 	// secretFlags names the secrets given as flags, to warn about.
 	secretFlags []string
 	// outStream is set by Validate when Out is a stream, not a results
-	// file (see isStreamOut).
+	// file (see batch.IsStreamOut).
 	outStream bool
 }
 
@@ -206,7 +206,8 @@ func (c *config) Validate() error {
 	return c.validateCredentials()
 }
 
-// validateFiles checks --in, --out, --report and --resume together.
+// validateFiles checks --in, --out, --report and --resume together, and
+// sets c.outStream.
 func (c *config) validateFiles() error {
 	if c.In == "" {
 		return usagef("--in is required (a CSV file, or - for standard input)")
@@ -217,7 +218,7 @@ func (c *config) validateFiles() error {
 	if c.RetryFailed && !c.Resume {
 		return usagef("--retry-failed goes with --resume")
 	}
-	stream, err := isStreamOut(c.Out)
+	stream, err := batch.IsStreamOut(c.Out)
 	if err != nil {
 		return usagef("--out: %v", err)
 	}

@@ -118,7 +118,7 @@ func TestHint(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	var stdout bytes.Buffer
-	if err := run(t.Context(), []string{"version"}, nil, &stdout, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"version"}, nil, &stdout, io.Discard, env(nil), nil); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(stdout.String(), "linkbatch ") || !strings.Contains(stdout.String(), "go1.") {

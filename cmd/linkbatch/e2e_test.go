@@ -40,6 +40,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// skipShort skips, with -short, a test that waits for seconds on the fake
+// tenant's pace, timeouts or grace periods.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("waits for seconds on the fake tenant; run without -short")
+	}
+}
+
 // outcome is what one run of the binary produced.
 type outcome struct {
 	code           int
@@ -55,7 +64,45 @@ type invocation struct {
 	stdin string
 }
 
-// runBinary runs linkbatch and reads the results file named by --out, if any.
+// runLinkbatch runs linkbatch in the test's process, calling run as main
+// does with inv's environment alone (no variable of the test process), and
+// reads the results file named by --out, if any.
+func runLinkbatch(t *testing.T, inv invocation) outcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	env := map[string]string{"HOME": t.TempDir()}
+	for _, kv := range inv.env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	// The logger and the progress writer write stderr from their own
+	// goroutines.
+	var stdout, stderr lockedBuffer
+	err := run(ctx, inv.args, strings.NewReader(inv.stdin), &stdout, &stderr, func(k string) string { return env[k] }, nil)
+	out := outcome{code: exitCode(err, &stderr), stdout: stdout.String(), stderr: stderr.String()}
+	out.results, out.resultsRaw = readOut(t, inv.args)
+	return out
+}
+
+// readOut reads the results file named by --out in args, if any.
+func readOut(t *testing.T, args []string) (map[int]batch.Result, string) {
+	t.Helper()
+	var (
+		res map[int]batch.Result
+		raw string
+	)
+	for i, a := range args {
+		if a == "--out" && i+1 < len(args) && args[i+1] != "-" {
+			res, raw = readResultFile(t, args[i+1])
+		}
+	}
+	return res, raw
+}
+
+// runBinary runs the linkbatch binary as a subprocess, with inv's
+// environment and PATH alone, and reads the results file named by --out,
+// if any.
 func runBinary(t *testing.T, inv invocation) outcome {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -75,11 +122,7 @@ func runBinary(t *testing.T, inv invocation) outcome {
 	default:
 		t.Fatalf("run linkbatch: %v", err)
 	}
-	for i, a := range inv.args {
-		if a == "--out" && i+1 < len(inv.args) && inv.args[i+1] != "-" {
-			out.results, out.resultsRaw = readResultFile(t, inv.args[i+1])
-		}
-	}
+	out.results, out.resultsRaw = readOut(t, inv.args)
 	return out
 }
 
@@ -200,7 +243,7 @@ func TestRunLinksEveryValidPairOnce(t *testing.T) {
 	srv, tok := newTenant(t, linkertest.Config{Seed: 1, RateLimit: linkertest.RateLimit{Burst: 50, Rate: 200}}, pairs)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
-	out := runBinary(t, invocation{
+	out := runLinkbatch(t, invocation{
 		args: []string{"run", "--in", in, "--out", outPath, "--rate", "200", "--burst", "50"},
 		env:  tenantEnv(srv, tok),
 	})
@@ -242,7 +285,7 @@ func TestRunBadRowsSendNothing(t *testing.T) {
 		"noprovider,github|s1",           // 8: primary without provider
 	)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
-	out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath}, env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", outPath}, env: tenantEnv(srv, tok)})
 	if out.code != exitProblems {
 		t.Fatalf("exit %d, want %d\n%s", out.code, exitProblems, out.stderr)
 	}
@@ -258,7 +301,10 @@ func TestRunBadRowsSendNothing(t *testing.T) {
 	}
 }
 
+// TestRunAbsorbs429Storm runs the binary, built without the race detector:
+// it must go fast enough to meet 429s.
 func TestRunAbsorbs429Storm(t *testing.T) {
+	skipShort(t)
 	pairs := genPairs("storm", 60)
 	srv, tok := newTenant(t, linkertest.Config{Seed: 2, RateLimit: linkertest.RateLimit{Burst: 5, Rate: 40, RetryAfter: true}}, pairs)
 	in := writeInput(t, pairs)
@@ -314,11 +360,12 @@ func summaryInt(t *testing.T, stderr, field string) int {
 }
 
 func TestRunRetriesFaults(t *testing.T) {
+	skipShort(t)
 	pairs := genPairs("fault", 80)
 	srv, tok := newTenant(t, linkertest.Config{Seed: 3, Faults: linkertest.Faults{Err5xx: 0.15, DropBefore: 0.1, DropAfter: 0.1}}, pairs)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
-	out := runBinary(t, invocation{
+	out := runLinkbatch(t, invocation{
 		args: []string{"run", "--in", in, "--out", outPath, "--rate", "500", "--burst", "50", "--max-retries", "12"},
 		env:  tenantEnv(srv, tok),
 	})
@@ -349,7 +396,7 @@ func TestRunDryRunSendsNoRequest(t *testing.T) {
 	srv, tok := newTenant(t, linkertest.Config{}, pairs)
 	in := writeInput(t, pairs, "auth0|x,myspace|1")
 	outPath := filepath.Join(t.TempDir(), "results.csv")
-	out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--dry-run"}, env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--dry-run"}, env: tenantEnv(srv, tok)})
 	if out.code != exitProblems {
 		t.Fatalf("exit %d, want %d\n%s", out.code, exitProblems, out.stderr)
 	}
@@ -370,7 +417,7 @@ func TestRunDryRunSendsNoRequest(t *testing.T) {
 		}
 	}
 	// And without any credentials at all.
-	out = runBinary(t, invocation{args: []string{"run", "--in", in, "--out", "-", "--dry-run"}})
+	out = runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", "-", "--dry-run"}})
 	if out.code != exitProblems || !strings.Contains(out.stdout, "planned") {
 		t.Errorf("dry run without credentials: exit %d\n%s\n%s", out.code, out.stdout, out.stderr)
 	}
@@ -389,7 +436,7 @@ func TestRunIDsReachTenantIntact(t *testing.T) {
 	srv, tok := newTenant(t, linkertest.Config{}, pairs)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
-	out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--rate", "100", "--burst", "10"}, env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--rate", "100", "--burst", "10"}, env: tenantEnv(srv, tok)})
 	if out.code != exitOK {
 		t.Fatalf("exit %d\n%s\n%s", out.code, out.resultsRaw, out.stderr)
 	}
@@ -425,7 +472,7 @@ func TestRunKeepsSecretsOut(t *testing.T) {
 		fmt.Fprintf(&b, "%s,github|mixed,%s\n", jwtPrimary, jwt) // invalid: link_with mixed with a secondary id
 		in := writeRaw(t, b.String())
 		outPath := filepath.Join(t.TempDir(), "results.csv")
-		out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--rate", "100", "--burst", "10", "--log-level", "debug"}, env: env})
+		out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--rate", "100", "--burst", "10", "--log-level", "debug"}, env: env})
 		all := out.stdout + out.stderr + out.resultsRaw
 		for name, s := range map[string]string{"client secret": secret, "static token": static, "link_with JWT": jwt, "a JWT": "eyJ", "an IdP token": "idp-secret"} {
 			if strings.Contains(all, s) {
@@ -447,7 +494,7 @@ func TestRunKeepsSecretsOut(t *testing.T) {
 	}
 	in := writeInput(t, genPairs("flag", 2))
 	// A secret on the command line is accepted with a warning, and still not printed.
-	out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", "-", "--dry-run", "--client-secret", secret}})
+	out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", "-", "--dry-run", "--client-secret", secret}})
 	if !strings.Contains(out.stderr, "--client-secret") || strings.Contains(out.stderr+out.stdout, secret) {
 		t.Errorf("no warning for a secret flag, or the secret printed:\n%s", out.stderr)
 	}
@@ -479,7 +526,38 @@ func TestRunExitCodes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out := runBinary(t, invocation{args: tt.args, env: tt.env})
+			out := runLinkbatch(t, invocation{args: tt.args, env: tt.env})
+			if out.code != tt.want {
+				t.Errorf("exit %d, want %d\n%s", out.code, tt.want, out.stderr)
+			}
+			if !strings.Contains(out.stderr+out.stdout, tt.inStderr) {
+				t.Errorf("output lacks %q:\n%s%s", tt.inStderr, out.stdout, out.stderr)
+			}
+		})
+	}
+}
+
+// TestMainExitCodes runs the binary: main maps run's errors to the exit
+// codes of the process.
+func TestMainExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	good := writeInput(t, genPairs("main", 2))
+	tests := []struct {
+		name     string
+		args     []string
+		want     int
+		inStderr string
+	}{
+		{"version", []string{"version"}, exitOK, ""},
+		{"no command", nil, exitUsage, "Usage"},
+		{"some invalid", []string{"run", "--in", writeInput(t, nil, "auth0|z,myspace|1"), "--out", filepath.Join(dir, "b.csv"), "--dry-run"}, exitProblems, "1 invalid"},
+		{"input without header column", []string{"run", "--in", writeRaw(t, "a,b\n1,2\n"), "--out", filepath.Join(dir, "f.csv"), "--dry-run"}, exitAborted, "primary_user_id"},
+		{"help", []string{"run", "--help"}, exitOK, "max-retries"},
+		{"dry run", []string{"run", "--in", good, "--out", filepath.Join(dir, "a.csv"), "--dry-run"}, exitOK, `"msg":"summary"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := runBinary(t, invocation{args: tt.args})
 			if out.code != tt.want {
 				t.Errorf("exit %d, want %d\n%s", out.code, tt.want, out.stderr)
 			}
@@ -496,7 +574,7 @@ func TestRunAbortsOnRevokedToken(t *testing.T) {
 	srv.RevokeToken(tok)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
-	out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--rate", "100", "--burst", "10", "--workers", "4"}, env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--rate", "100", "--burst", "10", "--workers", "4"}, env: tenantEnv(srv, tok)})
 	if out.code != exitAborted {
 		t.Fatalf("exit %d, want %d\n%s", out.code, exitAborted, out.stderr)
 	}
@@ -521,7 +599,7 @@ func TestRunConfigErrorLeavesNoFiles(t *testing.T) {
 		{"AUTH0_DOMAIN=http://example.com", "AUTH0_TOKEN=x-0123456789abcdef"}, // plain http to a remote host
 		{"AUTH0_DOMAIN=acme auth0 com", "AUTH0_TOKEN=x-0123456789abcdef"},     // not a host name
 	} {
-		out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath}, env: env})
+		out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", outPath}, env: env})
 		if out.code != exitUsage {
 			t.Errorf("%v: exit %d, want %d\n%s", env, out.code, exitUsage, out.stderr)
 		}
@@ -531,7 +609,7 @@ func TestRunConfigErrorLeavesNoFiles(t *testing.T) {
 			}
 		}
 	}
-	out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--metrics-addr", "256.0.0.1:1", "--dry-run"}})
+	out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--metrics-addr", "256.0.0.1:1", "--dry-run"}})
 	if out.code != exitUsage {
 		t.Errorf("bad --metrics-addr: exit %d, want %d\n%s", out.code, exitUsage, out.stderr)
 	}

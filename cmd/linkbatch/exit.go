@@ -28,6 +28,16 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
 
+// commandError is an error of the command cmd, whose help a usage error
+// points to ('run' when the error does not say).
+type commandError struct {
+	cmd string
+	err error
+}
+
+func (e *commandError) Error() string { return e.err.Error() }
+func (e *commandError) Unwrap() error { return e.err }
+
 // errProblems is returned when the run finished with invalid or failed rows;
 // the rows themselves are in the results file.
 var errProblems = errors.New("some rows are invalid or failed; see the results file")
@@ -35,15 +45,22 @@ var errProblems = errors.New("some rows are invalid or failed; see the results f
 // exitCode maps the error run returned to the process exit code, printing
 // it to stderr; it is the only place that decides the exit code.
 func exitCode(err error, stderr io.Writer) int {
-	var ue *usageError
+	var (
+		ue  *usageError
+		rue *batch.UsageError // the results file refused as asked
+	)
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.Is(err, errProblems):
 		fmt.Fprintf(stderr, "linkbatch: %v\n", err)
 		return exitProblems
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "linkbatch: %v\nRun 'linkbatch run --help' for usage.\n", err)
+	case errors.As(err, &ue), errors.As(err, &rue):
+		cmd := "run"
+		if ce, ok := errors.AsType[*commandError](err); ok {
+			cmd = ce.cmd
+		}
+		fmt.Fprintf(stderr, "linkbatch: %v\nRun 'linkbatch %s --help' for usage.\n", err, cmd)
 		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "linkbatch: aborted: %v\n", err)

@@ -166,6 +166,8 @@ func hardlink(t *testing.T, target, name string) {
 // second run on it, fresh or resumed and however spelled, exits 2 at once
 // naming the first one's pid and sends nothing; the first one finishes.
 func TestRunSecondRunOnSameOutExits(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
 	pairs := genPairs("lock", 200)
 	srv, tok := newTenant(t, linkertest.Config{Faults: linkertest.Faults{Latency: 40 * time.Millisecond}}, pairs)
 	dir := t.TempDir()

@@ -112,11 +112,14 @@ func TestInputOpenerConcurrentFirstReads(t *testing.T) {
 // the run stops with exit 3 naming the change, no row at or after the cut
 // has a result, and a resume with the input restored links every pair once.
 func TestRunInputTruncatedDuringRun(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
 	for _, tt := range []struct {
 		name string
 		off  int // bytes into the cut line
 	}{{"at a line end", 0}, {"mid-line", 10}} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			pairs := genPairs("cut", 8000)
 			srv, tok := newTenant(t, linkertest.Config{Seed: 3, Faults: linkertest.Faults{Latency: 20 * time.Millisecond}}, pairs)
 			in := writeInput(t, pairs)

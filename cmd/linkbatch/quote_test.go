@@ -15,6 +15,7 @@ import (
 // 1,000-row file refuses that row, naming its line, and every other pair is
 // processed, in a dry run and a real one; the summary counts every row.
 func TestRunUnclosedQuoteKeepsTheRest(t *testing.T) {
+	t.Parallel()
 	pairs := genPairs("quote", 1000)
 	var b strings.Builder
 	b.WriteString("primary_user_id,secondary_user_id\n")
@@ -37,7 +38,7 @@ func TestRunUnclosedQuoteKeepsTheRest(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			outPath := filepath.Join(t.TempDir(), "results.csv")
-			out := runBinary(t, invocation{args: append([]string{"run", "--in", in, "--out", outPath}, tt.args...), env: tenantEnv(srv, tok)})
+			out := runLinkbatch(t, invocation{args: append([]string{"run", "--in", in, "--out", outPath}, tt.args...), env: tenantEnv(srv, tok)})
 			if out.code != exitProblems {
 				t.Fatalf("exit %d, want %d\n%s", out.code, exitProblems, lastLines(out.stderr, 3))
 			}

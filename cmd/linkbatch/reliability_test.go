@@ -47,12 +47,39 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// process is a linkbatch subprocess that the test signals.
+// process is a run of linkbatch that the test watches and signals: a
+// subprocess (cmd set) or a call of run in the test's process.
 type process struct {
 	cmd    *exec.Cmd
 	stderr *lockedBuffer
 	done   chan struct{} // closed once the process has exited
 	state  *os.ProcessState
+	code   int            // the exit code of a run in the test's process
+	sigs   chan os.Signal // the signals of a run in the test's process
+}
+
+// startLinkbatch starts run in the test's process, as runLinkbatch does, and
+// returns at once. The run is cancelled and waited for at the end of the
+// test if it is still running.
+func startLinkbatch(t *testing.T, inv invocation) *process {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	env := map[string]string{"HOME": t.TempDir()}
+	for _, kv := range inv.env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	p := &process{stderr: &lockedBuffer{}, done: make(chan struct{}), sigs: make(chan os.Signal, 2)}
+	go func() {
+		defer close(p.done)
+		err := run(ctx, inv.args, strings.NewReader(inv.stdin), io.Discard, p.stderr, func(k string) string { return env[k] }, p.sigs)
+		p.code = exitCode(err, p.stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-p.done
+	})
+	return p
 }
 
 // startBinary starts linkbatch. The process is killed at the end of the
@@ -98,6 +125,10 @@ func (p *process) signal(t *testing.T, sig os.Signal) {
 	if p.exited() {
 		t.Fatalf("linkbatch exited (%v) before it could be sent %v\n%s", p.state, sig, p.stderr)
 	}
+	if p.cmd == nil {
+		p.sigs <- sig
+		return
+	}
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal linkbatch: %v", err)
 	}
@@ -109,6 +140,9 @@ func (p *process) wait(t *testing.T, within time.Duration) int {
 	t.Helper()
 	select {
 	case <-p.done:
+		if p.cmd == nil {
+			return p.code
+		}
 		return p.state.ExitCode()
 	case <-time.After(within):
 		t.Fatalf("linkbatch still running after %v\n%s", within, p.stderr)
@@ -208,7 +242,10 @@ func lyingProxy(t *testing.T, tenant string, n int64) (*httptest.Server, *atomic
 	return px, &lies
 }
 
+// TestReliabilityMixedFaults runs the binary, built without the race
+// detector: it must be sending before the other clients' storm ends.
 func TestReliabilityMixedFaults(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	pairs := genPairs("mix", 300)
 	srv, tok := newTenant(t, linkertest.Config{
@@ -273,6 +310,7 @@ func TestReliabilityMixedFaults(t *testing.T) {
 }
 
 func TestReliabilityKilledAndResumed(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	pairs := genPairs("kill", 240)
 	srv, tok := newTenant(t, linkertest.Config{Seed: 12, RateLimit: linkertest.RateLimit{Burst: 10, Rate: 40}}, pairs)
@@ -314,7 +352,7 @@ func TestReliabilityKilledAndResumed(t *testing.T) {
 		}
 	}
 
-	out := runBinary(t, inv)
+	out := runLinkbatch(t, inv)
 	if out.code != exitOK {
 		t.Fatalf("final run: exit %d, want 0\n%s", out.code, out.stderr)
 	}
@@ -337,7 +375,7 @@ func TestReliabilityResumeAfterCrashInHeader(t *testing.T) {
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	args := []string{"run", "--in", in, "--out", outPath, "--resume"}
-	if out := runBinary(t, invocation{args: args, env: tenantEnv(srv, tok)}); out.code != exitOK {
+	if out := runLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)}); out.code != exitOK {
 		t.Fatalf("first run: exit %d\n%s", out.code, out.stderr)
 	}
 	// As if the run had been killed while writing the header: every pair
@@ -345,7 +383,7 @@ func TestReliabilityResumeAfterCrashInHeader(t *testing.T) {
 	if err := os.Truncate(outPath, 10); err != nil {
 		t.Fatal(err)
 	}
-	out := runBinary(t, invocation{args: args, env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)})
 	if out.code != exitOK {
 		t.Fatalf("resume: exit %d, want 0\n%s", out.code, out.stderr)
 	}
@@ -385,6 +423,7 @@ func tearLastRow(t *testing.T, path string) int {
 }
 
 func TestReliabilitySIGTERMDrainsAndResumes(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	pairs := genPairs("term", 200)
 	srv, tok := newTenant(t, linkertest.Config{
@@ -432,6 +471,46 @@ func TestReliabilitySIGTERMDrainsAndResumes(t *testing.T) {
 	resumeToEnd(t, srv, tok, args, pairs)
 }
 
+// TestRunSignalsInProcess: the signals run is handed stop it as main's do:
+// the first lets rows in flight finish and leaves the rest for --resume,
+// the second cancels them at once.
+func TestRunSignalsInProcess(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		signals int
+		inLog   string
+	}{
+		{"one signal drains", 1, "signal received: no new rows are started"},
+		{"second signal cancels", 2, "second signal: cancelling rows in flight"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pairs := genPairs("sig", 100)
+			srv, tok := newTenant(t, linkertest.Config{Seed: 5, Faults: linkertest.Faults{Latency: 100 * time.Millisecond}}, pairs)
+			in := writeInput(t, pairs)
+			outPath := filepath.Join(t.TempDir(), "results.csv")
+			args := []string{"run", "--in", in, "--out", outPath, "--rate", "50", "--burst", "8", "--grace", "30s"}
+			p := startLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)})
+			waitUntil(t, 30*time.Second, p, "10 result rows", func() bool { return rowsWritten(outPath) >= 10 })
+			for range tt.signals {
+				p.signal(t, syscall.SIGTERM)
+			}
+			if code := p.wait(t, 20*time.Second); code != exitAborted {
+				t.Fatalf("exit %d, want %d\n%s", code, exitAborted, p.stderr)
+			}
+			stderr := p.stderr.String()
+			if !strings.Contains(stderr, tt.inLog) || !strings.Contains(stderr, "--resume") {
+				t.Errorf("stderr lacks %q or how to resume:\n%s", tt.inLog, lastLines(stderr, 5))
+			}
+			got := checkWellFormed(t, outPath)
+			if len(got) >= len(pairs) {
+				t.Fatalf("the run finished before the signal; the test proves nothing")
+			}
+			resumeToEnd(t, srv, tok, args, pairs)
+		})
+	}
+}
+
 // rowsAfterSignal counts the rows logged after the signal was.
 func rowsAfterSignal(stderr string) int {
 	_, after, ok := strings.Cut(stderr, "signal received")
@@ -442,6 +521,7 @@ func rowsAfterSignal(stderr string) int {
 }
 
 func TestReliabilitySecondSIGTERMExitsAtOnce(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	pairs := genPairs("term2", 120)
 	srv, tok := newTenant(t, linkertest.Config{
@@ -477,7 +557,10 @@ func TestReliabilitySecondSIGTERMExitsAtOnce(t *testing.T) {
 	resumeToEnd(t, srv, tok, args, pairs)
 }
 
+// TestReliabilityTokensExpireEveryTwoSeconds runs the binary: its bound on
+// the run's length counts the time a process takes to start.
 func TestReliabilityTokensExpireEveryTwoSeconds(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	pairs := genPairs("ttl", 150)
 	srv, _ := newTenant(t, linkertest.Config{
@@ -533,7 +616,7 @@ func TestReliabilityConflictsSendNothing(t *testing.T) {
 		"github|cf-e1,auth0|cf-e",        // 8: line 7 the other way round
 	)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
-	out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", outPath}, env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", outPath}, env: tenantEnv(srv, tok)})
 	if out.code != exitProblems {
 		t.Fatalf("exit %d, want %d\n%s", out.code, exitProblems, out.stderr)
 	}
@@ -588,11 +671,11 @@ func TestReliabilityResumeRefusals(t *testing.T) {
 	in := writeInput(t, pairs)
 	other := writeInput(t, pairs[:5])
 	done := filepath.Join(dir, "done.csv")
-	if out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", done}, env: tenantEnv(srv, tok)}); out.code != exitOK {
+	if out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", done}, env: tenantEnv(srv, tok)}); out.code != exitOK {
 		t.Fatalf("first run: exit %d\n%s", out.code, out.stderr)
 	}
 	planned := filepath.Join(dir, "planned.csv")
-	if out := runBinary(t, invocation{args: []string{"run", "--in", in, "--out", planned, "--dry-run"}}); out.code != exitOK {
+	if out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", planned, "--dry-run"}}); out.code != exitOK {
 		t.Fatalf("dry run: exit %d\n%s", out.code, out.stderr)
 	}
 	orphan := filepath.Join(dir, "orphan.csv")
@@ -622,7 +705,7 @@ func TestReliabilityResumeRefusals(t *testing.T) {
 				t.Fatal(err)
 			}
 			requests := srv.Stats().Requests
-			out := runBinary(t, invocation{args: tt.args, env: tenantEnv(srv, tok)})
+			out := runLinkbatch(t, invocation{args: tt.args, env: tenantEnv(srv, tok)})
 			if out.code != exitUsage {
 				t.Errorf("exit %d, want %d\n%s", out.code, exitUsage, out.stderr)
 			}
@@ -647,7 +730,7 @@ func TestReliabilityResumeRetriesTransientFailures(t *testing.T) {
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	args := []string{"run", "--in", in, "--out", outPath, "--rate", "500", "--burst", "50", "--max-retries", "0"}
-	first := runBinary(t, invocation{args: args, env: tenantEnv(srv, tok)})
+	first := runLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)})
 	if first.code != exitProblems {
 		t.Fatalf("first run: exit %d, want %d\n%s", first.code, exitProblems, first.stderr)
 	}
@@ -686,7 +769,7 @@ func TestReliabilityInterruptedResumeTellsRemaining(t *testing.T) {
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	args := []string{"run", "--in", in, "--out", outPath, "--rate", "500", "--burst", "50", "--max-retries", "0", "--workers", "2", "--grace", "5s"}
-	if first := runBinary(t, invocation{args: args, env: tenantEnv(srv, tok)}); first.code != exitProblems {
+	if first := runLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)}); first.code != exitProblems {
 		t.Fatalf("first run: exit %d, want %d\n%s", first.code, exitProblems, first.stderr)
 	}
 
@@ -729,7 +812,7 @@ func TestReliabilityRetryFailed(t *testing.T) {
 	args := []string{"run", "--in", in, "--out", outPath}
 	line := 4
 
-	first := runBinary(t, invocation{args: args, env: tenantEnv(srv, tok)})
+	first := runLinkbatch(t, invocation{args: args, env: tenantEnv(srv, tok)})
 	if first.code != exitProblems {
 		t.Fatalf("first run: exit %d, want %d\n%s", first.code, exitProblems, first.stderr)
 	}
@@ -739,7 +822,7 @@ func TestReliabilityRetryFailed(t *testing.T) {
 
 	// A plain resume keeps the permanent failure, sends nothing, and still
 	// reports it.
-	again := runBinary(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
+	again := runLinkbatch(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
 	if again.code != exitProblems {
 		t.Errorf("resume over a failed row: exit %d, want %d\n%s", again.code, exitProblems, again.stderr)
 	}
@@ -751,7 +834,7 @@ func TestReliabilityRetryFailed(t *testing.T) {
 	}
 
 	srv.Seed(missing.primary)
-	out := runBinary(t, invocation{args: append(args, "--resume", "--retry-failed"), env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: append(args, "--resume", "--retry-failed"), env: tenantEnv(srv, tok)})
 	if out.code != exitOK {
 		t.Fatalf("resume --retry-failed: exit %d, want 0\n%s", out.code, out.stderr)
 	}
@@ -767,7 +850,7 @@ func TestReliabilityRetryFailed(t *testing.T) {
 func resumeToEnd(t *testing.T, srv *linkertest.Server, tok string, args []string, pairs []pair) outcome {
 	t.Helper()
 	srv.SetFaults(linkertest.Faults{})
-	out := runBinary(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
+	out := runLinkbatch(t, invocation{args: append(args, "--resume"), env: tenantEnv(srv, tok)})
 	if out.code != exitOK {
 		t.Fatalf("resume: exit %d, want 0\n%s", out.code, out.stderr)
 	}

@@ -6,9 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -24,19 +22,32 @@ const mainUsage = `Usage: linkbatch <command> [flags]
 
 Commands:
   run       link the pairs of a CSV file (see 'linkbatch run --help')
+  plan      plan the pairs from an Auth0 user export (see 'linkbatch plan --help')
   version   print the version
 `
 
-// run is the whole program but for the exit: main maps its error to an exit
-// code.
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+// run is the whole program but for the process: main hands it the
+// arguments (without the program name), the standard streams, the
+// environment as getenv and the interrupt signals (SIGINT, SIGTERM) it
+// receives, and maps the error it returns to an exit code. run touches no
+// other global state of the process, so tests call it directly; signals may
+// be nil.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, signals <-chan os.Signal) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, mainUsage)
 		return usagef("no command given")
 	}
 	switch args[0] {
 	case "run":
-		return runCommand(ctx, args[1:], stdin, stdout, stderr)
+		cfg, err := parseRunFlags(args[1:], getenv, stderr)
+		if err != nil {
+			return err
+		}
+		c := &command{cfg: cfg, stdin: stdin, stdout: stdout, stderr: stderr}
+		defer c.close()
+		return c.run(ctx, signals)
+	case "plan":
+		return planCommand(ctx, args[1:], stdout, stderr, signals)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
@@ -49,44 +60,109 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 }
 
-func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	cfg, err := parseRunFlags(args, os.Getenv, stderr)
+// command is one 'linkbatch run' going through its stages, in order:
+// start logging and the signal watcher, claim the results file, open the
+// input, build the client (or the simulated tenant) and pacer, serve
+// metrics, open the results file, run the batch, and report. Each stage
+// registers what must be undone at the end with onClose. A command is used
+// by one goroutine.
+type command struct {
+	cfg            *config
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	status *statusWriter // stderr, keeping log lines above a progress bar
+	tty    bool          // a progress bar is drawn on stderr
+	log    *zap.Logger
+	kill   chan struct{} // closed by a second signal
+	lock   *batch.ResultsLock
+	open   func() (io.ReadCloser, error) // reads the input afresh
+	plan   *batch.Plan
+	print  string // the input's SHA-256; empty for a stream --out
+	runner *batch.Runner
+	sim    *simulation
+	hooks  []batch.Hooks
+
+	closers []func() // run by close, last first
+}
+
+// onClose registers f to run when the command ends, before those
+// registered earlier.
+func (c *command) onClose(f func()) { c.closers = append(c.closers, f) }
+
+// close undoes every stage, last first.
+func (c *command) close() {
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		c.closers[i]()
+	}
+	c.closers = nil
+}
+
+// run goes through the stages of the command.
+func (c *command) run(ctx context.Context, signals <-chan os.Signal) error {
+	c.startLog()
+	ctx = c.watchSignals(ctx, signals)
+	// Nothing is read, sent or written before the results file is ours.
+	if err := c.claimResults(); err != nil {
+		return err
+	}
+	if err := c.openInput(); err != nil {
+		return err
+	}
+	// Every setting is checked before the results file is created, so a
+	// mistake leaves nothing behind.
+	if err := c.buildRunner(); err != nil {
+		return err
+	}
+	if err := c.startMetrics(ctx); err != nil {
+		return err
+	}
+	res, err := c.openResults()
 	if err != nil {
 		return err
 	}
+	sum, runErr := c.execute(ctx, res)
+	return c.finish(sum, res.Kept, runErr)
+}
+
+// startLog starts the run's logger on stderr and warns of secrets given as
+// flags.
+func (c *command) startLog() {
 	// On a terminal a progress bar is drawn on stderr's last line; the
 	// status writer keeps log lines above it.
-	tty := !cfg.NoProgress && isTerminal(stderr)
-	status := newStatusWriter(stderr)
-	log, stopLog := newLogger(cfg, status)
-	defer stopLog()
-	for _, name := range cfg.secretFlags {
+	c.tty = !c.cfg.NoProgress && isTerminal(c.stderr)
+	c.status = newStatusWriter(c.stderr)
+	log, stopLog := newLogger(c.cfg, c.status)
+	c.log = log
+	c.onClose(stopLog)
+	for _, name := range c.cfg.secretFlags {
 		log.Warn("a secret was given on the command line, where other users can see it in ps and it lands in shell history; prefer the environment variable",
 			zap.String("flag", "--"+name))
 	}
+}
 
-	// The first SIGINT/SIGTERM stops new rows and lets rows in flight
-	// finish within --grace; a second one cancels them at once.
+// watchSignals returns ctx cancelled by the first signal: no new rows are
+// started and rows in flight may finish within --grace. A second signal
+// closes c.kill, which cancels them at once.
+func (c *command) watchSignals(ctx context.Context, signals <-chan os.Signal) context.Context {
 	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	kill := make(chan struct{})
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	sigDone := make(chan struct{})
-	var sigWG sync.WaitGroup
-	defer sigWG.Wait()
-	defer close(sigDone)
-	sigWG.Go(func() {
+	c.onClose(stop)
+	c.kill = make(chan struct{})
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	c.onClose(wg.Wait)
+	c.onClose(func() { close(done) })
+	log, grace, kill := c.log, c.cfg.Batch.Grace, c.kill
+	wg.Go(func() {
 		n := 0
 		for {
 			select {
-			case <-sigDone:
+			case <-done:
 				return
-			case s := <-sigs:
+			case s := <-signals:
 				n++
 				if n == 1 {
-					log.Warn("signal received: no new rows are started; rows in flight may finish", zap.String("signal", s.String()), zap.Duration("grace", cfg.Batch.Grace))
+					log.Warn("signal received: no new rows are started; rows in flight may finish", zap.String("signal", s.String()), zap.Duration("grace", grace))
 					stop()
 					continue
 				}
@@ -96,134 +172,178 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			}
 		}
 	})
+	return ctx
+}
 
-	// Nothing is read, sent or written before the results file is ours.
-	lock, err := claimResults(cfg, log)
+// claimResults locks the results file for the run (see
+// batch.ClaimResults).
+func (c *command) claimResults() error {
+	lock, err := batch.ClaimResults(c.resultsOptions())
 	if err != nil {
 		return err
 	}
-	defer lock.Release()
+	c.lock = lock
+	c.onClose(lock.Release)
+	return nil
+}
 
-	open, cleanup, err := inputOpener(cfg.In, stdin)
+// resultsOptions says which results file the run writes and how.
+func (c *command) resultsOptions() batch.ResultsOptions {
+	return batch.ResultsOptions{
+		Out: c.cfg.Out, Stream: c.cfg.outStream,
+		Resume: c.cfg.Resume, RetryFailed: c.cfg.RetryFailed, DryRun: c.cfg.Batch.DryRun,
+		Stdout: c.stdout, Log: c.log,
+	}
+}
+
+// openInput opens the input, refuses to overwrite a results file that is
+// not resumed, and reads the input twice at once, on two cores: to check
+// it (the plan) and to fingerprint it.
+func (c *command) openInput() error {
+	open, cleanup, err := inputOpener(c.cfg.In, c.stdin)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-
-	if err := checkOut(cfg); err != nil {
+	c.open = open
+	c.onClose(cleanup)
+	if err := c.resultsOptions().CheckOverwrite(); err != nil {
 		return err
 	}
-	// Check the input and fingerprint it at once: two reads, on two cores.
 	var (
-		plan              *batch.Plan
-		fingerprint       string
 		planErr, printErr error
 		readers           sync.WaitGroup
 	)
-	readers.Go(func() { plan, planErr = batch.ReadPlan(open) })
-	if !cfg.outStream {
-		readers.Go(func() { fingerprint, printErr = fingerprintInput(open) })
+	readers.Go(func() { c.plan, planErr = batch.ReadPlan(open) })
+	if !c.cfg.outStream {
+		readers.Go(func() { c.print, printErr = fingerprintInput(open) })
 	}
 	readers.Wait()
 	if planErr != nil {
 		return planErr
 	}
-	if printErr != nil {
-		return printErr
-	}
-	// Every setting is checked before the results file is created, so a
-	// mistake leaves nothing behind.
-	runner := &batch.Runner{Config: cfg.Batch, Log: log, Kill: kill, Plan: plan}
-	var sim *simulation
-	if !cfg.Batch.DryRun || cfg.Batch.ReadsUsers() {
-		hc := &http.Client{Transport: &http.Transport{
-			Proxy:               http.ProxyFromEnvironment,
-			MaxIdleConnsPerHost: cfg.Batch.Workers,
-			IdleConnTimeout:     90 * time.Second,
-			TLSHandshakeTimeout: 10 * time.Second,
-		}}
-		base := cfg.Domain
-		if cfg.Simulate {
-			sim, err = startSimulation(open, log)
-			if err != nil {
-				return err
-			}
-			defer sim.Close()
-			base = sim.URL
-			cfg.ClientID, cfg.ClientSecret, cfg.Token = sim.ClientID, sim.ClientSecret, ""
-		}
-		u, err := linker.ParseDomain(base)
-		if err != nil {
-			return usagef("%s: %v", envDomain, err)
-		}
-		var tokens linker.TokenSource
-		if cfg.Token != "" {
-			tokens = linker.StaticToken(cfg.Token)
-		} else {
-			tokens = linker.NewClientCredentials(u, cfg.ClientID, cfg.ClientSecret, cfg.Audience, hc)
-		}
-		if runner.Client, err = linker.NewClient(u, tokens, linker.WithHTTPClient(hc)); err != nil {
-			return usagef("%v", err)
-		}
-		if runner.Pacer, err = ratelimit.New(cfg.Pace, linker.Retryable); err != nil {
-			return usagef("%v", err)
-		}
-	}
+	return printErr
+}
 
-	var hooks []batch.Hooks
-	if cfg.MetricsAddr != "" {
-		m := newMetrics(runner.Pacer)
-		stopMetrics, err := serveMetrics(context.WithoutCancel(ctx), cfg.MetricsAddr, m.Handler(), log)
-		if err != nil {
-			return usagef("--metrics-addr: %v", err)
-		}
-		defer func() {
-			if err := stopMetrics(); err != nil {
-				log.Warn("metrics server stopped with an error", zap.Error(err))
-			}
-		}()
-		hooks = append(hooks, m.Hooks())
+// buildRunner builds the batch runner, with a client and a pacer unless a
+// dry run reads no user, talking to the simulated tenant with --simulate.
+func (c *command) buildRunner() error {
+	cfg := c.cfg
+	c.runner = &batch.Runner{Config: cfg.Batch, Log: c.log, Kill: c.kill, Plan: c.plan}
+	if cfg.Batch.DryRun && !cfg.Batch.ReadsUsers() {
+		return nil
 	}
-
-	var kept batch.ResumeReport
-	out, done, closeOut, err := openResults(cfg, fingerprint, stdout, log, &kept)
+	hc := &http.Client{Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		MaxIdleConnsPerHost: cfg.Batch.Workers,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}}
+	base := cfg.Domain
+	if cfg.Simulate {
+		sim, err := startSimulation(c.open, c.log)
+		if err != nil {
+			return err
+		}
+		c.sim = sim
+		c.onClose(sim.Close)
+		base = sim.URL
+		cfg.ClientID, cfg.ClientSecret, cfg.Token = sim.ClientID, sim.ClientSecret, ""
+	}
+	u, err := linker.ParseDomain(base)
 	if err != nil {
-		return err
+		return usagef("%s: %v", envDomain, err)
+	}
+	var tokens linker.TokenSource
+	if cfg.Token != "" {
+		tokens = linker.StaticToken(cfg.Token)
+	} else {
+		tokens = linker.NewClientCredentials(u, cfg.ClientID, cfg.ClientSecret, cfg.Audience, hc)
+	}
+	if c.runner.Client, err = linker.NewClient(u, tokens, linker.WithHTTPClient(hc)); err != nil {
+		return usagef("%v", err)
+	}
+	if c.runner.Pacer, err = ratelimit.New(cfg.Pace, linker.Retryable); err != nil {
+		return usagef("%v", err)
+	}
+	return nil
+}
+
+// startMetrics serves the metrics with --metrics-addr, until the command
+// ends.
+func (c *command) startMetrics(ctx context.Context) error {
+	if c.cfg.MetricsAddr == "" {
+		return nil
+	}
+	m := newMetrics(c.runner.Pacer)
+	stopMetrics, err := serveMetrics(context.WithoutCancel(ctx), c.cfg.MetricsAddr, m.Handler(), c.log)
+	if err != nil {
+		return usagef("--metrics-addr: %v", err)
+	}
+	log := c.log
+	c.onClose(func() {
+		if err := stopMetrics(); err != nil {
+			log.Warn("metrics server stopped with an error", zap.Error(err))
+		}
+	})
+	c.hooks = append(c.hooks, m.Hooks())
+	return nil
+}
+
+// openResults opens the results file (see batch.OpenResults), locks it
+// under any name, and gives the runner the lines already final.
+func (c *command) openResults() (*batch.Results, error) {
+	res, err := batch.OpenResults(c.resultsOptions(), c.print)
+	if err != nil {
+		return nil, err
 	}
 	// The file created or compacted is locked too, under any name.
-	if err := lock.Hold(cfg.Out); err != nil {
-		_ = closeOut()
-		return err
+	if err := c.lock.Hold(c.cfg.Out); err != nil {
+		_ = res.Close()
+		return nil, err
 	}
-	runner.Done = done
+	c.runner.Done = res.Done
+	return res, nil
+}
 
+// execute runs the batch into the results file with progress shown, and
+// closes the file.
+func (c *command) execute(ctx context.Context, res *batch.Results) (batch.Summary, error) {
+	cfg := c.cfg
 	every := cfg.ProgressEvery
 	if cfg.NoProgress {
 		every = 0
 	}
-	prog := newProgress(progressOptions{Out: status, TTY: tty, Every: every, Log: log, Pacer: runner.Pacer})
-	runner.Hooks = combineHooks(append(hooks, prog.Hooks())...)
+	prog := newProgress(progressOptions{Out: c.status, TTY: c.tty, Every: every, Log: c.log, Pacer: c.runner.Pacer})
+	c.runner.Hooks = combineHooks(append(c.hooks, prog.Hooks())...)
 	// Progress and metrics go on through the grace period after a signal.
 	progCtx, stopProg := context.WithCancel(context.WithoutCancel(ctx))
 	var progWG sync.WaitGroup
 	progWG.Go(func() { prog.Run(progCtx) })
 
-	log.Info("start", zap.String("in", cfg.In), zap.String("out", cfg.Out), zap.Bool("dry_run", cfg.Batch.DryRun),
+	c.log.Info("start", zap.String("in", cfg.In), zap.String("out", cfg.Out), zap.Bool("dry_run", cfg.Batch.DryRun),
 		zap.Bool("simulate", cfg.Simulate), zap.Int("workers", cfg.Batch.Workers),
 		zap.Stringer("rate", (*rateFlag)(&cfg.Pace.Rate)), zap.Int("burst", cfg.Pace.Burst), zap.Float64("share", cfg.Pace.Share))
-	sum, runErr := runner.Run(ctx, open, out)
+	sum, runErr := c.runner.Run(ctx, c.open, res.Writer)
 	stopProg()
 	progWG.Wait()
-	_ = log.Sync() // buffered row lines go above the final bar line
+	_ = c.log.Sync() // buffered row lines go above the final bar line
 	prog.Finish()
-	if err := closeOut(); err != nil && runErr == nil {
+	if err := res.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
-	extra := newSummaryExtra(cfg.Out, runner.Pacer)
-	logSummary(log, cfg, sum, sim, extra.zapFields(sum)...)
-	if tty {
+	return sum, runErr
+}
+
+// finish logs the summary, draws its table on a terminal, writes the
+// report, and returns the run's error: runErr, or errProblems when rows
+// (kept from an earlier run too) are invalid or failed.
+func (c *command) finish(sum batch.Summary, kept batch.ResumeReport, runErr error) error {
+	cfg, log := c.cfg, c.log
+	extra := newSummaryExtra(cfg.Out, c.runner.Pacer)
+	logSummary(log, cfg, sum, c.sim, extra.zapFields(sum)...)
+	if c.tty {
 		_ = log.Sync()
-		writeSummaryTable(stderr, sum, extra)
+		writeSummaryTable(c.stderr, sum, extra)
 	}
 	if cfg.Report != "" {
 		if err := writeReport(cfg, sum, time.Now()); err != nil {
@@ -332,18 +452,6 @@ func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), fun
 	return newInput(f, st.Size()).open, cleanup, nil
 }
 
-// checkOut refuses to overwrite a results file that is not empty unless
-// the run resumes it.
-func checkOut(cfg *config) error {
-	if cfg.outStream || cfg.Resume {
-		return nil
-	}
-	if st, err := os.Stat(cfg.Out); err == nil && st.Size() > 0 {
-		return usagef("--out %s already exists and is not empty; add --resume to continue the run that wrote it, or choose another file", cfg.Out)
-	}
-	return nil
-}
-
 // fingerprintInput returns the SHA-256 of the input.
 func fingerprintInput(open func() (io.ReadCloser, error)) (string, error) {
 	in, err := open()
@@ -352,88 +460,6 @@ func fingerprintInput(open func() (io.ReadCloser, error)) (string, error) {
 	}
 	defer in.Close()
 	return batch.Fingerprint(in)
-}
-
-// openResults opens the results file: a new one, or with --resume the one
-// an earlier run of the same input wrote, repaired and compacted to its final
-// rows. It returns the writer, the lines already final (nil for a new file),
-// and a close function that syncs the file to disk; kept is set to what a
-// resumed file held. A stream --out is opened by openStream.
-func openResults(cfg *config, fingerprint string, stdout io.Writer, log *zap.Logger, kept *batch.ResumeReport) (*batch.ResultWriter, *batch.LineSet, func() error, error) {
-	if cfg.outStream {
-		w, closeOut, err := openStream(cfg.Out, stdout)
-		return w, nil, closeOut, err
-	}
-	sidecar := batch.SidecarPath(cfg.Out)
-	var done *batch.LineSet
-	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
-	header := true
-	if st, err := os.Stat(cfg.Out); err == nil && st.Size() > 0 {
-		if err := checkOut(cfg); err != nil {
-			return nil, nil, nil, err
-		}
-		info, err := batch.ReadRunInfo(sidecar)
-		if err != nil {
-			return nil, nil, nil, usagef("cannot resume %s: %v", cfg.Out, err)
-		}
-		if err := batch.CheckResume(info, fingerprint, cfg.Batch.DryRun); err != nil {
-			return nil, nil, nil, usagef("cannot resume %s: %v", cfg.Out, err)
-		}
-		var rep batch.ResumeReport
-		done, rep, err = batch.PrepareResume(cfg.Out, cfg.RetryFailed)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("resume: %w", err)
-		}
-		log.Info("resuming", zap.String("results", cfg.Out), zap.Int("kept", rep.Kept),
-			zap.Int("dropped", rep.Dropped), zap.Bool("torn_row_repaired", rep.Torn))
-		*kept = rep
-		flags = os.O_WRONLY | os.O_APPEND
-		header = false
-	} else if err := batch.WriteRunInfo(sidecar, batch.NewRunInfo(fingerprint, cfg.Batch.DryRun, time.Now())); err != nil {
-		return nil, nil, nil, err
-	}
-	f, err := os.OpenFile(cfg.Out, flags, 0o600)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("open results: %w", err)
-	}
-	w, err := batch.NewResultWriter(f, header)
-	if err != nil {
-		_ = f.Close()
-		return nil, nil, nil, err
-	}
-	return w, done, func() error { return syncClose(f) }, nil
-}
-
-// openStream opens the stream out (see isStreamOut): standard output for -
-// and /dev/stdout, otherwise the named file, appended to and never created.
-// It returns the writer and a function that closes the stream.
-func openStream(out string, stdout io.Writer) (*batch.ResultWriter, func() error, error) {
-	if isStdout(out) {
-		w, err := batch.NewResultWriter(stdout, true)
-		return w, func() error { return nil }, err
-	}
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open results: %w", err)
-	}
-	w, err := batch.NewResultWriter(f, true)
-	if err != nil {
-		_ = f.Close()
-		return nil, nil, err
-	}
-	return w, func() error { return syncClose(f) }, nil
-}
-
-// syncClose syncs f to disk when it is a regular file (a pipe or a terminal
-// cannot be synced) and closes it.
-func syncClose(f *os.File) error {
-	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
-		if err := f.Sync(); err != nil {
-			_ = f.Close()
-			return fmt.Errorf("sync results: %w", err)
-		}
-	}
-	return f.Close()
 }
 
 // writeReport writes the HTML report of the run from its results file.

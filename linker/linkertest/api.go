@@ -99,12 +99,16 @@ func (s *Server) writeError(w http.ResponseWriter, status int, code, msg string)
 type route struct {
 	kind int
 	id   string // decoded user id
+	// For routeUnlink: the identity's provider and user_id, decoded.
+	provider, identity string
 }
 
 const (
-	routeNone = iota
-	routeGet  // GET /api/v2/users/{id}
-	routeLink // POST /api/v2/users/{id}/identities
+	routeNone   = iota
+	routeGet    // GET /api/v2/users/{id}
+	routeLink   // POST /api/v2/users/{id}/identities
+	routePatch  // PATCH /api/v2/users/{id}
+	routeUnlink // DELETE /api/v2/users/{id}/identities/{provider}/{user_id}
 )
 
 // parseRoute matches the escaped path, so that an id holding "%2F" is one
@@ -123,6 +127,10 @@ func parseRoute(method, escapedPath string) route {
 		return route{kind: routeGet, id: id}
 	case len(segs) == 3 && segs[2] == "identities" && method == http.MethodPost:
 		return route{kind: routeLink, id: id}
+	case len(segs) == 2 && method == http.MethodPatch:
+		return route{kind: routePatch, id: id}
+	case len(segs) == 5 && segs[2] == "identities" && method == http.MethodDelete:
+		return unlinkRoute(id, segs[3], segs[4])
 	}
 	return route{}
 }
@@ -138,6 +146,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 			st.PostsByPrimary[rt.id]++
 		case routeGet:
 			st.Gets++
+		case routePatch:
+			st.Patches++
+		case routeUnlink:
+			st.Unlinks++
 		}
 	})
 	v := s.bucket.take(s.now())
@@ -150,10 +162,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 	// client that goes away.
 	var body []byte
 	var bodyErr error
-	if rt.kind == routeLink {
+	if rt.kind == routeLink || rt.kind == routePatch {
 		body, bodyErr = io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	}
-	d := s.faults.draw(rt.kind == routeLink)
+	d := s.faults.draw(rt.kind == routeLink || rt.kind == routePatch || rt.kind == routeUnlink)
 	ctx := r.Context()
 	if d.hang > 0 {
 		s.count(func(st *Stats) { st.Stalled++ })
@@ -184,6 +196,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 			return
 		}
 		s.writeJSON(w, status, payload)
+	case routePatch, routeUnlink:
+		s.serveUserWrite(w, r, rt, body, bodyErr, d)
 	default:
 		s.writeError(w, http.StatusNotFound, "not_found", "Not Found")
 	}
@@ -226,6 +240,7 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, id string) {
 			"email_verified": u.EmailVerified,
 			"identities":     s.wireIdentities(u.Identities),
 		}
+		addMetadata(doc, u)
 	}
 	s.mu.Unlock()
 	if !ok {

@@ -1,9 +1,11 @@
 // Package linkertest runs a fake Auth0 tenant over real HTTP, for the tests
 // of linkbatch and for its simulate mode.
 //
-// A [Server] answers the three endpoints linkbatch uses: POST /oauth/token
+// A [Server] answers the endpoints linkbatch uses: POST /oauth/token
 // (client credentials grant), POST /api/v2/users/{id}/identities (link a user
-// account) and GET /api/v2/users/{id}. It validates requests as strictly as
+// account), GET /api/v2/users/{id}, PATCH /api/v2/users/{id} (metadata, merged
+// at the root level) and DELETE /api/v2/users/{id}/identities/{provider}/{user_id}
+// (unlink; see metadata.go). It validates requests as strictly as
 // the Management API's OpenAPI schema, answers with the API's error bodies
 // and x-ratelimit-* headers, enforces a token-bucket rate limit, and can
 // inject faults (latency, 5xx answers, dropped connections, stalls) drawn
@@ -15,7 +17,8 @@
 // mode to use inside a testing/synctest bubble, where a goroutine blocked on
 // a real socket would keep the fake clock from advancing.
 //
-// All methods of Server are safe for concurrent use.
+// All methods of Server are safe for concurrent use. The package knows only
+// the API as Auth0 documents it: nothing of linkbatch's client, rows or pacing.
 package linkertest
 
 import (
@@ -224,6 +227,11 @@ type Stats struct {
 	Abandoned     int // requests whose client went away during a delay or stall
 	// PostsByPrimary counts link requests by primary user id.
 	PostsByPrimary map[string]int
+	// Patches and Unlinks count PATCH /api/v2/users/{id} and unlink
+	// requests, rate limited ones included. MetadataWipes counts the
+	// PATCHes applied with an empty user_metadata or app_metadata object,
+	// which remove it: a merge should send none.
+	Patches, Unlinks, MetadataWipes int
 }
 
 // Stats returns a snapshot of the server's counters.

@@ -17,6 +17,9 @@ type User struct {
 	Email         string
 	EmailVerified bool
 	Identities    []Identity
+	// UserMetadata and AppMetadata are the user's metadata objects, nil
+	// when the user has none; see metadata.go for how PATCH changes them.
+	UserMetadata, AppMetadata map[string]any
 }
 
 // Identity is one entry of a user's identities. The IdP tokens are sent in
@@ -212,6 +215,7 @@ func (s *Server) LinkedTo(secondaryFullID string) (primary string, ok bool) {
 }
 
 func copyUser(u User) User {
+	u.UserMetadata, u.AppMetadata = cloneObject(u.UserMetadata), cloneObject(u.AppMetadata)
 	u.Identities = slices.Clone(u.Identities)
 	for i := range u.Identities {
 		u.Identities[i].ProfileData = maps.Clone(u.Identities[i].ProfileData)

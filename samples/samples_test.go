@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package samples_test
 
 import (
 	"bufio"
@@ -38,7 +38,7 @@ import (
 // --grace, and, for the cron wrapper, what it does for real against a fake
 // tenant.
 
-const samplesDir = "../../samples"
+const samplesDir = "."
 
 // sampleCredentials are the variables every set-up must supply.
 var sampleCredentials = []string{envDomain, envClientID, envClientSecret}
@@ -65,34 +65,56 @@ func sampleRead(t *testing.T, rel string) string {
 // --help lists them.
 func sampleRunFlags(t *testing.T) map[string]bool {
 	t.Helper()
-	var help bytes.Buffer
-	_, err := parseRunFlags([]string{"--help"}, func(string) string { return "" }, &help)
-	if !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("run --help: %v", err)
+	code, help := linkbatchOutput(t, nil, "run", "--help")
+	if code != exitOK {
+		t.Fatalf("run --help: exit %d\n%s", code, help)
 	}
 	names := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^  --([a-z][a-z0-9-]*)`).FindAllStringSubmatch(help.String(), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^  --([a-z][a-z0-9-]*)`).FindAllStringSubmatch(help, -1) {
 		names[m[1]] = true
 	}
 	if !names["in"] || !names["grace"] {
-		t.Fatalf("could not read the flags from run --help:\n%s", help.String())
+		t.Fatalf("could not read the flags from run --help:\n%s", help)
 	}
 	return names
 }
 
-// sampleParseLinkbatchFlags parses extra, flags a set-up passes to
-// 'linkbatch run', as the wrapper would pass them.
-func sampleParseLinkbatchFlags(t *testing.T, where string, extra []string) *config {
+// sampleParseLinkbatchFlags checks that 'linkbatch run' accepts extra,
+// flags a set-up passes to it, as the wrapper would pass them (a dry run of
+// a one-row input), and returns what the checks need of them.
+func sampleParseLinkbatchFlags(t *testing.T, where string, extra []string) runFlags {
 	t.Helper()
-	getenv := func(k string) string {
-		return map[string]string{envDomain: "acme.eu.auth0.com", envClientID: "id", envClientSecret: "secret-0123456789abcdef"}[k]
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.csv")
+	if err := os.WriteFile(in, []byte("primary_user_id,secondary_user_id\nauth0|a,google-oauth2|b\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cfg, err := parseRunFlags(append([]string{"--in", "in.csv", "--out", "out.csv"}, extra...), getenv, &stderr)
-	if err != nil {
-		t.Fatalf("%s: linkbatch run rejects %q: %v\n%s", where, extra, err, stderr.String())
+	env := []string{envDomain + "=acme.eu.auth0.com", envClientID + "=id", envClientSecret + "=secret-0123456789abcdef"}
+	args := append([]string{"run", "--in", in, "--out", filepath.Join(dir, "out.csv"), "--dry-run", "--no-progress"}, extra...)
+	if code, out := linkbatchOutput(t, env, args...); code != exitOK {
+		t.Fatalf("%s: linkbatch run rejects %q: exit %d\n%s", where, extra, code, out)
 	}
-	return cfg
+	// The flag parsing linkbatch does, for the flags read here.
+	fs := flag.NewFlagSet("linkbatch run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var f runFlags
+	fs.DurationVar(&f.Grace, "grace", batch.DefaultConfig().Grace, "")
+	var known []string
+	for i := 0; i < len(extra); i++ {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(extra[i], "-"), "=")
+		if fs.Lookup(name) == nil {
+			continue
+		}
+		known = append(known, extra[i])
+		if !hasValue && i+1 < len(extra) {
+			i++
+			known = append(known, extra[i])
+		}
+	}
+	if err := fs.Parse(known); err != nil {
+		t.Fatalf("%s: %q: %v", where, extra, err)
+	}
+	return f
 }
 
 // wrapperArgs splits the arguments of linkbatch-cron.sh as it does.
@@ -125,7 +147,7 @@ func TestSampleFilesNameOnlyRealFlags(t *testing.T) {
 	longFlag := regexp.MustCompile(`(?:^|[\s"'(\[,=])--([a-z][a-z0-9-]*)`)
 	seen := map[string]bool{}
 	err := filepath.WalkDir(samplesDir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || d.IsDir() || strings.HasSuffix(path, ".go") { // the set-ups, not these tests
 			return err
 		}
 		b, err := os.ReadFile(path)
@@ -416,8 +438,8 @@ func TestKubeCronJob(t *testing.T) {
 		t.Errorf("args read an env file %q; in Kubernetes the credentials come from the Secret", w.envFile)
 	}
 	cfg := sampleParseLinkbatchFlags(t, "cronjob.yaml args", w.extra)
-	if tg := pod.TerminationGracePeriodSeconds; tg == nil || time.Duration(*tg)*time.Second <= cfg.Batch.Grace {
-		t.Errorf("terminationGracePeriodSeconds must exceed --grace %s, or SIGKILL cuts the rows in flight", cfg.Batch.Grace)
+	if tg := pod.TerminationGracePeriodSeconds; tg == nil || time.Duration(*tg)*time.Second <= cfg.Grace {
+		t.Errorf("terminationGracePeriodSeconds must exceed --grace %s, or SIGKILL cuts the rows in flight", cfg.Grace)
 	}
 
 	// Credentials: from the Secret, never literal.
@@ -565,8 +587,8 @@ func TestSystemdUnits(t *testing.T) {
 		t.Errorf("ExecStart reads an env file; EnvironmentFile= already supplies the credentials")
 	}
 	cfg := sampleParseLinkbatchFlags(t, "ExecStart", w.extra)
-	if stop := systemdSeconds(t, svc.get("Service", "TimeoutStopSec")); stop <= cfg.Batch.Grace {
-		t.Errorf("TimeoutStopSec %s must exceed --grace %s", stop, cfg.Batch.Grace)
+	if stop := systemdSeconds(t, svc.get("Service", "TimeoutStopSec")); stop <= cfg.Grace {
+		t.Errorf("TimeoutStopSec %s must exceed --grace %s", stop, cfg.Grace)
 	}
 	var inState bool
 	for _, d := range strings.Fields(svc.get("Service", "StateDirectory")) {

@@ -1,4 +1,4 @@
-package main
+package batch
 
 import (
 	"errors"
@@ -11,32 +11,33 @@ import (
 // errLocked is returned by tryLock when another process holds the lock.
 var errLocked = errors.New("locked by another process")
 
-// lockPath returns the lock file of the results file out: out's resolved
+// LockPath returns the lock file of the results file out: out's resolved
 // path (symbolic links followed) with .lock added, so that every spelling
 // of out locks the same file.
-func lockPath(out string) string { return resolvePath(out) + ".lock" }
+func LockPath(out string) string { return ResolvePath(out) + ".lock" }
 
-// resultsLock is the exclusive lock a run holds on its results file from
+// ResultsLock is the exclusive lock a run holds on its results file from
 // before it reads anything until it exits: an flock(2) on out's lock file,
 // which records the holder's pid, and one on the results file itself when
 // it exists, which also catches a second name (a hard link) for it. The
 // kernel drops both when the process ends, however it ends; a lock file
-// left by a killed run is taken over by the next one.
-type resultsLock struct {
+// left by a killed run is taken over by the next one. A ResultsLock is used
+// by one goroutine; a nil *ResultsLock holds nothing.
+type ResultsLock struct {
 	path  string // the lock file, removed on release
 	files []*os.File
 }
 
 // lockResults takes the lock on the results file out without waiting. When
-// another run holds it, it returns a usage error that names the holder's
+// another run holds it, it returns a *UsageError that names the holder's
 // pid, when known.
-func lockResults(out string) (*resultsLock, error) {
-	path := lockPath(out)
+func lockResults(out string) (*ResultsLock, error) {
+	path := LockPath(out)
 	f, err := lockFile(path)
 	if err != nil {
 		return nil, lockError(out, path, err)
 	}
-	l := &resultsLock{path: path, files: []*os.File{f}}
+	l := &ResultsLock{path: path, files: []*os.File{f}}
 	if err := recordPID(f); err != nil {
 		l.Release()
 		return nil, fmt.Errorf("lock results: %s: %w", path, err)
@@ -51,7 +52,7 @@ func lockResults(out string) (*resultsLock, error) {
 // Hold locks the results file out itself as well, if it exists, for as
 // long as l is held. Call it again once the run has created or replaced
 // the file. A nil l holds nothing.
-func (l *resultsLock) Hold(out string) error {
+func (l *ResultsLock) Hold(out string) error {
 	if l == nil {
 		return nil
 	}
@@ -104,7 +105,7 @@ func lockFile(path string) (*os.File, error) {
 
 // Release drops the lock and removes the lock file, while still holding it.
 // A nil l holds nothing.
-func (l *resultsLock) Release() {
+func (l *ResultsLock) Release() {
 	if l == nil {
 		return
 	}

@@ -1,0 +1,185 @@
+//go:build unix
+
+package batch
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestOpenResultsNewThenResume: a new results file gets a sidecar; a second
+// run refuses to overwrite it without --resume, and refuses to resume it for
+// another input or mode; a resume keeps its final rows.
+func TestOpenResultsNewThenResume(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "results.csv")
+	o := ResultsOptions{Out: out}
+	res, err := OpenResults(o, "aaaa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Done != nil {
+		t.Errorf("a new file has final lines: %v", res.Done)
+	}
+	if err := res.Writer.Write(Result{Line: 2, Primary: "auth0|a", Secondary: "github|b", Status: StatusLinked}); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Writer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := ReadRunInfo(SidecarPath(out)); err != nil || info.Input != "aaaa" || info.DryRun {
+		t.Fatalf("sidecar = %+v, %v", info, err)
+	}
+
+	var ue *UsageError
+	if err := o.CheckOverwrite(); !errors.As(err, &ue) || !strings.Contains(err.Error(), "add --resume") {
+		t.Errorf("CheckOverwrite without resume = %v, want a *UsageError naming --resume", err)
+	}
+	if _, err := OpenResults(o, "aaaa"); !errors.As(err, &ue) {
+		t.Errorf("OpenResults without resume = %v, want a *UsageError", err)
+	}
+	o.Resume = true
+	if err := o.CheckOverwrite(); err != nil {
+		t.Errorf("CheckOverwrite with resume = %v", err)
+	}
+	for _, tt := range []struct {
+		name        string
+		fingerprint string
+		dryRun      bool
+		want        string
+	}{
+		{"other input", "bbbb", false, "different input"},
+		{"other mode", "aaaa", true, "a dry run"},
+	} {
+		o := o
+		o.DryRun = tt.dryRun
+		if _, err := OpenResults(o, tt.fingerprint); !errors.As(err, &ue) || !strings.Contains(err.Error(), "cannot resume") || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: OpenResults = %v, want a *UsageError saying %q", tt.name, err, tt.want)
+		}
+	}
+	res, err = OpenResults(o, "aaaa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	if !res.Done.Has(2) || res.Done.Len() != 1 || res.Kept.Kept != 1 {
+		t.Errorf("resumed: done %v, kept %+v; want line 2 kept", res.Done, res.Kept)
+	}
+}
+
+// TestOpenResultsStream: standard output gets a header and no sidecar.
+func TestOpenResultsStream(t *testing.T) {
+	dir := t.TempDir()
+	var stdout bytes.Buffer
+	res, err := OpenResults(ResultsOptions{Out: "-", Stream: true, Stdout: &stdout}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Writer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stdout.String(), "line,") {
+		t.Errorf("stdout = %q, want the header", stdout.String())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("files created: %v", entries)
+	}
+}
+
+// TestClaimResultsLocks: a second claim of one results file fails with a
+// *UsageError naming the holder's pid, under another spelling too, until
+// the first is released.
+func TestClaimResultsLocks(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "results.csv")
+	first, err := ClaimResults(ResultsOptions{Out: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ue *UsageError
+	for _, name := range []string{out, filepath.Join(dir, ".", "results.csv")} {
+		_, err := ClaimResults(ResultsOptions{Out: name})
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
+			t.Errorf("second claim of %s = %v, want a *UsageError naming pid %d", name, err, os.Getpid())
+		}
+	}
+	first.Release()
+	if _, err := os.Stat(LockPath(out)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("lock file left after release: %v", err)
+	}
+	again, err := ClaimResults(ResultsOptions{Out: out})
+	if err != nil {
+		t.Fatalf("claim after release: %v", err)
+	}
+	again.Release()
+	if l, err := ClaimResults(ResultsOptions{Out: "-", Stream: true}); l != nil || err != nil {
+		t.Errorf("claim of a stream = %v, %v; want nothing held", l, err)
+	}
+}
+
+// TestClaimResultsRemovesStaleTemps: the temporary files of a killed
+// rewrite of the results file or its sidecar are removed, nothing else.
+func TestClaimResultsRemovesStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "results.csv")
+	stale := []string{".results.csv.tmp-123", ".results.csv.run.json.tmp-9"}
+	kept := []string{".results.csv.tmp-x", ".other.csv.tmp-1", "results.csv.tmp-1"}
+	for _, name := range append(append([]string{}, stale...), kept...) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("auth0|x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := ClaimResults(ResultsOptions{Out: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	for _, name := range stale {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s not removed", name)
+		}
+	}
+	for _, name := range kept {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("%s removed: %v", name, err)
+		}
+	}
+}
+
+func TestIsStreamOut(t *testing.T) {
+	dir := t.TempDir()
+	regular := filepath.Join(dir, "r.csv")
+	if err := os.WriteFile(regular, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		out     string
+		want    bool
+		wantErr bool
+	}{
+		{"-", true, false},
+		{"/dev/stdout", true, false},
+		{"/dev/fd/1", true, false},
+		{"/dev/null", true, false},
+		{regular, false, false},
+		{filepath.Join(dir, "new.csv"), false, false},
+		{dir, false, true},
+		{"/dev/no-such-device", false, true},
+	}
+	for _, tt := range tests {
+		got, err := IsStreamOut(tt.out)
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("IsStreamOut(%q) = %v, %v; want %v, error %v", tt.out, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
