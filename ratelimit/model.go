@@ -220,6 +220,13 @@ func sortSearchAfter(s []int64, v int64) int {
 // now, or NaN to leave it as it is.
 func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 	limited := a.RateLimited
+	if !g.at.IsZero() {
+		m.latencies = append(m.latencies, now.Sub(g.at))
+		if len(m.latencies) > latenciesKept {
+			m.latencies = slices.Delete(m.latencies, 0, len(m.latencies)-latenciesKept)
+		}
+		m.slowest = slices.Max(m.latencies)
+	}
 	if a.Limit <= 0 {
 		if !m.seen && m.cfg.Rate > 0 && m.mirroring {
 			// The configured caps alone apply from now on.
@@ -258,17 +265,10 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 	// other, so each answer in the span of one latency counts, the lowest
 	// wins. A level within one token above that is left as it is: it
 	// carries the fraction of a token that remaining rounds away.
-	if !g.at.IsZero() {
-		m.latencies = append(m.latencies, now.Sub(g.at))
-		if len(m.latencies) > latenciesKept {
-			m.latencies = slices.Delete(m.latencies, 0, len(m.latencies)-latenciesKept)
-		}
-	}
 	var slowest, fastest time.Duration
 	if len(m.latencies) > 0 {
 		slowest, fastest = slices.Max(m.latencies), slices.Min(m.latencies)
 	}
-	m.slowest = slowest
 	if !limited {
 		m.probe(g, rem, slowest)
 		m.adjust(now, g, rem, slowest)

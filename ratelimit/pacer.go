@@ -218,6 +218,43 @@ func (p *Pacer) Stats() Stats {
 	return p.stats
 }
 
+// InFlight returns how many requests should be in flight at once to keep
+// up the current pace, given the latencies of the latest answers: a quarter
+// more than pace times the slowest recent latency, rounded up, plus one; at
+// least 1 and at most most (when most > 0). Until the tenant's rate and
+// latency are known it sizes them from the least refill the answers
+// prove, and never returns fewer than min(most, startInFlight): the Pacer
+// holds back what the tenant cannot take, and needs requests in flight to
+// learn its rate. It is safe for concurrent use.
+func (p *Pacer) InFlight(most int) int {
+	floor := startInFlight
+	if most > 0 {
+		floor = min(most, startInFlight)
+	}
+	p.mu.Lock()
+	latency := p.model.slowest
+	// The whole share of the tenant's rate, not the pace of the moment:
+	// the pace may grow back to it within seconds.
+	rate, known := p.model.est.learned()
+	rate *= p.model.share
+	if !p.model.mirroring || !known {
+		// Until the rate is known, the least refill the answers prove
+		// (see the mirror caps): each step up lets more requests show
+		// more of it.
+		rate = max(p.model.limit(), p.model.est.bound())
+	}
+	rate = min(rate, p.model.policyRate)
+	p.mu.Unlock()
+	if latency <= 0 {
+		return floor
+	}
+	return max(concurrency(rate, latency, most), floor)
+}
+
+// startInFlight is how many requests InFlight allows before the tenant's
+// pace and latency are known, and never fewer.
+const startInFlight = 32
+
 // inFlight returns how many requests should be in flight to keep up the
 // pace when a request takes latency: a quarter more than pace times latency,
 // rounded up, plus one, so that a full tenant bucket is spent quickly too;

@@ -976,3 +976,32 @@ func TestProbeSpendsTokensLeftUnused(t *testing.T) {
 		}
 	})
 }
+
+func TestInFlightFollowsThePace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.Rate, cfg.Burst = 1000, 500
+		p := newPacer(t, cfg)
+		if got := p.InFlight(2000); got != startInFlight {
+			t.Errorf("InFlight before any answer = %d, want %d", got, startInFlight)
+		}
+		// A tenant that says nothing of its bucket, answering in 50ms:
+		// the configured 1,000/s applies, and 1.25 × 1,000/s × 50ms + 1
+		// requests keep it up.
+		if _, _, err := p.doLink(t.Context(), func(ctx context.Context) (*linker.Response, error) {
+			time.Sleep(50 * time.Millisecond)
+			return &linker.Response{StatusCode: 201}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.InFlight(2000); got != 64 {
+			t.Errorf("InFlight at 1,000/s and 50ms = %d, want 64", got)
+		}
+		if got := p.InFlight(40); got != 40 {
+			t.Errorf("InFlight capped at 40 = %d, want 40", got)
+		}
+		if got := p.InFlight(8); got != 8 {
+			t.Errorf("InFlight capped at 8 = %d, want 8", got)
+		}
+	})
+}
