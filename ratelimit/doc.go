@@ -48,10 +48,19 @@
 //
 // A 429 the announced bucket cannot explain (its headers still show tokens,
 // or show another bucket than the accepted answers) comes from a limit the
-// headers do not announce: the Pacer stops claiming the announced bucket's
-// tokens (burst 1), cuts f by hiddenCut and probes upward only by
-// hiddenProbe of f per second, so that it settles just under the hidden
-// limit.
+// headers do not announce. The Pacer then stops claiming the announced
+// bucket's tokens (burst 1) and paces at a rate h of its own, with the
+// rate of accepted answers (a moving count over accWindow) as the measure:
+// at the first such 429, h is half the pace; at each later one (at most
+// once per two round trips), the peak p becomes the rate accepted then
+// (no more than h) and h is cut to hiddenCut·p; h grows back by
+// hiddenRecover of itself per second up to 0.95·p, and above it by only
+// hiddenProbe per second. Accepted answers come at most at the hidden
+// limit's rate, so p settles on it and h cycles just around it, slowly
+// enough that the hidden bucket's own burst absorbs each overshoot. A 429
+// from another bucket that says it is full again by now (a reset not in
+// the future) is no limit at all: the refused call alone pauses, briefly,
+// and nothing is learned from it.
 //
 // Config.Share F caps f: F of the tenant's whole refill and bucket, not of
 // what other clients leave.

@@ -25,14 +25,21 @@ const (
 	// by fracIncrease per second, and each time the tenant's bucket shows
 	// empty (or refuses a request) it is cut by fracCut, at most once per
 	// round trip, down to fracMin. After a refusal the announced bucket
-	// cannot explain (a hidden limit), it is cut by hiddenCut and then
-	// grows by only hiddenProbe of itself per second.
-	fracIncrease = 0.2
-	fracCut      = 0.8
-	fracMin      = 1.0 / 64
-	hiddenCut    = 0.5
-	hiddenProbe  = 0.02
-	minCutGap    = 200 * time.Millisecond
+	// cannot explain (a hidden limit), the Pacer paces on its own at
+	// hiddenRate: nine tenths of the rate accepted lately, cut by
+	// hiddenCut at each later refusal, growing back by hiddenRecover of
+	// itself per second to just below the rate accepted when refused, and
+	// above it by hiddenProbe per second.
+	fracIncrease  = 0.2
+	fracCut       = 0.8
+	fracMin       = 1.0 / 64
+	hiddenCut     = 0.85
+	hiddenProbe   = 0.003
+	hiddenRecover = 0.2
+	// accWindow is the time constant of the moving count of accepted
+	// requests that measures the rate a hidden limit lets through.
+	accWindow = 2 * time.Second
+	minCutGap = 200 * time.Millisecond
 	// fracStart is frac until the answers show whether others draw on
 	// the bucket: a quarter, so that four Pacers started at once do not
 	// all spend the whole bucket. minClaim is the fewest tokens of a full
@@ -87,6 +94,10 @@ type bucket struct {
 	fracAt     time.Time       // when frac last grew
 	cutAt      time.Time       // when frac was last cut
 	hidden     bool            // a refusal showed a limit the headers do not announce
+	hiddenRate float64         // the pace under the hidden limit
+	hiddenPeak float64         // the rate accepted when the last refusal came
+	acc        float64         // moving count of accepted requests (accWindow)
+	accAt      time.Time       // when acc was last brought up to date
 	slowest    time.Duration   // the slowest recent request
 	sent       int64           // requests let through; the last one's sequence number
 	pending    []grant         // requests let through, answer not reported yet
@@ -319,18 +330,39 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 func (m *bucket) adjust(now time.Time, g grant, remaining int, slowest time.Duration) {
 	if !m.fracAt.IsZero() && now.After(m.fracAt) {
 		dt := now.Sub(m.fracAt).Seconds()
-		switch {
-		case m.hidden:
-			m.frac += hiddenProbe * m.frac * dt
-		default:
-			m.frac += fracIncrease * dt
-		}
-		m.frac = min(m.share, m.frac)
+		m.frac = min(m.share, m.frac+fracIncrease*dt)
 	}
 	m.fracAt = now
 	if remaining == 0 && g.waited {
 		m.cut(now, fracCut, slowest)
 	}
+}
+
+// accept counts an accepted request answered at now, and lets the pace
+// under a hidden limit grow (see hiddenProbe).
+func (m *bucket) accept(now time.Time) {
+	dt := 0.0
+	if !m.accAt.IsZero() {
+		dt = max(0, now.Sub(m.accAt).Seconds())
+	}
+	m.acc = m.acc*math.Exp(-dt/accWindow.Seconds()) + 1
+	m.accAt = now
+	if m.hidden && dt > 0 {
+		g := hiddenProbe
+		if m.hiddenRate < 0.95*m.hiddenPeak {
+			g = hiddenRecover
+		}
+		m.hiddenRate *= 1 + g*dt
+		m.retune(now)
+	}
+}
+
+// accepted returns the rate of accepted requests lately.
+func (m *bucket) accepted(now time.Time) float64 {
+	if m.accAt.IsZero() {
+		return 0
+	}
+	return m.acc * math.Exp(-max(0, now.Sub(m.accAt).Seconds())/accWindow.Seconds()) / accWindow.Seconds()
 }
 
 // claim returns the part of the tenant's refill and tokens this Pacer
@@ -444,6 +476,9 @@ func (m *bucket) retune(now time.Time) {
 			r = max(r, m.share*m.claim()*g)
 		}
 	}
+	if m.hidden {
+		r = m.hiddenRate
+	}
 	r = max(r, minRate)
 	size := max(1, m.share*float64(m.size))
 	if m.hidden {
@@ -520,14 +555,20 @@ func (m *bucket) rebuff(now time.Time, unexplained bool) {
 	if len(m.latencies) > 0 {
 		slowest = slices.Max(m.latencies)
 	}
-	if unexplained {
-		if !m.hidden {
-			m.hidden = true
-			m.cutAt = time.Time{}
-		}
-		m.cut(now, hiddenCut, slowest)
-	} else {
+	switch acc := m.accepted(now); {
+	case !unexplained:
 		m.cut(now, fracCut, slowest)
+	case !m.hidden:
+		m.hidden = true
+		// How fast the hidden limit lets requests through is not known
+		// yet: half the pace, then quickly back to near it.
+		m.hiddenPeak = max(acc, m.mirrorRate, minRate)
+		m.hiddenRate = m.hiddenPeak / 2
+		m.cutAt = now
+	case now.Sub(m.cutAt) >= cutGap(slowest):
+		m.hiddenPeak = max(min(acc, m.hiddenRate), minRate)
+		m.hiddenRate = max(hiddenCut*m.hiddenPeak, minRate)
+		m.cutAt = now
 	}
 	m.retune(now)
 }
@@ -537,7 +578,7 @@ func (m *bucket) rebuff(now time.Time, unexplained bool) {
 func (m *bucket) tokenTime() (time.Duration, bool) {
 	if m.hidden {
 		// The pace after the cut is the best guess at the hidden limit.
-		return time.Duration(float64(time.Second) / max(m.mirrorRate, minRate)), true
+		return time.Duration(float64(time.Second) / max(m.hiddenRate, minRate)), true
 	}
 	if net := m.est.net(); m.seen && net.known {
 		return time.Duration(float64(time.Second) / max(net.rate, minRate)), true

@@ -291,7 +291,11 @@ func concurrency(rate float64, latency time.Duration, most int) int {
 // What a says of the tenant's bucket teaches the model its size and refill
 // rate and sets the level of the gate (see [Pacer]). A refusal for the rate
 // limit holds every worker back (see hold).
-func (p *Pacer) observe(g grant, a Answer) {
+//
+// observe reports whether a was a passing refusal: one from another bucket
+// (or before any was seen) that says it is full again by now. It holds
+// back no other worker; the caller pauses the refused call alone.
+func (p *Pacer) observe(g grant, a Answer) (passing bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
@@ -304,16 +308,27 @@ func (p *Pacer) observe(g grant, a Answer) {
 	// left, or is another bucket than the accepted answers show) comes
 	// from a limit the headers do not announce: its headers teach
 	// nothing of the bucket.
-	unexplained := a.RateLimited && a.Limit > 0 &&
-		(a.Remaining >= 1 || p.model.seen && a.Limit != p.model.size)
+	other := a.RateLimited && a.Limit > 0 && p.model.seen && a.Limit != p.model.size
+	unexplained := a.RateLimited && a.Limit > 0 && (a.Remaining >= 1 || other)
+	// A refusal from another bucket (or before any was seen) that says
+	// it is full again by now is waited out, no more.
+	passing = (other || !p.model.seen) && a.RateLimited && a.Limit > 0 &&
+		!a.Reset.IsZero() && !a.Reset.After(later(a.Date, now).Add(time.Second))
 	level := math.NaN()
-	if a.Arrived && !unexplained {
+	if a.Arrived && !unexplained && !passing {
 		level = p.model.learn(now, g, a, p.level(now))
 	}
-	if a.RateLimited {
+	if a.Arrived && !a.RateLimited {
+		p.model.accept(now)
+	}
+	switch {
+	case passing:
+		p.stats.RateLimited++
+	case a.RateLimited:
 		p.hold(now, a, unexplained)
-	} else {
+	default:
 		p.held.limited = 0
 	}
 	p.reset(now, level)
+	return passing
 }

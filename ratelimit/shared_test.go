@@ -222,7 +222,7 @@ func (sp sharedProfile) run(t *testing.T) sharedOutcome {
 					var sb strings.Builder
 					for _, p := range pacers {
 						p.mu.Lock()
-						fmt.Fprintf(&sb, " [f=%.2f r=%.1f m=%.1f s=%.1f n=%d]", p.model.frac, p.model.mirrorRate, p.model.margin, p.model.slack, p.stats.Requests)
+						fmt.Fprintf(&sb, " [f=%.2f r=%.1f m=%.1f s=%.1f n=%d h=%v hr=%.2f hp=%.2f l=%d]", p.model.frac, p.model.mirrorRate, p.model.margin, p.model.slack, p.stats.Requests, p.model.hidden, p.model.hiddenRate, p.model.hiddenPeak, p.stats.RateLimited)
 						p.mu.Unlock()
 					}
 					t.Logf("%v%s", time.Since(start).Round(time.Second), sb.String())
@@ -264,11 +264,11 @@ func TestPacersShareABucket(t *testing.T) {
 		// 1.10.
 		{sharedProfile: sharedProfile{name: "2 on 50/s share 0.5", rate: 50, size: 50, latency: lat, pacers: 2, rows: 1000, cfg: func(c *Config) { c.Share = 0.5 }}, maxRatio: 1.15, max429: 0.01, maxSpread: 0.1},
 		{sharedProfile: sharedProfile{name: "4 on 50/s share 0.25", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500, cfg: func(c *Config) { c.Share = 0.25 }}, maxRatio: 1.15, max429: 0.01, maxSpread: 0.1},
-		// A hidden limit: within 1.15 × its floor and no row lost, but
-		// 8.5% of requests answered 429 (the target is 5%): the first
-		// quarter of the announced bucket is spent before the first
-		// refusal comes back.
-		{sharedProfile: sharedProfile{name: "hidden 2/s burst 10 under 50 @ 10/s", rate: 10, size: 50, latency: lat, pacers: 1, rows: 150, hiddenRate: 2, hiddenSize: 10}, maxRatio: 1.15, max429: 0.10, maxSpread: 1},
+		// A hidden limit: within 1.15 × its floor and no row lost; 3.2
+		// to 5.1% of requests answered 429 over repeated runs (the target
+		// is 5%): the first quarter of the announced bucket, 12 requests,
+		// is sent before the first refusal comes back.
+		{sharedProfile: sharedProfile{name: "hidden 2/s burst 10 under 50 @ 10/s", rate: 10, size: 50, latency: lat, pacers: 1, rows: 150, hiddenRate: 2, hiddenSize: 10}, maxRatio: 1.15, max429: 0.06, maxSpread: 1},
 		{sharedProfile: sharedProfile{name: "alone 1000/s", rate: 1000, size: 500, latency: lat, pacers: 1, rows: 5000}, maxRatio: 1.05, max429: 0.01, maxSpread: 1},
 		{sharedProfile: sharedProfile{name: "alone 5000/s", rate: 5000, size: 2500, latency: lat, pacers: 1, rows: 25000}, maxRatio: 1.05, max429: 0.01, maxSpread: 1},
 	}
@@ -287,4 +287,61 @@ func TestPacersShareABucket(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRefusalsOfAnotherBucket: a tenant whose 429s show a bucket of 50,
+// empty, full again now, while its accepted answers show another, nearly
+// full bucket. Such a refusal is waited out: it must not wipe what the
+// Pacer learned of the bucket nor slow it to a crawl. 12 rows, each
+// refused once, take well under a second, not a minute.
+func TestRefusalsOfAnotherBucket(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.Rate, cfg.Burst = 200, 10
+		p := newPacer(t, cfg)
+		var (
+			mu      sync.Mutex
+			refused = map[int]bool{}
+		)
+		rows := make(chan int, 12)
+		for i := range 12 {
+			rows <- i
+		}
+		close(rows)
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for row := range rows {
+					_, _, err := p.doLink(t.Context(), func(ctx context.Context) (*linker.Response, error) {
+						if err := sleep(ctx, 5*time.Millisecond); err != nil {
+							return nil, err
+						}
+						now := time.Now()
+						mu.Lock()
+						first := !refused[row]
+						refused[row] = true
+						mu.Unlock()
+						if first {
+							rl := linker.RateLimit{Known: true, Limit: 50, Remaining: 0, Reset: now}
+							return &linker.Response{StatusCode: 429, RateLimit: rl, Date: now},
+								&linker.RateLimitError{APIError: *apiErr(429, "too_many_requests", "Too many requests"), Reset: now}
+						}
+						rl := linker.RateLimit{Known: true, Limit: 1_000_000, Remaining: 999_999, Reset: now}
+						return &linker.Response{StatusCode: 201, RateLimit: rl, Date: now}, nil
+					})
+					if err != nil {
+						t.Errorf("row %d: %v", row, err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("12 rows took %v, want under 1s", d)
+		}
+		if _, size, _ := p.Learned(); size != 1_000_000 {
+			t.Errorf("Learned() bucket size = %d, want the accepted answers' 1000000", size)
+		}
+	})
 }
