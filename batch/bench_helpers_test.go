@@ -23,6 +23,10 @@ type benchTableRow struct {
 	rateLimited float64       // 429 answers per request
 	reqPerRow   float64
 	failed      float64
+	// Of runs of separate processes: the spread of their finish times
+	// and the CPU seconds they used per 1,000 rows.
+	spread, cpuPer1000 float64
+	processes          bool
 }
 
 // appendBenchTable appends rows, under a header, to the file named by
@@ -34,9 +38,21 @@ func appendBenchTable(b *testing.B, rows []benchTableRow) {
 		return
 	}
 	var sb strings.Builder
-	sb.WriteString("| scenario | rows | runs | floor s | makespan s | makespan/floor | worst run | 429/req | req/row | failed |\n")
-	sb.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	if rows[0].processes {
+		sb.WriteString("| scenario | rows | runs | floor s | makespan s | makespan/floor | worst run | 429/req | failed | finish spread | CPU s per 1,000 rows |\n")
+		sb.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	} else {
+		sb.WriteString("| scenario | rows | runs | floor s | makespan s | makespan/floor | worst run | 429/req | req/row | failed |\n")
+		sb.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	}
 	for _, r := range rows {
+		if r.processes {
+			fmt.Fprintf(&sb, "| %s | %d | %d | %.2f | %.2f | %.3f | %.3f | %.4f | %g | %.3f | %.3f |\n",
+				r.scenario, r.rows, r.runs, r.floor.Seconds(), r.makespan.Seconds(),
+				r.makespan.Seconds()/r.floor.Seconds(), r.worst.Seconds()/r.floor.Seconds(),
+				r.rateLimited, r.failed, r.spread, r.cpuPer1000)
+			continue
+		}
 		fmt.Fprintf(&sb, "| %s | %d | %d | %.2f | %.2f | %.3f | %.3f | %.4f | %.3f | %g |\n",
 			r.scenario, r.rows, r.runs, r.floor.Seconds(), r.makespan.Seconds(),
 			r.makespan.Seconds()/r.floor.Seconds(), r.worst.Seconds()/r.floor.Seconds(),

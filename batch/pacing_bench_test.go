@@ -91,6 +91,9 @@ func pacingScenarios() []pacingScenario {
 		pacingScenario{name: "profile=enterprise/latency=20ms/other-client=30pct", rows: 162, shortRows: 60, limit: shared, faults: fast},
 		pacingScenario{name: "profile=enterprise/latency=250ms/other-client=30pct", rows: 162, limit: shared, faults: slow},
 		pacingScenario{name: "profile=enterprise/latency=250ms/5xx=1pct", rows: 210, limit: enterprise, faults: flaky},
+		// Private Cloud's larger tiers, burst half the rate.
+		pacingScenario{name: "rate=1000per-s/burst=500/latency=50ms", rows: 20000, limit: linkertest.RateLimit{Burst: 500, Rate: 1000},
+			faults: linkertest.Faults{Latency: 50 * time.Millisecond}},
 	)
 }
 

@@ -47,7 +47,27 @@ type pool struct {
 	mu          sync.Mutex
 	redelivered int   // rows handed back to the source; guarded by mu
 	readErr     error // the source's error that ended reading
+
+	spawn   func() // starts one more worker (see grow)
+	started int    // workers started
 }
+
+// grow starts workers until as many run as the pacer's pace asks for
+// (see Config.Workers). Workers are never stopped before the end: one
+// not needed waits for a row.
+func (p *pool) grow() {
+	want := min(p.r.Config.Workers, dryRunWorkers)
+	if pc := p.r.Pacer; pc != nil {
+		want = pc.InFlight(p.r.Config.Workers)
+	}
+	for p.started < want {
+		p.started++
+		p.spawn()
+	}
+}
+
+// dryRunWorkers is how many workers a run without a pacer uses at most.
+const dryRunWorkers = 32
 
 func newPool(ctx context.Context, r *Runner, plan *Plan) *pool {
 	p := &pool{r: r, plan: plan, jobs: make(chan job), results: make(chan outcome, 1024)}
@@ -126,6 +146,7 @@ func (p *pool) dispatchRow(row Row, ack AckFunc) bool {
 			return false
 		}
 	}
+	p.grow()
 	select {
 	case p.jobs <- job{row, ack}:
 		return true

@@ -17,7 +17,11 @@ import (
 // Config holds the settings of one run that belong to the batch itself.
 // DefaultConfig returns the defaults; Validate checks a Config.
 type Config struct {
-	Workers int           // most rows in flight at once
+	// Workers is the most rows in flight at once. Within it, a run keeps
+	// as many in flight as the pacer's pace times the tenant's latency
+	// asks for (see ratelimit.Pacer.InFlight); without a pacer (a dry
+	// run), min(Workers, 32).
+	Workers int
 	DryRun  bool          // read and validate, send nothing
 	Timeout time.Duration // limit on one HTTP attempt
 	// Grace is how long rows already in flight may go on after the run's
@@ -46,17 +50,17 @@ func (c Config) ReadsUsers() bool { return c.Verify || c.RequireVerifiedEmail }
 
 // DefaultConfig returns the default batch settings.
 func DefaultConfig() Config {
-	// 32 workers fill the largest tenant limits at a quarter second of
-	// latency (100 requests/s × 0.25 s = 25 in flight); idle ones only wait
-	// on the pacer.
-	return Config{Workers: 32, Timeout: 30 * time.Second, Grace: 10 * time.Second, Merge: MergeNone}
+	// 2,000 rows in flight fill the largest tenant limits at a quarter
+	// second of latency (5,000 requests/s × 0.25 s × 1.25 = 1,563); a run
+	// keeps only as many in flight as its pace needs.
+	return Config{Workers: 2000, Timeout: 30 * time.Second, Grace: 10 * time.Second, Merge: MergeNone}
 }
 
 // Validate reports the first setting that is out of range.
 func (c Config) Validate() error {
 	switch {
-	case c.Workers < 1 || c.Workers > 1000:
-		return fmt.Errorf("workers must be between 1 and 1000, not %d", c.Workers)
+	case c.Workers < 1 || c.Workers > MaxWorkers:
+		return fmt.Errorf("workers must be between 1 and %d, not %d", MaxWorkers, c.Workers)
 	case c.Timeout <= 0:
 		return fmt.Errorf("timeout must be positive, not %s", c.Timeout)
 	case c.Grace < 0:
@@ -69,6 +73,9 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// MaxWorkers is the largest Config.Workers.
+const MaxWorkers = 10000
 
 // ErrIncomplete is wrapped by the error Run returns when it read the whole
 // input but some rows have no result.
@@ -228,9 +235,8 @@ func (r *Runner) run(ctx context.Context, src Source, out Sink, plan *Plan, star
 	owners.Go(func() { p.watchGrace(finished) })
 	owners.Go(func() { w.loop(p.results) })
 	var workers sync.WaitGroup
-	for range r.Config.Workers {
-		workers.Go(p.worker)
-	}
+	p.spawn = func() { workers.Go(p.worker) }
+	p.grow()
 	p.feed(src)
 	close(p.jobs)
 	workers.Wait()

@@ -12,6 +12,59 @@
 // runs one call with its retries; [Backoff] is the pause between retries of
 // transient failures.
 //
+// # Sharing the tenant's bucket
+//
+// Every client of a tenant draws on one bucket, and every answer shows all
+// of them the same remaining count. A Pacer claims a share f of it: f of
+// the tokens the answers show left (its gate's level) and f of the
+// tenant's refill rate ρ (its pace), where ρ is the refill the reset times
+// show, or the fitted one when larger. f follows additive increase,
+// multiplicative decrease on that common signal:
+//
+//	df/dt = a                 (a = fracIncrease per second)
+//	f ← β·f                   when an answer to a request the gate held back
+//	                          shows the bucket empty, or on a 429
+//	                          (β = fracCut, at most once per two round trips)
+//
+// bounded by fracMin below and Config.Share above. It starts at fracStart,
+// so that Pacers started together do not all spend the whole bucket at
+// once; a bucket too small to share (fewer than minClaim tokens at the
+// starting share, or
+// refilled within a round trip) is claimed whole.
+//
+// Why it converges: while the claims add up to less than the bucket
+// (Σf < 1) tokens go unclaimed, the bucket stays above empty, and every
+// Pacer's f grows by the same a·dt, which leaves the differences between
+// them as they are. Once Σf > 1 the claims empty the bucket, every Pacer
+// sees the same empty answers within a round trip, and each f is cut by
+// the same factor β, which shrinks every difference f_i − f_j by β. So
+// the differences decay geometrically with the number of cuts, while Σf
+// cycles around 1 (Chiu and Jain's argument for AIMD): the Pacers converge
+// to equal shares that add up to the whole bucket. The bucket itself is
+// the buffer: as long as it neither fills up nor runs dry, the tenant's
+// refill is spent whatever the cycle of Σf, so the makespan stays at the
+// floor. A Pacer left alone grows f by a per second, back to the whole
+// bucket within a few seconds (from a quarter, in under 4 s).
+//
+// A 429 the announced bucket cannot explain (its headers still show tokens,
+// or show another bucket than the accepted answers) comes from a limit the
+// headers do not announce. The Pacer then stops claiming the announced
+// bucket's tokens (burst 1) and paces at a rate h of its own, with the
+// rate of accepted answers (a moving count over accWindow) as the measure:
+// at the first such 429, h is half the pace; at each later one (at most
+// once per two round trips), the peak p becomes the rate accepted then
+// (no more than h) and h is cut to hiddenCut·p; h grows back by
+// hiddenRecover of itself per second up to 0.95·p, and above it by only
+// hiddenProbe per second. Accepted answers come at most at the hidden
+// limit's rate, so p settles on it and h cycles just around it, slowly
+// enough that the hidden bucket's own burst absorbs each overshoot. A 429
+// from another bucket that says it is full again by now (a reset not in
+// the future) is no limit at all: the refused call alone pauses, briefly,
+// and nothing is learned from it.
+//
+// Config.Share F caps f: F of the tenant's whole refill and bucket, not of
+// what other clients leave.
+//
 // The package owns pacing and retrying, and nothing else. It knows no HTTP
 // and no Auth0 client: the caller turns each response into an [Answer] and
 // supplies the policy that says which errors are worth another attempt

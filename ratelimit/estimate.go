@@ -92,6 +92,18 @@ type estimator struct {
 	// recent holds the samples of the last boundWindow whose exchange
 	// times are known, sorted by arrival, for bound.
 	recent []sample
+
+	// The estimates are fitted again at most once per refitEvery of
+	// samples (see refresh): at thousands of answers a second, fitting
+	// on every answer cost most of linkbatch's CPU.
+	newest    time.Time // the latest sample's at
+	fittedAt  time.Time // newest when the estimates below were made
+	fitted    bool      // the estimates below are in use
+	stale     bool      // a segment ended: fit again at once
+	netEst    rateEstimate
+	grossRate float64
+	grossOK   bool
+	boundRate float64
 }
 
 const (
@@ -103,18 +115,37 @@ const (
 	minGrossPoints     = 10
 	minGrossSpan       = 2 * time.Second
 	grossAboveNetSign  = 1.1
-	grossBelowNetTimes = 2
+	grossBelowNetTimes = 8
 	boundWindow        = 5 * time.Second
 	boundPoints        = 512
 	boundPairs         = 8
+	refitEvery         = 10 * time.Millisecond
 )
 
 func newEstimator() *estimator {
 	return &estimator{window: estimateWindow, maxPoints: estimatePoints}
 }
 
+// refresh fits the estimates again unless they were fitted less than
+// refitEvery of samples ago and no segment ended since.
+func (e *estimator) refresh() {
+	if e.fitted && !e.stale && e.newest.Sub(e.fittedAt) < refitEvery {
+		return
+	}
+	e.fitted, e.stale, e.fittedAt = true, false, e.newest
+	e.netEst = e.fit()
+	if !e.netEst.known && e.last.known {
+		e.netEst = e.last
+	}
+	e.grossRate, e.grossOK = e.grossFit()
+	e.boundRate = e.boundFit()
+}
+
 // add records one sample.
 func (e *estimator) add(s sample) {
+	if s.at.After(e.newest) {
+		e.newest = s.at
+	}
 	if !s.date.IsZero() {
 		if d := s.date.Sub(s.arrivedAt()); !e.skewKnown || d > e.skew {
 			e.skew, e.skewKnown = d, true
@@ -180,6 +211,12 @@ func insertBy(pts []sample, s sample, key func(sample) time.Time, window time.Du
 // from i's sending to j's answer passed meanwhile. Each of up to boundPairs
 // earlier answers gives such a rate; bound returns the largest.
 func (e *estimator) bound() float64 {
+	e.refresh()
+	return e.boundRate
+}
+
+// boundFit computes bound.
+func (e *estimator) boundFit() float64 {
 	n := len(e.recent)
 	if n < 2 {
 		return 0
@@ -209,16 +246,15 @@ func (e *estimator) keep() {
 	if est := e.fit(); est.known {
 		e.last = est
 	}
+	e.stale = true
 }
 
 // net returns the refill rate left for this Pacer: the current segment's
 // when it is known, else the last known one, else the current segment's
 // rough figure (not known).
 func (e *estimator) net() rateEstimate {
-	if est := e.fit(); est.known || !e.last.known {
-		return est
-	}
-	return e.last
+	e.refresh()
+	return e.netEst
 }
 
 // fit fits remaining + spent over time on the current segment.
@@ -261,6 +297,12 @@ func (e *estimator) fit() rateEstimate {
 // gross returns the rate at which the bucket refills, from the reset times
 // of the samples in the window, and whether there were enough of them.
 func (e *estimator) gross() (float64, bool) {
+	e.refresh()
+	return e.grossRate, e.grossOK
+}
+
+// grossFit computes gross.
+func (e *estimator) grossFit() (float64, bool) {
 	if !e.skewKnown {
 		return 0, false
 	}

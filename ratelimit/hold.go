@@ -24,13 +24,13 @@ type holdOff struct {
 // until a.RetryAt, measured from a.Date when the tenant sent one so that
 // clock skew does not matter, each worker adding a jitter of up to
 // MinBackoff; without a usable RetryAt it lasts a backoff that grows with
-// consecutive refusals. A hold never exceeds MaxHold and never shortens one
-// already in force.
-func (p *Pacer) hold(now time.Time, a Answer) {
+// consecutive refusals. A hold never exceeds MaxHold and never shortens
+// one already in force. (A passing refusal sets no hold: see observe.)
+func (p *Pacer) hold(now time.Time, a Answer, unexplained bool) {
 	p.stats.RateLimited++
 	p.held.limited++
 	jitter := false
-	p.model.rebuff(now)
+	p.model.rebuff(now, unexplained)
 	d, known := p.model.tokenTime()
 	if !known {
 		d = tokenWait(now, a)

@@ -20,11 +20,32 @@ const (
 	// accepted request takes off again.
 	marginStep  = 1
 	marginDecay = 1.0 / 512
-	// Each 429 also slows the pace by slowdown, down to minFactor of the
-	// learned rate; each accepted request gives back speedup of it.
-	slowdown  = 0.8
-	minFactor = 0.25
-	speedup   = 1.0 / 512
+	// The share of the tenant's refill the Pacer claims follows additive
+	// increase, multiplicative decrease (see the package doc): it grows
+	// by fracIncrease per second, and each time the tenant's bucket shows
+	// empty (or refuses a request) it is cut by fracCut, at most once per
+	// round trip, down to fracMin. After a refusal the announced bucket
+	// cannot explain (a hidden limit), the Pacer paces on its own at
+	// hiddenRate: nine tenths of the rate accepted lately, cut by
+	// hiddenCut at each later refusal, growing back by hiddenRecover of
+	// itself per second to just below the rate accepted when refused, and
+	// above it by hiddenProbe per second.
+	fracIncrease  = 0.2
+	fracCut       = 0.8
+	fracMin       = 1.0 / 64
+	hiddenCut     = 0.85
+	hiddenProbe   = 0.003
+	hiddenRecover = 0.2
+	// accWindow is the time constant of the moving count of accepted
+	// requests that measures the rate a hidden limit lets through.
+	accWindow = 2 * time.Second
+	minCutGap = 200 * time.Millisecond
+	// fracStart is frac until the answers show whether others draw on
+	// the bucket: a quarter, so that four Pacers started at once do not
+	// all spend the whole bucket. minClaim is the fewest tokens of a full
+	// bucket a claim is allowed to shrink to.
+	fracStart = 0.25
+	minClaim  = 10
 	// refusedKept bounds the list of recent 429 answers kept by sequence.
 	refusedKept = 1024
 	// latenciesKept is how many recent request latencies are kept.
@@ -69,7 +90,15 @@ type bucket struct {
 	probeFrom  int64           // slack is looked for in answers to requests after this one
 	probeN     int             // answers looked at since probeFrom
 	probeMin   int             // the least remaining among them
-	factor     float64         // share of the learned rate paced at, after refusals
+	frac       float64         // share of the tenant's refill and tokens claimed (AIMD)
+	fracAt     time.Time       // when frac last grew
+	cutAt      time.Time       // when frac was last cut
+	hidden     bool            // a refusal showed a limit the headers do not announce
+	hiddenRate float64         // the pace under the hidden limit
+	hiddenPeak float64         // the rate accepted when the last refusal came
+	acc        float64         // moving count of accepted requests (accWindow)
+	accAt      time.Time       // when acc was last brought up to date
+	slowest    time.Duration   // the slowest recent request
 	sent       int64           // requests let through; the last one's sequence number
 	pending    []grant         // requests let through, answer not reported yet
 	readings   []reading       // of recent answers that said how full the bucket was
@@ -101,7 +130,7 @@ func newBucket(cfg Config) bucket {
 		share:      cfg.Share,
 		est:        newEstimator(),
 		mirroring:  true,
-		factor:     1,
+		frac:       fracStart,
 		policyRate: math.Inf(1),
 		policyCap:  1,
 		mirrorRate: startRate,
@@ -110,6 +139,7 @@ func newBucket(cfg Config) bucket {
 	if m.share == 0 {
 		m.share = 1
 	}
+	m.frac = min(m.frac, m.share)
 	if cfg.Rate > 0 {
 		m.policyRate, m.policyCap = cfg.Rate, float64(max(cfg.Burst, 1))
 		m.allowance = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
@@ -201,6 +231,13 @@ func sortSearchAfter(s []int64, v int64) int {
 // now, or NaN to leave it as it is.
 func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 	limited := a.RateLimited
+	if !g.at.IsZero() {
+		m.latencies = append(m.latencies, now.Sub(g.at))
+		if len(m.latencies) > latenciesKept {
+			m.latencies = slices.Delete(m.latencies, 0, len(m.latencies)-latenciesKept)
+		}
+		m.slowest = slices.Max(m.latencies)
+	}
 	if a.Limit <= 0 {
 		if !m.seen && m.cfg.Rate > 0 && m.mirroring {
 			// The configured caps alone apply from now on.
@@ -239,18 +276,13 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 	// other, so each answer in the span of one latency counts, the lowest
 	// wins. A level within one token above that is left as it is: it
 	// carries the fraction of a token that remaining rounds away.
-	if !g.at.IsZero() {
-		m.latencies = append(m.latencies, now.Sub(g.at))
-		if len(m.latencies) > latenciesKept {
-			m.latencies = slices.Delete(m.latencies, 0, len(m.latencies)-latenciesKept)
-		}
-	}
 	var slowest, fastest time.Duration
 	if len(m.latencies) > 0 {
 		slowest, fastest = slices.Max(m.latencies), slices.Min(m.latencies)
 	}
 	if !limited {
 		m.probe(g, rem, slowest)
+		m.adjust(now, g, rem, slowest)
 	}
 	m.readings = append(m.readings, reading{arrived: now, handled: at, sent: g.at, remaining: float64(rem)})
 	old := 0
@@ -259,19 +291,24 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 	}
 	m.readings = slices.Delete(m.readings, 0, old)
 	low := math.Inf(1)
+	// The tokens claimed: frac of those left (see claim).
+	claim := m.share * m.claim()
 	for _, rd := range m.readings {
 		since := rd.sent
 		if !since.IsZero() {
 			since = since.Add(-(slowest - fastest) / 2)
 		}
-		low = min(low, rd.remaining+m.mirrorRate*now.Sub(rd.handled).Seconds()-float64(m.pendingSince(since)))
+		low = min(low, claim*rd.remaining+m.mirrorRate*now.Sub(rd.handled).Seconds()-float64(m.pendingSince(since)))
 	}
 	low += m.slack
-	low -= (1 - m.share) * float64(a.Limit)
 	if !limited {
 		low -= m.margin
 		m.margin = max(0, m.margin-marginDecay)
-		m.factor = min(1, m.factor+speedup)
+	}
+	if m.hidden {
+		// The announced bucket's tokens are not the limit: the gate
+		// paces on its own.
+		return math.NaN()
 	}
 	// The gate is raised no further than the policy caps allow.
 	switch {
@@ -284,6 +321,85 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 		return low + 0.5
 	}
 	return math.NaN()
+}
+
+// adjust is the control law on frac (see the package doc), for an
+// accepted request g whose answer showed remaining tokens: frac grows with
+// time, and is cut when the tenant's bucket shows empty to a request the
+// gate held back, at most once per cutGap.
+func (m *bucket) adjust(now time.Time, g grant, remaining int, slowest time.Duration) {
+	if !m.fracAt.IsZero() && now.After(m.fracAt) {
+		dt := now.Sub(m.fracAt).Seconds()
+		m.frac = min(m.share, m.frac+fracIncrease*dt)
+	}
+	m.fracAt = now
+	if remaining == 0 && g.waited {
+		m.cut(now, fracCut, slowest)
+	}
+}
+
+// accept counts an accepted request answered at now, and lets the pace
+// under a hidden limit grow (see hiddenProbe).
+func (m *bucket) accept(now time.Time) {
+	dt := 0.0
+	if !m.accAt.IsZero() {
+		dt = max(0, now.Sub(m.accAt).Seconds())
+	}
+	m.acc = m.acc*math.Exp(-dt/accWindow.Seconds()) + 1
+	m.accAt = now
+	if m.hidden && dt > 0 {
+		g := hiddenProbe
+		if m.hiddenRate < 0.95*m.hiddenPeak {
+			g = hiddenRecover
+		}
+		m.hiddenRate *= 1 + g*dt
+		m.retune(now)
+	}
+}
+
+// accepted returns the rate of accepted requests lately.
+func (m *bucket) accepted(now time.Time) float64 {
+	if m.accAt.IsZero() {
+		return 0
+	}
+	return m.acc * math.Exp(-max(0, now.Sub(m.accAt).Seconds())/accWindow.Seconds()) / accWindow.Seconds()
+}
+
+// claim returns the part of the tenant's refill and tokens this Pacer
+// claims, relative to its share: frac, but all of a bucket too small to
+// share (fewer than minClaim tokens at frac).
+func (m *bucket) claim() float64 {
+	c := m.frac / m.share
+	if m.size > 0 && fracStart*m.share*float64(m.size) < minClaim {
+		c = 1
+	}
+	r, ok := m.est.learned()
+	if !ok {
+		r = m.est.bound()
+	}
+	if r*m.slowest.Seconds() >= float64(m.size) {
+		// A bucket that refills within a round trip cannot be shared
+		// by claims on what it shows.
+		c = 1
+	}
+	return min(c, 1)
+}
+
+// cut multiplies frac by f, unless it was cut within the last cutGap.
+func (m *bucket) cut(now time.Time, f float64, slowest time.Duration) {
+	if !m.cutAt.IsZero() && now.Sub(m.cutAt) < cutGap(slowest) {
+		return
+	}
+	m.cutAt = now
+	m.frac = max(fracMin, m.frac*f)
+	m.retune(now)
+}
+
+// cutGap is the least time between two cuts of frac: two round trips, so
+// that a cut shows in the answers before the next, and at least
+// minCutGap.
+func cutGap(slowest time.Duration) time.Duration {
+	return max(2*slowest, minCutGap)
 }
 
 // probe looks for tokens the level leaves unused in the tenant's bucket.
@@ -331,7 +447,8 @@ func (m *bucket) retune(now time.Time) {
 	r := m.slowRate()
 	switch {
 	case net.known:
-		r = net.rate
+		// The tenant's whole refill: frac claims a share of it.
+		r, _ = m.est.learned()
 		// Kept near empty, the tenant's bucket reads remaining 0 whatever
 		// fraction of a token it holds, so the fit only confirms the pace
 		// it is given: a pace a little above the refill would drain that
@@ -344,17 +461,29 @@ func (m *bucket) retune(now time.Time) {
 		if ok && g < r && float64(m.size) >= grossCapRefill*r {
 			r = g
 		}
+		r *= m.share * m.claim()
 	case net.settled && net.rate-2*net.se > r:
 		// Not precise yet, but surely faster than the slow pace.
 		r = net.rate - 2*net.se
 	}
 	if !net.known {
 		// A bucket that fills up between answers hides its rate from
-		// the fit, but not how fast it at least refills.
+		// the fit, but not how fast it at least refills; and when other
+		// clients keep the fit from showing the refill, the reset times
+		// still show it.
 		r = max(r, m.est.bound())
+		if g, ok := m.est.gross(); ok {
+			r = max(r, m.share*m.claim()*g)
+		}
 	}
-	r = max(r*m.factor, minRate)
+	if m.hidden {
+		r = m.hiddenRate
+	}
+	r = max(r, minRate)
 	size := max(1, m.share*float64(m.size))
+	if m.hidden {
+		size = 1
+	}
 	if m.cfg.Burst > 0 {
 		size = min(size, float64(m.cfg.Burst))
 	}
@@ -415,20 +544,42 @@ func (m *bucket) limit() float64 {
 // looked for again, one more token is left in the bucket as a cushion (up
 // to a quarter of it), and the pace slows by a fifth (down to a quarter);
 // both wear off as accepted requests pass (see learn).
-func (m *bucket) rebuff(now time.Time) {
+func (m *bucket) rebuff(now time.Time, unexplained bool) {
 	if !m.seen {
 		return
 	}
 	m.slack = math.Floor(m.slack / 2)
 	m.probeFrom, m.probeN = m.sent, 0
 	m.margin = min(m.margin+marginStep, float64(m.size)/4)
-	m.factor = max(minFactor, m.factor*slowdown)
+	slowest := time.Duration(0)
+	if len(m.latencies) > 0 {
+		slowest = slices.Max(m.latencies)
+	}
+	switch acc := m.accepted(now); {
+	case !unexplained:
+		m.cut(now, fracCut, slowest)
+	case !m.hidden:
+		m.hidden = true
+		// How fast the hidden limit lets requests through is not known
+		// yet: half the pace, then quickly back to near it.
+		m.hiddenPeak = max(acc, m.mirrorRate, minRate)
+		m.hiddenRate = m.hiddenPeak / 2
+		m.cutAt = now
+	case now.Sub(m.cutAt) >= cutGap(slowest):
+		m.hiddenPeak = max(min(acc, m.hiddenRate), minRate)
+		m.hiddenRate = max(hiddenCut*m.hiddenPeak, minRate)
+		m.cutAt = now
+	}
 	m.retune(now)
 }
 
 // tokenTime returns how long the tenant takes to refill one token, and
 // whether its rate is known well enough to tell.
 func (m *bucket) tokenTime() (time.Duration, bool) {
+	if m.hidden {
+		// The pace after the cut is the best guess at the hidden limit.
+		return time.Duration(float64(time.Second) / max(m.hiddenRate, minRate)), true
+	}
 	if net := m.est.net(); m.seen && net.known {
 		return time.Duration(float64(time.Second) / max(net.rate, minRate)), true
 	}

@@ -218,6 +218,43 @@ func (p *Pacer) Stats() Stats {
 	return p.stats
 }
 
+// InFlight returns how many requests should be in flight at once to keep
+// up the current pace, given the latencies of the latest answers: a quarter
+// more than pace times the slowest recent latency, rounded up, plus one; at
+// least 1 and at most most (when most > 0). Until the tenant's rate and
+// latency are known it sizes them from the least refill the answers
+// prove, and never returns fewer than min(most, startInFlight): the Pacer
+// holds back what the tenant cannot take, and needs requests in flight to
+// learn its rate. It is safe for concurrent use.
+func (p *Pacer) InFlight(most int) int {
+	floor := startInFlight
+	if most > 0 {
+		floor = min(most, startInFlight)
+	}
+	p.mu.Lock()
+	latency := p.model.slowest
+	// The whole share of the tenant's rate, not the pace of the moment:
+	// the pace may grow back to it within seconds.
+	rate, known := p.model.est.learned()
+	rate *= p.model.share
+	if !p.model.mirroring || !known {
+		// Until the rate is known, the least refill the answers prove
+		// (see the mirror caps): each step up lets more requests show
+		// more of it.
+		rate = max(p.model.limit(), p.model.est.bound())
+	}
+	rate = min(rate, p.model.policyRate)
+	p.mu.Unlock()
+	if latency <= 0 {
+		return floor
+	}
+	return max(concurrency(rate, latency, most), floor)
+}
+
+// startInFlight is how many requests InFlight allows before the tenant's
+// pace and latency are known, and never fewer.
+const startInFlight = 32
+
 // inFlight returns how many requests should be in flight to keep up the
 // pace when a request takes latency: a quarter more than pace times latency,
 // rounded up, plus one, so that a full tenant bucket is spent quickly too;
@@ -254,7 +291,11 @@ func concurrency(rate float64, latency time.Duration, most int) int {
 // What a says of the tenant's bucket teaches the model its size and refill
 // rate and sets the level of the gate (see [Pacer]). A refusal for the rate
 // limit holds every worker back (see hold).
-func (p *Pacer) observe(g grant, a Answer) {
+//
+// observe reports whether a was a passing refusal: one from another bucket
+// (or before any was seen) that says it is full again by now. It holds
+// back no other worker; the caller pauses the refused call alone.
+func (p *Pacer) observe(g grant, a Answer) (passing bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
@@ -263,14 +304,31 @@ func (p *Pacer) observe(g grant, a Answer) {
 	if a.RateLimited {
 		p.model.refuse(g.seq)
 	}
+	// A refusal the announced bucket cannot explain (it shows tokens
+	// left, or is another bucket than the accepted answers show) comes
+	// from a limit the headers do not announce: its headers teach
+	// nothing of the bucket.
+	other := a.RateLimited && a.Limit > 0 && p.model.seen && a.Limit != p.model.size
+	unexplained := a.RateLimited && a.Limit > 0 && (a.Remaining >= 1 || other)
+	// A refusal from another bucket (or before any was seen) that says
+	// it is full again by now is waited out, no more.
+	passing = (other || !p.model.seen) && a.RateLimited && a.Limit > 0 &&
+		!a.Reset.IsZero() && !a.Reset.After(later(a.Date, now).Add(time.Second))
 	level := math.NaN()
-	if a.Arrived {
+	if a.Arrived && !unexplained && !passing {
 		level = p.model.learn(now, g, a, p.level(now))
 	}
-	if a.RateLimited {
-		p.hold(now, a)
-	} else {
+	if a.Arrived && !a.RateLimited {
+		p.model.accept(now)
+	}
+	switch {
+	case passing:
+		p.stats.RateLimited++
+	case a.RateLimited:
+		p.hold(now, a, unexplained)
+	default:
 		p.held.limited = 0
 	}
 	p.reset(now, level)
+	return passing
 }

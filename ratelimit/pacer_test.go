@@ -835,9 +835,12 @@ func TestFirstAnswerReleasesBurst(t *testing.T) {
 			t.Fatalf("second Wait before any answer = %v, want it held back", err)
 		}
 		cancel()
-		// The tenant answers: a bucket of 50, 49 left.
+		// The tenant answers: a bucket of 50, 49 left. Not knowing yet
+		// whether other clients draw on it, the Pacer claims a quarter
+		// at once (see fracStart); its claim doubles every round trip.
 		p.observeLink(answer(50, 49), nil)
-		for i := range 49 {
+		burst := int(math.Floor(fracStart * 49))
+		for i := range burst {
 			if err := p.waitTurn(t.Context()); err != nil {
 				t.Fatal(err)
 			}
@@ -848,7 +851,7 @@ func TestFirstAnswerReleasesBurst(t *testing.T) {
 		ctx, cancel = context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancel()
 		if err := p.waitTurn(ctx); !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Wait after the tenant's 49 tokens = %v, want it held back", err)
+			t.Errorf("Wait after the %d tokens claimed = %v, want it held back", burst, err)
 		}
 	})
 }
@@ -858,6 +861,7 @@ func TestMirrorDrainsToRemaining(t *testing.T) {
 		cfg := DefaultConfig()
 		cfg.Rate, cfg.Burst = 100, 100
 		p := newPacer(t, cfg)
+		p.model.frac = 1 // it claims the whole bucket
 		p.observeLink(answer(100, 99), nil)
 		// Another client took most of the bucket: 3 tokens are left.
 		p.observeLink(answer(100, 3), nil)
@@ -969,6 +973,35 @@ func TestProbeSpendsTokensLeftUnused(t *testing.T) {
 		defer p.mu.Unlock()
 		if want := math.Floor(raised / 2); p.model.slack != want {
 			t.Errorf("slack after a 429 = %v, want %v (half of %v)", p.model.slack, want, raised)
+		}
+	})
+}
+
+func TestInFlightFollowsThePace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.Rate, cfg.Burst = 1000, 500
+		p := newPacer(t, cfg)
+		if got := p.InFlight(2000); got != startInFlight {
+			t.Errorf("InFlight before any answer = %d, want %d", got, startInFlight)
+		}
+		// A tenant that says nothing of its bucket, answering in 50ms:
+		// the configured 1,000/s applies, and 1.25 × 1,000/s × 50ms + 1
+		// requests keep it up.
+		if _, _, err := p.doLink(t.Context(), func(ctx context.Context) (*linker.Response, error) {
+			time.Sleep(50 * time.Millisecond)
+			return &linker.Response{StatusCode: 201}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.InFlight(2000); got != 64 {
+			t.Errorf("InFlight at 1,000/s and 50ms = %d, want 64", got)
+		}
+		if got := p.InFlight(40); got != 40 {
+			t.Errorf("InFlight capped at 40 = %d, want 40", got)
+		}
+		if got := p.InFlight(8); got != 8 {
+			t.Errorf("InFlight capped at 8 = %d, want 8", got)
 		}
 	})
 }

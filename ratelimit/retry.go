@@ -46,7 +46,7 @@ func (p *Pacer) Do(ctx context.Context, op func(ctx context.Context) (Answer, er
 		attempts++
 		var a Answer
 		a, err = op(ctx)
-		p.observe(g, a)
+		passing := p.observe(g, a)
 		if err == nil || !a.RateLimited && !p.retryable(err) {
 			return attempts, err
 		}
@@ -56,6 +56,16 @@ func (p *Pacer) Do(ctx context.Context, op func(ctx context.Context) (Answer, er
 		if a.RateLimited {
 			if limited++; limited > p.cfg.MaxRateLimited {
 				return attempts, fmt.Errorf("%w after %d attempts (%d rate-limited): %w", ErrRetriesExhausted, attempts, limited, err)
+			}
+			if passing {
+				// A refusal that says its bucket is full again: this
+				// call alone pauses, growing with its own refusals.
+				p.mu.Lock()
+				d := Backoff(limited, p.cfg.MinBackoff, p.cfg.MaxBackoff, p.rnd)
+				p.mu.Unlock()
+				if serr := sleep(ctx, d); serr != nil {
+					return attempts, stopped(serr, attempts, err)
+				}
 			}
 		} else {
 			if retries++; retries > p.cfg.MaxRetries {

@@ -155,6 +155,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 			st.Unlinks++
 		}
 	})
+	if s.refuseGlobal(w, s.now()) {
+		return
+	}
 	v := s.bucket.take(s.now())
 	v.setHeaders(w.Header())
 	if !v.ok {

@@ -48,6 +48,9 @@ type Config struct {
 	Seed int64
 	// RateLimit is the token bucket shared by every /api/v2 request.
 	RateLimit RateLimit
+	// GlobalLimit is a second bucket, checked first and never announced
+	// in headers (see global.go); the zero value means none.
+	GlobalLimit RateLimit
 	// ClientID and ClientSecret are the only credentials POST /oauth/token
 	// accepts. When ClientID is empty every grant is refused.
 	ClientID, ClientSecret string
@@ -105,6 +108,7 @@ type Server struct {
 	grants   grants            // roles and organizations; see roles.go
 
 	bucket *bucket
+	global *bucket // nil: no global limit
 	faults *faultSource
 
 	statsMu sync.Mutex
@@ -136,6 +140,7 @@ func NewServer(cfg Config) *Server {
 		s.tokenTTL = 24 * time.Hour
 	}
 	s.bucket = newBucket(cfg.RateLimit, s.now())
+	s.global = newGlobal(cfg.GlobalLimit, s.now())
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	s.transport = &http.Transport{
