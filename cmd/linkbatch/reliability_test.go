@@ -259,12 +259,13 @@ func TestReliabilityMixedFaults(t *testing.T) {
 	px, lies := lyingProxy(t, srv.URL, 40)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
-	// Other clients of the tenant drain its bucket during the first
-	// second: linkbatch meets 429s whatever pace it learned.
+	// Other clients of the tenant drain its bucket during the first three
+	// seconds, longer than the binary takes to start and learn the
+	// bucket: linkbatch meets 429s whatever pace it starts at.
 	other := srv.IssueToken(time.Hour)
 	var storm sync.WaitGroup
 	defer storm.Wait()
-	stormCtx, stopStorm := context.WithTimeout(t.Context(), time.Second)
+	stormCtx, stopStorm := context.WithTimeout(t.Context(), 3*time.Second)
 	defer stopStorm()
 	for range 4 {
 		storm.Go(func() {
