@@ -12,13 +12,14 @@ import (
 	"github.com/linkbatch/linkbatch/internal/queue"
 )
 
-// LimiterKeyPrefix starts the key of a tenant's shared limit; the tenant's
-// domain follows it.
+// LimiterKeyPrefix starts the name of a tenant's shared limit; the
+// tenant's domain follows it. redis_rate stores the limit under that name
+// prefixed with "rate:" (see [Limiter.Key]).
 const LimiterKeyPrefix = "linkbatch:rate:"
 
 // Limiter is a rate limit held in Redis and shared by every linkbatch
 // process that sends to one tenant through it: a ratelimit.Shared. It is
-// GCRA (redis_rate), one key per tenant, LimiterKeyPrefix + domain; the
+// GCRA (redis_rate), one key per tenant (see Key); the
 // limit each wait applies is the one its caller passes, so the processes'
 // latest views of the tenant's limit take turns setting it. A Limiter is
 // safe for concurrent use.
@@ -56,8 +57,9 @@ func OpenLimiter(ctx context.Context, cfg queue.Config, tenant string, onError f
 	return l, nil
 }
 
-// Key returns the Redis key of the limit.
-func (l *Limiter) Key() string { return l.key }
+// Key returns the Redis key the limit is stored under:
+// "rate:linkbatch:rate:" and the tenant's domain.
+func (l *Limiter) Key() string { return "rate:" + l.key }
 
 // Wait blocks until the limit lets one request through at rate requests
 // per second with bursts of burst, sleeping out Redis's retry-after

@@ -88,6 +88,12 @@ func TestLimiterWaitHonoursContext(t *testing.T) {
 	if err := l.Wait(t.Context(), 0.5, 1); err != nil { // takes the only token
 		t.Fatalf("Wait: %v", err)
 	}
+	if l.Key() != "rate:linkbatch:rate:t.example.com" {
+		t.Errorf("Key = %q", l.Key())
+	}
+	if n, err := c.Exists(t.Context(), l.Key()).Result(); err != nil || n != 1 {
+		t.Errorf("limit %s: exists %d, %v; want it held in Redis", l.Key(), n, err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
