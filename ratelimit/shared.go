@@ -14,8 +14,9 @@ import (
 // with bursts of burst, or returns an error: ctx.Err() as soon as ctx is
 // done, or the store's failure. rate and burst are the Pacer's current
 // view of the tenant's limit: Share of the refill rate and bucket size its
-// answers taught, capped by Config.Rate and Burst, or, until the rate is
-// known, the gate's own pace; an implementation applies the latest ones it
+// answers taught, capped by Config.Rate and Burst; until the rate is
+// known, Config.Rate and the gate's burst, or, with no Config.Rate, no
+// shared wait at all (the answers pace each Pacer); an implementation applies the latest ones it
 // is given. Wait must be safe for concurrent use.
 //
 // A store that fails does not stop the run: the request goes ahead at the
@@ -31,6 +32,12 @@ type Shared interface {
 func (p *Pacer) sharedLimit() (float64, int) {
 	r, b := p.model.pace()
 	rate, burst := float64(r), b
+	if p.cfg.Rate == 0 {
+		// Until the tenant's rate is learned, the gate goes by the levels
+		// its answers show, faster than its starting pace; holding every
+		// process at that pace would keep them from learning the rate.
+		rate = math.Inf(1)
+	}
 	if lr, size, known := p.model.learned(); known {
 		share := p.cfg.Share
 		if share == 0 {

@@ -334,8 +334,8 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestQueueSharedLimitRedis: a drain of a Redis stream paces its requests
-// by the tenant's limit held in that Redis (key rate:linkbatch:rate:HOST),
+// TestQueueSharedLimitRedis: a drain of a Redis stream at a set --rate
+// paces its requests by the tenant's limit held in that Redis (key rate:linkbatch:rate:HOST),
 // unless the URL says shared-limit=off.
 func TestQueueSharedLimitRedis(t *testing.T) {
 	for _, tt := range []struct {
@@ -358,7 +358,7 @@ func TestQueueSharedLimitRedis(t *testing.T) {
 			}
 			out := filepath.Join(t.TempDir(), "results.csv")
 			in := fmt.Sprintf("redis://%s/0?stream=links&consumer=c1%s", addr, tt.query)
-			o := runLinkbatch(t, invocation{args: []string{"run", "--drain", "--no-progress", "--in", in, "--out", out}, env: tenantEnv(srv, token)})
+			o := runLinkbatch(t, invocation{args: []string{"run", "--drain", "--no-progress", "--rate", "50", "--in", in, "--out", out}, env: tenantEnv(srv, token)})
 			if o.code != exitOK {
 				t.Fatalf("exit %d\n%s", o.code, o.stderr)
 			}
