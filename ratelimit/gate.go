@@ -13,7 +13,9 @@ import (
 // at the rate and burst the bucket model sets (see bucket.pace), from the
 // level the model last read from the tenant's answers. A hold-off after a
 // refusal (see hold.go) keeps every waiter back until it ends. All of it
-// runs under Pacer.mu; only wait blocks, and never while holding it.
+// runs under Pacer.mu; only wait blocks, and never while holding it. A
+// request the gate lets through then waits on the shared limiter, when
+// Config.Shared sets one (see shared.go).
 
 // gate is the limiter every request waits on and the line of waiters.
 type gate struct {
@@ -62,6 +64,9 @@ func (p *Pacer) wait(ctx context.Context) (grant, error) {
 			}
 			if d = w.r.DelayFrom(now); d <= 0 {
 				p.dequeue(w)
+				if p.cfg.Shared != nil {
+					return p.passShared(ctx, waited)
+				}
 				g := p.model.let(now, waited)
 				p.mu.Unlock()
 				return g, nil
@@ -84,6 +89,22 @@ func (p *Pacer) wait(ctx context.Context) (grant, error) {
 		}
 		p.mu.Lock()
 	}
+}
+
+// passShared lets a request, through the gate, wait on the shared limiter (see
+// shared.go) and returns its grant, or ctx.Err() having given its token
+// back to the gate. Called with p.mu held; returns with it released.
+func (p *Pacer) passShared(ctx context.Context, waited bool) (grant, error) {
+	p.mu.Unlock()
+	err := p.waitShared(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if err != nil {
+		p.reset(now, p.level(now)+1)
+		return grant{}, err
+	}
+	return p.model.let(now, waited), nil
 }
 
 func (p *Pacer) dequeue(w *waiter) {

@@ -39,6 +39,10 @@ type Config struct {
 	MaxHold time.Duration
 	// Seed seeds the jitter; equal seeds give equal jitter sequences.
 	Seed uint64
+	// Shared, when set, is a limiter shared with other processes that
+	// every request also waits on once the gate lets it through (see
+	// [Shared]).
+	Shared Shared
 }
 
 // DefaultConfig returns the defaults: the rate and burst learned from the

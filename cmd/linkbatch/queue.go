@@ -14,6 +14,7 @@ import (
 	"github.com/linkbatch/linkbatch/internal/queue"
 	"github.com/linkbatch/linkbatch/internal/queue/natsq"
 	"github.com/linkbatch/linkbatch/internal/queue/redisq"
+	"github.com/linkbatch/linkbatch/linker"
 )
 
 // queueSettings are the settings of a run that reads a queue: the queue
@@ -119,6 +120,9 @@ func (c *command) runQueue(ctx context.Context) error {
 		sink = fs
 	}
 	c.open = emptyInput
+	if err := c.shareLimit(ctx); err != nil {
+		return err
+	}
 	if err := c.buildRunner(); err != nil {
 		return err
 	}
@@ -161,6 +165,29 @@ func (c *command) runQueue(ctx context.Context) error {
 	}
 	sum, runErr := c.executeQueue(ctx, in, sink, src)
 	return c.finish(sum, batch.ResumeReport{}, runErr)
+}
+
+// shareLimit makes the pacer of a run reading a Redis stream wait on the
+// tenant's limit held in that Redis too, so that the processes reading the
+// stream pace by one limit, unless the URL says shared-limit=off.
+func (c *command) shareLimit(ctx context.Context) error {
+	in := c.cfg.queue.in
+	if in.Kind != queue.Redis || !in.SharedLimit {
+		return nil
+	}
+	tenant := c.cfg.Domain
+	if u, err := linker.ParseDomain(tenant); err == nil {
+		tenant = u.Host
+	}
+	l, err := redisq.OpenLimiter(ctx, in, tenant, func(err error) {
+		c.log.Warn("shared rate limit unavailable, pacing on this process's own", zap.Error(err))
+	})
+	if err != nil {
+		return err
+	}
+	c.onClose(func() { l.Close() })
+	c.cfg.Pace.Shared = l
+	return nil
 }
 
 // seedingSource seeds the simulated tenant (--simulate) with the users of

@@ -334,3 +334,45 @@ func freeAddr(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// TestQueueSharedLimitRedis: a drain of a Redis stream at a set --rate
+// paces its requests by the tenant's limit held in that Redis (key rate:linkbatch:rate:HOST),
+// unless the URL says shared-limit=off.
+func TestQueueSharedLimitRedis(t *testing.T) {
+	for _, tt := range []struct {
+		name, query string
+		shared      bool
+	}{
+		{name: "default", query: "", shared: true},
+		{name: "off", query: "&shared-limit=off", shared: false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			addr, c := queuetest.StartRedis(t)
+			pairs := genPairs("s", 10)
+			srv, token := newTenant(t, linkertest.Config{}, pairs)
+			enqueue(t, c, pairs)
+			// A limit last used long ago, without expiry: a wait on it
+			// overwrites it with a theoretical arrival time that expires.
+			key := "rate:linkbatch:rate:" + strings.TrimPrefix(srv.URL, "http://")
+			if err := c.Set(t.Context(), key, "0", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(t.TempDir(), "results.csv")
+			in := fmt.Sprintf("redis://%s/0?stream=links&consumer=c1%s", addr, tt.query)
+			o := runLinkbatch(t, invocation{args: []string{"run", "--drain", "--no-progress", "--rate", "50", "--in", in, "--out", out}, env: tenantEnv(srv, token)})
+			if o.code != exitOK {
+				t.Fatalf("exit %d\n%s", o.code, o.stderr)
+			}
+			if st := srv.Stats(); st.LinksApplied != len(pairs) {
+				t.Errorf("%d links applied, want %d", st.LinksApplied, len(pairs))
+			}
+			v, err := c.Get(t.Context(), key).Result()
+			if err != nil && err != redis.Nil {
+				t.Fatal(err)
+			}
+			if used := v != "0"; used != tt.shared {
+				t.Errorf("limit %s = %q after the run: shared limit used %v, want %v", key, v, used, tt.shared)
+			}
+		})
+	}
+}

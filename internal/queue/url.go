@@ -58,6 +58,10 @@ type Config struct {
 	Dead          string
 	ClaimIdle     time.Duration // claim-idle; JetStream's AckWait
 	MaxDeliveries int           // max-deliveries
+	// SharedLimit says whether the processes reading a Redis stream pace
+	// their requests to the tenant by one limit held in that Redis
+	// (shared-limit=on, the default; off: each paces on its own).
+	SharedLimit bool
 }
 
 // IsURL reports whether s names a queue (redis://, rediss://, nats://)
@@ -76,7 +80,7 @@ func IsURL(s string) bool {
 
 // Parse reads a queue URL:
 //
-//	redis://[user:pass@]HOST[:PORT][/DB]?stream=NAME[&group=NAME][&consumer=NAME][&dead=NAME][&claim-idle=DUR][&max-deliveries=N]
+//	redis://[user:pass@]HOST[:PORT][/DB]?stream=NAME[&group=NAME][&consumer=NAME][&dead=NAME][&claim-idle=DUR][&max-deliveries=N][&shared-limit=on|off]
 //	rediss://...   (TLS)
 //	nats://[user:pass@]HOST[:PORT]?stream=NAME[&consumer=NAME][&claim-idle=DUR][&max-deliveries=N]
 //
@@ -128,9 +132,9 @@ func parseBase(u *url.URL, env func(string) string) (Config, error) {
 	port := ""
 	switch strings.ToLower(u.Scheme) {
 	case "redis":
-		c.Kind, port = Redis, "6379"
+		c.Kind, port, c.SharedLimit = Redis, "6379", true
 	case "rediss":
-		c.Kind, c.TLS, port = Redis, true, "6379"
+		c.Kind, c.TLS, port, c.SharedLimit = Redis, true, "6379", true
 	case "nats":
 		c.Kind, port = NATS, "4222"
 	default:
@@ -200,8 +204,20 @@ func (c *Config) setKey(key, v string) error {
 			return fmt.Errorf("max-deliveries: %q is not a number", v)
 		}
 		c.MaxDeliveries = n
+	case "shared-limit":
+		if c.Kind != Redis {
+			return errors.New("shared-limit is a Redis key")
+		}
+		switch v {
+		case "on":
+			c.SharedLimit = true
+		case "off":
+			c.SharedLimit = false
+		default:
+			return fmt.Errorf("shared-limit: %q is not on or off", v)
+		}
 	default:
-		return fmt.Errorf("unknown key %q (want stream, group, consumer, dead, claim-idle, max-deliveries)", key)
+		return fmt.Errorf("unknown key %q (want stream, group, consumer, dead, claim-idle, max-deliveries, shared-limit)", key)
 	}
 	return nil
 }
@@ -250,6 +266,9 @@ func (c Config) String() string {
 		q.Set("group", c.Group)
 		q.Set("consumer", c.Consumer)
 		q.Set("dead", c.Dead)
+		if !c.SharedLimit {
+			q.Set("shared-limit", "off")
+		}
 	} else {
 		q.Set("consumer", c.Group)
 	}

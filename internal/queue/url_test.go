@@ -16,9 +16,13 @@ func TestParse(t *testing.T) {
 		wantErr   string
 	}{
 		{name: "redis defaults", raw: "redis://localhost?stream=links",
-			want: Config{Kind: Redis, Addr: "localhost:6379", Password: "from-env-r", Stream: "links", Group: "linkbatch", Dead: "links:dead", ClaimIdle: time.Minute, MaxDeliveries: 5}},
-		{name: "redis all keys", raw: "rediss://bob:s3cret@redis.example:6380/2?stream=s&group=g&consumer=c&dead=d&claim-idle=30s&max-deliveries=9",
+			want: Config{Kind: Redis, Addr: "localhost:6379", Password: "from-env-r", Stream: "links", Group: "linkbatch", Dead: "links:dead", ClaimIdle: time.Minute, MaxDeliveries: 5, SharedLimit: true}},
+		{name: "redis all keys", raw: "rediss://bob:s3cret@redis.example:6380/2?stream=s&group=g&consumer=c&dead=d&claim-idle=30s&max-deliveries=9&shared-limit=off",
 			want: Config{Kind: Redis, Addr: "redis.example:6380", TLS: true, Username: "bob", Password: "s3cret", DB: 2, Stream: "s", Group: "g", Consumer: "c", Dead: "d", ClaimIdle: 30 * time.Second, MaxDeliveries: 9}},
+		{name: "shared-limit on", raw: "redis://h?stream=s&consumer=c&shared-limit=on",
+			want: Config{Kind: Redis, Addr: "h:6379", Password: "from-env-r", Stream: "s", Group: "linkbatch", Consumer: "c", Dead: "s:dead", ClaimIdle: time.Minute, MaxDeliveries: 5, SharedLimit: true}},
+		{name: "shared-limit neither on nor off", raw: "redis://h?stream=s&shared-limit=no", wantErr: "not on or off"},
+		{name: "shared-limit on nats", raw: "nats://h?stream=s&shared-limit=off", wantErr: "shared-limit is a Redis key"},
 		{name: "nats", raw: "nats://127.0.0.1?stream=LINKS&consumer=workers",
 			want: Config{Kind: NATS, Addr: "127.0.0.1:4222", Password: "from-env-n", Stream: "LINKS", Group: "workers", ClaimIdle: time.Minute, MaxDeliveries: 5}},
 		{name: "no stream", raw: "redis://:pw@h", wantErr: "stream is required"},

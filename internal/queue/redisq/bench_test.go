@@ -3,6 +3,7 @@ package redisq
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +21,8 @@ import (
 // requests/s, 20 ms latency), one consumer as the baseline. Each consumer
 // paces itself on its own, as separate processes do without a shared
 // limiter: either for its share of the tenant (ratelimit.Config.Share =
-// 1/consumers) or for all of it (Share 1). It reports the makespan over the floor
+// 1/consumers) or for all of it (Share 1); or, for all of it, also waits on
+// one Limiter in the stream's Redis (shared). It reports the makespan over the floor
 // ((rows − burst)/rate + latency), the share of requests answered 429, the
 // failed rows, the requests left without a result (lost) and those with
 // more than one.
@@ -30,14 +32,18 @@ func BenchmarkDrainConsumers(b *testing.B) {
 	latency := 20 * time.Millisecond
 	floor := time.Duration(float64(rows-limit.Burst)/limit.Rate*float64(time.Second)) + latency
 	for _, sc := range []struct {
-		n     int
-		split bool
-	}{{1, false}, {2, true}, {4, true}, {2, false}, {4, false}} {
+		n             int
+		split, shared bool
+	}{{1, false, false}, {2, true, false}, {4, true, false}, {2, false, false}, {4, false, false}, {2, false, true}, {4, false, true}} {
 		n, share := sc.n, 1.0
 		if sc.split {
 			share = 1 / float64(n)
 		}
-		b.Run(fmt.Sprintf("consumers=%d/share=%.2f", n, share), func(b *testing.B) {
+		name := fmt.Sprintf("consumers=%d/share=%.2f", n, share)
+		if sc.shared {
+			name += "/shared"
+		}
+		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				addr, c := startRedis(b)
@@ -56,7 +62,11 @@ func BenchmarkDrainConsumers(b *testing.B) {
 					src := source(b, config(b, addr, fmt.Sprintf("c%d", i)), queue.Options{Drain: true})
 					srcs = append(srcs, src)
 					paths = append(paths, queuetest.ResultsPath(b))
-					runners = append(runners, benchRunner(b, srv, share))
+					var shared ratelimit.Shared
+					if sc.shared {
+						shared = NewLimiter(c, strings.TrimPrefix(srv.URL, "https://"), nil)
+					}
+					runners = append(runners, benchRunner(b, srv, share, shared))
 				}
 				b.StartTimer()
 				start := time.Now()
@@ -114,8 +124,8 @@ func BenchmarkDrainConsumers(b *testing.B) {
 }
 
 // benchRunner is a runner with the default pacing, taking share of the
-// tenant's limit.
-func benchRunner(b *testing.B, srv *linkertest.Server, share float64) *batch.Runner {
+// tenant's limit, waiting on shared too when it is not nil.
+func benchRunner(b *testing.B, srv *linkertest.Server, share float64, shared ratelimit.Shared) *batch.Runner {
 	b.Helper()
 	base, err := linker.ParseDomain(srv.URL)
 	if err != nil {
@@ -126,7 +136,7 @@ func benchRunner(b *testing.B, srv *linkertest.Server, share float64) *batch.Run
 		b.Fatal(err)
 	}
 	pc := ratelimit.DefaultConfig()
-	pc.Share = share
+	pc.Share, pc.Shared = share, shared
 	pacer, err := ratelimit.New(pc, linker.Retryable)
 	if err != nil {
 		b.Fatal(err)

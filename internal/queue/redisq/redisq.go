@@ -56,12 +56,7 @@ func Open(ctx context.Context, cfg queue.Config, dryRun bool) (*Broker, error) {
 	if cfg.Kind != queue.Redis {
 		return nil, fmt.Errorf("redis: %s is not a Redis URL", cfg)
 	}
-	opts := &redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB}
-	if cfg.TLS {
-		host, _, _ := strings.Cut(cfg.Addr, ":")
-		opts.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-	}
-	b := &Broker{c: redis.NewClient(opts), cfg: cfg, dryRun: dryRun, ownCursor: "0", claimFrom: "0-0"}
+	b := &Broker{c: redis.NewClient(options(cfg)), cfg: cfg, dryRun: dryRun, ownCursor: "0", claimFrom: "0-0"}
 	if err := b.c.Ping(ctx).Err(); err != nil {
 		b.c.Close()
 		return nil, fmt.Errorf("redis %s: %w", cfg, err)
@@ -86,6 +81,16 @@ func Open(ctx context.Context, cfg queue.Config, dryRun bool) (*Broker, error) {
 		return nil, fmt.Errorf("redis %s: create group: %w", cfg, err)
 	}
 	return b, nil
+}
+
+// options are the client options for the server of cfg.
+func options(cfg queue.Config) *redis.Options {
+	opts := &redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB}
+	if cfg.TLS {
+		host, _, _ := strings.Cut(cfg.Addr, ":")
+		opts.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	}
+	return opts
 }
 
 // Client returns the connection, for a caller that writes results to a

@@ -1,0 +1,75 @@
+package ratelimit
+
+import (
+	"context"
+	"math"
+)
+
+// Shared is a rate limit held outside the process and shared by every
+// process that sends to the same tenant, such as several linkbatch
+// consumers of one queue. When [Config.Shared] is set, every request,
+// once the Pacer's own gate lets it through, also waits on it.
+//
+// Wait blocks until one request may be sent at rate requests per second
+// with bursts of burst, or returns an error: ctx.Err() as soon as ctx is
+// done, or the store's failure. rate and burst are the Pacer's current
+// view of the tenant's limit: Share of the refill rate and bucket size its
+// answers taught, capped by Config.Rate and Burst; until the rate is
+// known, Config.Rate and the gate's burst, or, with no Config.Rate, no
+// shared wait at all (the answers pace each Pacer); an implementation applies the latest ones it
+// is given. Wait must be safe for concurrent use.
+//
+// A store that fails does not stop the run: the request goes ahead at the
+// Pacer's own pace, whose header feedback stays the safety net (a refusal
+// holds its gate back whatever the shared limiter allowed). Reporting the
+// failure is the implementation's business.
+type Shared interface {
+	Wait(ctx context.Context, rate float64, burst int) error
+}
+
+// sharedLimit returns the rate and burst a request waits at on the shared
+// limiter (see [Shared]). Called with p.mu held.
+func (p *Pacer) sharedLimit() (float64, int) {
+	r, b := p.model.pace()
+	rate, burst := float64(r), b
+	if p.cfg.Rate == 0 {
+		// Until the tenant's rate is learned, the gate goes by the levels
+		// its answers show, faster than its starting pace; holding every
+		// process at that pace would keep them from learning the rate.
+		rate = math.Inf(1)
+	}
+	if lr, size, known := p.model.learned(); known {
+		share := p.cfg.Share
+		if share == 0 {
+			share = 1
+		}
+		rate, burst = share*lr, max(1, int(share*float64(size)))
+		if p.cfg.Rate > 0 {
+			rate = min(rate, p.cfg.Rate)
+		}
+		if p.cfg.Burst > 0 {
+			burst = min(burst, p.cfg.Burst)
+		}
+	}
+	return rate, burst
+}
+
+// waitShared waits on the shared limiter, if any, at the limit sharedLimit
+// returns. It returns ctx.Err() when ctx ended the wait, and nil otherwise:
+// a failing store lets the request go (see [Shared]). It is called without
+// p.mu held.
+func (p *Pacer) waitShared(ctx context.Context) error {
+	if p.cfg.Shared == nil {
+		return nil
+	}
+	p.mu.Lock()
+	rate, burst := p.sharedLimit()
+	p.mu.Unlock()
+	if math.IsInf(rate, 1) || rate <= 0 {
+		return nil
+	}
+	if err := p.cfg.Shared.Wait(ctx, rate, burst); err != nil {
+		return ctx.Err()
+	}
+	return nil
+}
