@@ -1,6 +1,8 @@
 // Package queuetest holds what the tests of the queue brokers share: a
-// fake tenant with a runner paced for it, a results file, and a probe of
-// the requests sent at the same time for one pair.
+// fake tenant with a runner paced for it, a results file, a probe of the
+// requests sent at the same time for one pair, and the scenarios every
+// broker must pass (RunScenarios), each broker's package supplying its
+// real server through the Broker interface.
 package queuetest
 
 import (

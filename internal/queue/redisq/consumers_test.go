@@ -113,38 +113,3 @@ func TestTwoConsumersOneKilled(t *testing.T) {
 	}
 	t.Logf("a wrote %d results, b %d; %d requests have a result from each, %d were in flight in a", len(a), len(b), twice, inFlight)
 }
-
-// TestHeartbeatKeepsSlowRowsFromOthers: requests whose link takes longer
-// than claim-idle are kept fresh by their consumer, so the other consumer
-// of the group never claims them: each pair gets one link request.
-func TestHeartbeatKeepsSlowRowsFromOthers(t *testing.T) {
-	addr, c := startRedis(t)
-	srv := queuetest.Tenant(t, linkertest.RateLimit{})
-	srv.SetFaults(linkertest.Faults{Latency: 1200 * time.Millisecond}) // claim-idle is 300ms
-	ids := addPairs(t, c, srv, 6)
-	paths := []string{queuetest.ResultsPath(t), queuetest.ResultsPath(t)}
-	var wg sync.WaitGroup
-	for i, name := range []string{"a", "b"} {
-		src := source(t, config(t, addr, name), queue.Options{Drain: true})
-		sink := queuetest.Sink(t, paths[i])
-		r := queuetest.Runner(t, srv, 3, nil)
-		r.Config.Timeout = 10 * time.Second
-		wg.Go(func() {
-			if _, err := r.RunSource(t.Context(), src, sink); err != nil {
-				t.Errorf("consumer %s: %v", name, err)
-			}
-		})
-	}
-	wg.Wait()
-	a, b := queuetest.Results(t, paths[0]), queuetest.Results(t, paths[1])
-	for _, id := range ids {
-		if rs := append(a[id], b[id]...); len(rs) != 1 || rs[0].Status != batch.StatusLinked {
-			t.Errorf("message %s: %+v", id, rs)
-		}
-	}
-	for primary, n := range srv.Stats().PostsByPrimary {
-		if n != 1 {
-			t.Errorf("%s: %d link requests, want 1", primary, n)
-		}
-	}
-}

@@ -1,11 +1,9 @@
 package redisq
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,242 +76,85 @@ func deadIDs(t testing.TB, c *redis.Client) map[string]string {
 	return got
 }
 
-// TestDrainAccountsForEveryRequest drains a stream of valid, repeated,
-// poison and already-linked requests: every request ends with exactly one
-// result, nothing is left pending, the poison ones are in the dead letters,
-// every valid pair is linked once, and two requests for one pair are never
-// sent at the same moment.
-func TestDrainAccountsForEveryRequest(t *testing.T) {
-	addr, c := startRedis(t)
-	srv := queuetest.Tenant(t, linkertest.RateLimit{})
-	srv.SetFaults(linkertest.Faults{Latency: 20 * time.Millisecond})
-	want := map[string]batch.Status{}
-	for i := range 30 {
-		p, s := fmt.Sprintf("auth0|p%d", i), fmt.Sprintf("github|s%d", i)
-		srv.Seed(p, s)
-		want[xadd(t, c, "primary_user_id", p, "secondary_user_id", s)] = batch.StatusLinked
-	}
-	// The same pair 6 more times, back to back: the first links, the others
-	// find it linked.
-	srv.Seed("auth0|dup", "github|dup")
-	var dups []string
-	for range 6 {
-		dups = append(dups, xadd(t, c, "primary_user_id", "auth0|dup", "secondary_user_id", "github|dup"))
-	}
-	// Linked by an earlier run.
-	srv.Seed("auth0|old", "github|old")
-	queuetest.Link(t, srv, "auth0|old", "github|old")
-	want[xadd(t, c, "primary_user_id", "auth0|old", "secondary_user_id", "github|old")] = batch.StatusAlreadyLinked
-	poison := map[string]string{
-		xadd(t, c, "primary_user_id", "auth0|x", "secondary", "github|y"):                                      "not a column",
-		xadd(t, c, "primary_user_id", "not-an-id", "secondary_user_id", "github|y"):                            "primary_user_id",
-		xadd(t, c, "primary_user_id", "auth0|x", "secondary_provider", "github", "link_with", "a.b.c"):         "secondary_provider",
-		xadd(t, c, "primary_user_id", "auth0|x", "secondary_user_id", "github|y", "connection_id", "bogus-id"): "connection_id",
-	}
-	for id := range poison {
-		want[id] = batch.StatusInvalid
-	}
+// broker is the Redis stream of one test, read by the group "g".
+type broker struct {
+	addr string
+	c    *redis.Client
+}
 
-	probe := &queuetest.Probe{Next: srv.Client().Transport}
-	r := queuetest.Runner(t, srv, 8, probe)
-	path := queuetest.ResultsPath(t)
-	src := source(t, config(t, addr, "c1"), queue.Options{Drain: true})
-	sum, err := r.RunSource(t.Context(), src, queuetest.Sink(t, path))
-	if err != nil {
-		t.Fatalf("RunSource: %v", err)
-	}
+func (b broker) Config(t testing.TB, consumer string) queue.Config {
+	return config(t, b.addr, consumer)
+}
 
-	got := queuetest.Results(t, path)
-	for id, st := range want {
-		if rs := got[id]; len(rs) != 1 || rs[0].Status != st {
-			t.Errorf("message %s: results %+v, want one %s", id, rs, st)
-		}
-	}
-	linked := 0
-	for _, id := range dups {
-		rs := got[id]
-		if len(rs) != 1 {
-			t.Errorf("message %s: %d results, want 1", id, len(rs))
-			continue
-		}
-		switch rs[0].Status {
-		case batch.StatusLinked:
-			linked++
-		case batch.StatusAlreadyLinked:
-		default:
-			t.Errorf("repeated pair, message %s: %s (%s), want linked or already_linked", id, rs[0].Status, rs[0].Error)
-		}
-	}
-	if linked != 1 {
-		t.Errorf("the repeated pair was linked by %d messages, want 1", linked)
-	}
-	if n := len(got); n != len(want)+len(dups) {
-		t.Errorf("%d messages have results, want %d", n, len(want)+len(dups))
-	}
-	for id, field := range poison {
-		if rs := got[id]; len(rs) == 1 && !strings.Contains(rs[0].Error, field) {
-			t.Errorf("poison message %s: error %q, want it to name %s", id, rs[0].Error, field)
-		}
-	}
-	dead := deadIDs(t, c)
-	if len(dead) != len(poison) {
-		t.Errorf("dead letters %v, want the %d poison messages", dead, len(poison))
-	}
-	for id := range poison {
-		if !strings.HasPrefix(dead[id], "poison: ") {
-			t.Errorf("poison message %s: dead letter reason %q", id, dead[id])
-		}
-	}
-	if n := pending(t, c); n != 0 {
-		t.Errorf("%d entries still pending", n)
-	}
-	if m := probe.Max(); m != 1 {
-		t.Errorf("%d link requests for one primary were in flight at once, want 1", m)
-	}
-	st := srv.Stats()
-	if st.LinksApplied != 32 || st.DoubleLinks != 0 {
-		t.Errorf("tenant: %d links applied, %d double links; want 32 (30 pairs, the repeated one once, the earlier run's), 0", st.LinksApplied, st.DoubleLinks)
-	}
-	if sum.Rows != len(want)+len(dups) || sum.Remaining != 0 {
-		t.Errorf("summary rows %d remaining %d, want %d, 0", sum.Rows, sum.Remaining, len(want)+len(dups))
-	}
-	if s := src.Stats(); s.DeadLettered != int64(len(poison)) || s.InFlight != 0 || s.Held != 0 {
-		t.Errorf("source stats %+v", s)
+func (b broker) Add(t testing.TB, fields ...string) string { return xadd(t, b.c, fields...) }
+
+func (b broker) AddPoison(t testing.TB) map[string]string {
+	return map[string]string{
+		xadd(t, b.c, "primary_user_id", "auth0|x", "secondary", "github|y"):                                      "not a column",
+		xadd(t, b.c, "primary_user_id", "not-an-id", "secondary_user_id", "github|y"):                            "primary_user_id",
+		xadd(t, b.c, "primary_user_id", "auth0|x", "secondary_provider", "github", "link_with", "a.b.c"):         "secondary_provider",
+		xadd(t, b.c, "primary_user_id", "auth0|x", "secondary_user_id", "github|y", "connection_id", "bogus-id"): "connection_id",
 	}
 }
 
-// TestDeadConsumerEntriesClaimed: a consumer that read entries and died
-// without acknowledging them leaves them pending; another consumer of the
-// group, draining, claims them once idle past claim-idle and finishes them.
-func TestDeadConsumerEntriesClaimed(t *testing.T) {
-	addr, c := startRedis(t)
-	srv := queuetest.Tenant(t, linkertest.RateLimit{})
-	var ids []string
-	for i := range 20 {
-		p, s := fmt.Sprintf("auth0|p%d", i), fmt.Sprintf("github|s%d", i)
-		srv.Seed(p, s)
-		ids = append(ids, xadd(t, c, "primary_user_id", p, "secondary_user_id", s))
-	}
-	// The consumer that dies: it reads 12 entries and stops there.
-	dead, err := Open(t.Context(), config(t, addr, "dies"), false)
+func (b broker) Source(t testing.TB, cfg queue.Config, opt queue.Options) *queue.Source {
+	return source(t, cfg, opt)
+}
+
+func (b broker) Abandon(t testing.TB, name string, n int) {
+	t.Helper()
+	dead, err := Open(t.Context(), config(t, b.addr, name), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds, err := dead.Fetch(t.Context(), 12, 0)
-	if err != nil || len(ds) != 12 {
-		t.Fatalf("the dying consumer fetched %d entries (%v), want 12", len(ds), err)
+	if ds, err := dead.Fetch(t.Context(), n, 0); err != nil || len(ds) != n {
+		t.Fatalf("the dying consumer took %d entries (%v), want %d", len(ds), err, n)
 	}
 	dead.Close()
-
-	path := queuetest.ResultsPath(t)
-	src := source(t, config(t, addr, "lives"), queue.Options{Drain: true})
-	if _, err := queuetest.Runner(t, srv, 4, nil).RunSource(t.Context(), src, queuetest.Sink(t, path)); err != nil {
-		t.Fatalf("RunSource: %v", err)
-	}
-	got := queuetest.Results(t, path)
-	for _, id := range ids {
-		if rs := got[id]; len(rs) != 1 || rs[0].Status != batch.StatusLinked {
-			t.Errorf("message %s: %+v, want one linked", id, rs)
-		}
-	}
-	if n := pending(t, c); n != 0 {
-		t.Errorf("%d entries still pending", n)
-	}
 }
 
-// crashAck wraps a source so that the first acknowledgement fails, as a
-// process killed between writing a result and acknowledging it.
-type crashAck struct {
-	*queue.Source
-	once sync.Once
-}
-
-var errCrash = errors.New("killed before the acknowledgement")
-
-func (s *crashAck) Read(ctx context.Context) (batch.Row, batch.AckFunc, error) {
-	row, ack, err := s.Source.Read(ctx)
-	if ack == nil {
-		return row, ack, err
-	}
-	return row, func(ctx context.Context) error {
-		crashed := false
-		s.once.Do(func() { crashed = true })
-		if crashed {
-			return errCrash
-		}
-		return ack(ctx)
-	}, err
-}
-
-// TestRestartAfterCrashBeforeAck: a run stops after a result was written
-// and before its entry was acknowledged; the next run of the same consumer
-// finds the entry again and acknowledges it without a second result.
-func TestRestartAfterCrashBeforeAck(t *testing.T) {
-	addr, c := startRedis(t)
-	srv := queuetest.Tenant(t, linkertest.RateLimit{})
-	var ids []string
-	for i := range 10 {
-		p, s := fmt.Sprintf("auth0|p%d", i), fmt.Sprintf("github|s%d", i)
-		srv.Seed(p, s)
-		ids = append(ids, xadd(t, c, "primary_user_id", p, "secondary_user_id", s))
-	}
-	path := queuetest.ResultsPath(t)
-	cfg := config(t, addr, "c1")
-
-	src := &crashAck{Source: source(t, cfg, queue.Options{Drain: true})}
-	sink := queuetest.Sink(t, path)
-	_, err := queuetest.Runner(t, srv, 1, nil).RunSource(t.Context(), src, sink)
-	if !errors.Is(err, errCrash) {
-		t.Fatalf("first run: %v, want the crash", err)
-	}
-	sink.Close()
-	src.Close()
-	first := queuetest.Results(t, path)
-	if len(first) == 0 {
-		t.Fatal("the first run wrote no result")
-	}
-
-	done, err := queue.ReadDone(path)
+// Unsettled counts the group's pending entries and those it has not read.
+func (b broker) Unsettled(t testing.TB) int {
+	t.Helper()
+	groups, err := b.c.XInfoGroups(t.Context(), stream).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	src2 := source(t, cfg, queue.Options{Drain: true, Done: func(id string) bool { return done[id] }})
-	sum, err := queuetest.Runner(t, srv, 2, nil).RunSource(t.Context(), src2, queuetest.Sink(t, path))
-	if err != nil {
-		t.Fatalf("second run: %v", err)
+	n := 0
+	for _, g := range groups {
+		n += int(g.Pending + max(g.Lag, 0))
 	}
-	// Rows in flight when the first run stopped were linked without a
-	// result: the second run finds them linked.
-	got := queuetest.Results(t, path)
-	for _, id := range ids {
-		if rs := got[id]; len(rs) != 1 || (rs[0].Status != batch.StatusLinked && rs[0].Status != batch.StatusAlreadyLinked) {
-			t.Errorf("message %s: %+v, want one result, linked or already_linked", id, rs)
-		}
-	}
-	for id, rs := range first {
-		if rs[0].Status != batch.StatusLinked {
-			t.Errorf("message %s: the first run wrote %s, want linked", id, rs[0].Status)
-		}
-	}
-	if sum.Kept < 1 {
-		t.Errorf("second run kept %d rows, want the crashed one at least", sum.Kept)
-	}
-	if n := pending(t, c); n != 0 {
-		t.Errorf("%d entries still pending", n)
-	}
-	if st := srv.Stats(); st.LinksApplied != 10 || st.DoubleLinks != 0 {
-		t.Errorf("tenant: %d links, %d double links; want 10, 0", st.LinksApplied, st.DoubleLinks)
-	}
+	return n
 }
 
-// TestDeadLetterAfterMaxDeliveries: a request that keeps failing for a
-// transient reason is delivered max-deliveries times, then written failed
-// and moved to the dead letters; an entry its consumers died on more often
-// than that goes there at once, with an invalid result.
-func TestDeadLetterAfterMaxDeliveries(t *testing.T) {
+func (b broker) Untouched(t testing.TB) error {
+	t.Helper()
+	if groups, err := b.c.XInfoGroups(t.Context(), stream).Result(); err != nil || len(groups) != 0 {
+		return fmt.Errorf("groups %v (%v), want none", groups, err)
+	}
+	if n, err := b.c.XLen(t.Context(), stream+":dead").Result(); err != nil || n != 0 {
+		return fmt.Errorf("%d dead letters (%v), want none", n, err)
+	}
+	return nil
+}
+
+// TestScenarios runs what every broker must do (queuetest.RunScenarios)
+// against a real redis-server.
+func TestScenarios(t *testing.T) {
+	queuetest.RunScenarios(t, func(t *testing.T) queuetest.Broker {
+		addr, c := startRedis(t)
+		return broker{addr: addr, c: c}
+	})
+}
+
+// TestDeadLetterReasons: the dead-letter stream says why each entry is
+// there: a poison entry, a request that failed on its last delivery, and
+// an entry its consumers died on more often than max-deliveries, which goes
+// there at once with an invalid result.
+func TestDeadLetterReasons(t *testing.T) {
 	addr, c := startRedis(t)
 	srv := queuetest.Tenant(t, linkertest.RateLimit{})
-	srv.Seed("auth0|ok", "github|ok", "auth0|down", "github|down", "auth0|crashy", "github|crashy")
+	srv.Seed("auth0|down", "github|down", "auth0|crashy", "github|crashy")
 	cfg := config(t, addr, "c1")
 	crashy := xadd(t, c, "primary_user_id", "auth0|crashy", "secondary_user_id", "github|crashy")
 	if _, err := Open(t.Context(), cfg, false); err != nil { // creates the group
@@ -328,120 +169,28 @@ func TestDeadLetterAfterMaxDeliveries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ok := xadd(t, c, "primary_user_id", "auth0|ok", "secondary_user_id", "github|ok")
 	down := xadd(t, c, "primary_user_id", "auth0|down", "secondary_user_id", "github|down")
+	poison := xadd(t, c, "primary_user_id", "auth0|x", "secondary", "github|y")
 
 	r := queuetest.Runner(t, srv, 2, queuetest.FailFor{Next: srv.Client().Transport, ID: "auth0|down"})
 	path := queuetest.ResultsPath(t)
-	src := source(t, cfg, queue.Options{Drain: true})
-	sum, err := r.RunSource(t.Context(), src, queuetest.Sink(t, path))
-	if err != nil {
+	if _, err := r.RunSource(t.Context(), source(t, cfg, queue.Options{Drain: true}), queuetest.Sink(t, path)); err != nil {
 		t.Fatalf("RunSource: %v", err)
 	}
-	got := queuetest.Results(t, path)
-	if rs := got[ok]; len(rs) != 1 || rs[0].Status != batch.StatusLinked {
-		t.Errorf("ok: %+v, want linked", rs)
-	}
-	if rs := got[down]; len(rs) != 1 || rs[0].Status != batch.StatusFailed {
-		t.Errorf("down: %+v, want one failed result", rs)
-	}
-	if rs := got[crashy]; len(rs) != 1 || rs[0].Status != batch.StatusInvalid || !strings.Contains(rs[0].Error, "max-deliveries") {
+	if rs := queuetest.Results(t, path)[crashy]; len(rs) != 1 || rs[0].Status != batch.StatusInvalid || !strings.Contains(rs[0].Error, "max-deliveries") {
 		t.Errorf("crashy: %+v, want one invalid result naming max-deliveries", rs)
 	}
 	dead := deadIDs(t, c)
-	if len(dead) != 2 || !strings.Contains(dead[down], "failed on delivery 3 of 3") || !strings.Contains(dead[crashy], "more than max-deliveries 3") {
-		t.Errorf("dead letters %v, want down (failed on its last delivery) and crashy", dead)
+	if len(dead) != 3 {
+		t.Errorf("dead letters %v, want down, crashy and the poison entry", dead)
 	}
-	if sum.Redelivered != 2 {
-		t.Errorf("%d rows handed back, want 2 (down, twice)", sum.Redelivered)
+	for id, want := range map[string]string{down: "failed on delivery 3 of 3", crashy: "more than max-deliveries 3", poison: "poison: "} {
+		if !strings.Contains(dead[id], want) {
+			t.Errorf("dead letter %s: reason %q, want %q in it", id, dead[id], want)
+		}
 	}
 	if n := pending(t, c); n != 0 {
 		t.Errorf("%d entries still pending", n)
-	}
-}
-
-// TestFollowStopsOnCancel: without Drain the source waits for new entries;
-// entries added while it runs are processed; cancelling the run's context
-// stops it as interrupted, with every entry read acknowledged.
-func TestFollowStopsOnCancel(t *testing.T) {
-	addr, c := startRedis(t)
-	srv := queuetest.Tenant(t, linkertest.RateLimit{})
-	path := queuetest.ResultsPath(t)
-	src := source(t, config(t, addr, "c1"), queue.Options{})
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	done := make(chan error, 1)
-	var sum batch.Summary
-	go func() {
-		var err error
-		sum, err = queuetest.Runner(t, srv, 2, nil).RunSource(ctx, src, queuetest.Sink(t, path))
-		done <- err
-	}()
-	var ids []string
-	for i := range 5 {
-		p, s := fmt.Sprintf("auth0|p%d", i), fmt.Sprintf("github|s%d", i)
-		srv.Seed(p, s)
-		ids = append(ids, xadd(t, c, "primary_user_id", p, "secondary_user_id", s))
-		time.Sleep(30 * time.Millisecond)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for src.Stats().Acked < 5 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	select {
-	case err := <-done:
-		t.Fatalf("the run ended by itself (%v) in follow mode", err)
-	default:
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, batch.ErrInterrupted) {
-			t.Errorf("RunSource() = %v, want ErrInterrupted", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the run did not stop after its context was cancelled")
-	}
-	got := queuetest.Results(t, path)
-	for _, id := range ids {
-		if rs := got[id]; len(rs) != 1 || rs[0].Status != batch.StatusLinked {
-			t.Errorf("message %s: %+v, want linked", id, rs)
-		}
-	}
-	if sum.Remaining != 0 {
-		t.Errorf("%d rows remaining", sum.Remaining)
-	}
-	if n := pending(t, c); n != 0 {
-		t.Errorf("%d entries still pending", n)
-	}
-}
-
-// TestDryRunAcknowledgesNothing: a dry run reads and checks the entries the
-// group has not been handed yet, without a group of its own, and leaves the
-// stream as it was.
-func TestDryRunAcknowledgesNothing(t *testing.T) {
-	addr, c := startRedis(t)
-	xadd(t, c, "primary_user_id", "auth0|a", "secondary_user_id", "github|b")
-	bad := xadd(t, c, "primary_user_id", "auth0|a", "nope", "x")
-	path := queuetest.ResultsPath(t)
-	src := source(t, config(t, addr, "c1"), queue.Options{Drain: true, DryRun: true})
-	cfg := batch.DefaultConfig()
-	cfg.DryRun = true
-	sum, err := (&batch.Runner{Config: cfg}).RunSource(t.Context(), src, queuetest.Sink(t, path))
-	if err != nil {
-		t.Fatalf("RunSource: %v", err)
-	}
-	if sum.Counts[batch.StatusPlanned] != 1 || sum.Counts[batch.StatusInvalid] != 1 {
-		t.Errorf("counts %v, want 1 planned, 1 invalid", sum.Counts)
-	}
-	if rs := queuetest.Results(t, path)[bad]; len(rs) != 1 || rs[0].Status != batch.StatusInvalid {
-		t.Errorf("poison entry: %+v", rs)
-	}
-	if groups, err := c.XInfoGroups(t.Context(), stream).Result(); err != nil || len(groups) != 0 {
-		t.Errorf("groups %v (%v), want none: a dry run creates nothing", groups, err)
-	}
-	if n, _ := c.XLen(t.Context(), stream+":dead").Result(); n != 0 {
-		t.Errorf("%d dead letters, want none", n)
 	}
 }
 
@@ -473,12 +222,12 @@ func TestResultsStream(t *testing.T) {
 		}
 		var s batch.Source = src
 		if crash {
-			s = &crashAck{Source: src}
+			s = &queuetest.CrashAck{Source: src}
 		}
 		_, err = queuetest.Runner(t, srv, 2, nil).RunSource(t.Context(), s, sink)
 		return err
 	}
-	if err := run(true); !errors.Is(err, errCrash) {
+	if err := run(true); !errors.Is(err, queuetest.ErrCrash) {
 		t.Fatalf("first run: %v, want the crash", err)
 	}
 	if err := run(false); err != nil {
