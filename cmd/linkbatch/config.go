@@ -98,11 +98,14 @@ Examples:
 Input columns (the header names them, in any order; other columns are ignored):
 `
 
-// flagGroups orders the flags of 'linkbatch run' in its help.
-var flagGroups = []struct {
+// flagGroup is a titled group of flags in a command's help.
+type flagGroup struct {
 	title string
 	names []string
-}{
+}
+
+// flagGroups orders the flags of 'linkbatch run' in its help.
+var flagGroups = []flagGroup{
 	{"Input and results", []string{"in", "out", "drain", "delimiter", "columns", "resume", "retry-failed", "report", "report-show-emails"}},
 	{"Safety", []string{"dry-run", "verify", "require-verified-email", "backup", "merge-metadata", "simulate"}},
 	{"Tenant and credentials (flags override the AUTH0_* environment)", []string{"domain", "token", "client-id", "client-secret", "audience"}},
@@ -110,8 +113,12 @@ var flagGroups = []struct {
 	{"Logs, progress and metrics", []string{"log-level", "log-format", "progress", "progress-every", "no-progress", "metrics-addr"}},
 }
 
-// printGroupedDefaults prints the flags of fs in their groups.
-func printGroupedDefaults(w io.Writer, fs *flag.FlagSet) {
+// runExitCodes ends the help of 'linkbatch run'.
+const runExitCodes = "Exit codes: 0 all rows done; 1 some rows invalid or failed; 2 usage or configuration error; 3 aborted."
+
+// printFlagGroups prints the flags of fs in groups, those in none under
+// "Other", then the exit codes.
+func printFlagGroups(w io.Writer, fs *flag.FlagSet, groups []flagGroup, exitCodes string) {
 	seen := map[string]bool{"P": true} // shown with --progress
 	print := func(f *flag.Flag) {
 		seen[f.Name] = true
@@ -130,7 +137,7 @@ func printGroupedDefaults(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintln(w)
 	}
-	for _, g := range flagGroups {
+	for _, g := range groups {
 		fmt.Fprintf(w, "\n%s:\n", g.title)
 		for _, n := range g.names {
 			if f := fs.Lookup(n); f != nil {
@@ -150,7 +157,7 @@ func printGroupedDefaults(w io.Writer, fs *flag.FlagSet) {
 			print(f)
 		}
 	}
-	fmt.Fprintf(w, "\nExit codes: 0 all rows done; 1 some rows invalid or failed; 2 usage or configuration error; 3 aborted.\n")
+	fmt.Fprintf(w, "\n%s\n", exitCodes)
 }
 
 // parseRunFlags parses the arguments of 'linkbatch run'. getenv supplies the
@@ -187,11 +194,33 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.BoolVar(&cfg.Batch.RequireVerifiedEmail, "require-verified-email", false, "read both users first and refuse (invalid, nothing sent) a pair whose emails differ or are not both verified")
 	addBackupFlags(fs, cfg)
 	fs.BoolVar(&cfg.Simulate, "simulate", false, "run against a built-in simulated tenant instead of AUTH0_DOMAIN")
+	addSharedFlags(fs, cfg)
+	if err := parseFlags(fs, args, func() {
+		fmt.Fprint(stderr, runUsage)
+		printColumns(stderr)
+		printFlagGroups(stderr, fs, flagGroups, runExitCodes)
+	}); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	cfg.applyFlags(fs, getenv, flagValues)
+	return cfg, cfg.Validate()
+}
+
+// addSharedFlags registers the flags 'linkbatch run' and 'linkbatch
+// rollback' share: tenant and credentials, pacing and retries, logs,
+// progress and metrics.
+func addSharedFlags(fs *flag.FlagSet, cfg *config) {
 	fs.IntVar(&cfg.Batch.Workers, "workers", cfg.Batch.Workers, "most requests in flight at once; within it, as many as the pace times the latency needs")
 	fs.Var((*rateFlag)(&cfg.Pace.Rate), "rate", "requests per second for all workers together, `auto|N`: auto learns the tenant's limit from its rate-limit headers; N caps it")
 	fs.IntVar(&cfg.Pace.Burst, "burst", cfg.Pace.Burst, "requests that may be sent at once; 0 uses the tenant's bucket size")
 	fs.Float64Var(&cfg.Pace.Share, "share", 1, "use at most this fraction (0 < F <= 1) of the tenant's limit, leaving the rest to other clients")
-	fs.IntVar(&cfg.Pace.MaxRetries, "max-retries", cfg.Pace.MaxRetries, "retries of a row after 5xx answers or network errors")
+	fs.IntVar(&cfg.Pace.MaxRetries, "max-retries", cfg.Pace.MaxRetries, "retries of a request after 5xx answers or network errors")
 	fs.DurationVar(&cfg.Batch.Timeout, "timeout", cfg.Batch.Timeout, "limit on one HTTP request")
 	fs.DurationVar(&cfg.Batch.Grace, "grace", cfg.Batch.Grace, "after SIGINT/SIGTERM, how long rows in flight may finish")
 	fs.DurationVar(&cfg.ProgressEvery, "progress-every", 30*time.Second, "when stderr is not a terminal, log a progress line this often")
@@ -206,53 +235,41 @@ func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&cfg.ClientID, "client-id", "", "client id for the client-credentials grant (env "+envClientID+")")
 	fs.StringVar(&cfg.ClientSecret, "client-secret", "", "client secret; prefer env "+envClientSecret+" (a flag shows in ps and shell history)")
 	fs.StringVar(&cfg.Audience, "audience", "", "token audience (env "+envAudience+"; default https://DOMAIN/api/v2/)")
-	if err := parseFlags(fs, args, func() {
-		fmt.Fprint(stderr, runUsage)
-		printColumns(stderr)
-		printGroupedDefaults(stderr, fs)
-	}); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, &usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return nil, usagef("unexpected argument %q", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for _, name := range []string{"token", "client-secret"} {
-		if set[name] {
-			cfg.secretFlags = append(cfg.secretFlags, name)
-		}
-	}
+}
+
+// applyFlags takes from the parsed fs what its values alone do not say:
+// the secrets given as flags (to warn about), the flags as given, secrets
+// left out, for the report (values holds those whose flag.Value does not
+// print them), and, for settings no flag gave, the environment's
+// fallbacks.
+func (c *config) applyFlags(fs *flag.FlagSet, getenv func(string) string, values map[string]string) {
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "token" || f.Name == "client-secret" {
+			c.secretFlags = append(c.secretFlags, f.Name)
 			return // never recorded
 		}
 		v := f.Value.String()
 		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() && v == "true" {
-			cfg.Flags = append(cfg.Flags, "--"+f.Name)
+			c.Flags = append(c.Flags, "--"+f.Name)
 			return
 		}
-		if f.Name == "delimiter" || f.Name == "columns" {
-			v = flagValues[f.Name]
+		if given, ok := values[f.Name]; ok {
+			v = given
 		}
-		cfg.Flags = append(cfg.Flags, "--"+f.Name+"="+v)
+		c.Flags = append(c.Flags, "--"+f.Name+"="+v)
 	})
 	fallback := func(v *string, env string) {
 		if *v == "" {
 			*v = strings.TrimSpace(getenv(env))
 		}
 	}
-	fallback(&cfg.Domain, envDomain)
-	fallback(&cfg.Token, envToken)
-	fallback(&cfg.Token, envAPIToken)
-	fallback(&cfg.ClientID, envClientID)
-	fallback(&cfg.ClientSecret, envClientSecret)
-	fallback(&cfg.Audience, envAudience)
-	cfg.getenv = getenv
-	return cfg, cfg.Validate()
+	fallback(&c.Domain, envDomain)
+	fallback(&c.Token, envToken)
+	fallback(&c.Token, envAPIToken)
+	fallback(&c.ClientID, envClientID)
+	fallback(&c.ClientSecret, envClientSecret)
+	fallback(&c.Audience, envAudience)
+	c.getenv = getenv
 }
 
 // Validate checks the whole configuration and returns a *usageError naming

@@ -264,3 +264,68 @@ func TestInputOpenerReadsOneVersion(t *testing.T) {
 		t.Errorf("stdin read = %q", got)
 	}
 }
+
+// TestRollbackSharesRunFlags: 'linkbatch rollback' takes the flags it
+// shares with 'linkbatch run' as run takes them: the AUTH0_API_TOKEN
+// fallback, -P, the human log format, secrets flagged and left out of the
+// recorded flags; its help lists them as run's does.
+func TestRollbackSharesRunFlags(t *testing.T) {
+	dir := t.TempDir()
+	results, backup := filepath.Join(dir, "results.csv"), filepath.Join(dir, "backup.ndjson")
+	for _, p := range []string{results, backup} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := []string{"--results", results, "--backup", backup, "--out", filepath.Join(dir, "rollback.csv")}
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(*testing.T, *config)
+	}{
+		{name: "token from AUTH0_API_TOKEN", env: map[string]string{envDomain: "x.auth0.com", envAPIToken: "apitok-0123456789abcdef"},
+			check: func(t *testing.T, c *config) {
+				if c.Token != "apitok-0123456789abcdef" {
+					t.Errorf("token %q, want the one of %s", c.Token, envAPIToken)
+				}
+			}},
+		{name: "progress, human log", args: []string{"--dry-run", "-P", "--log-format", "human"},
+			check: func(t *testing.T, c *config) {
+				if !c.Progress || c.LogFormat != "human" {
+					t.Errorf("progress %v, log format %q", c.Progress, c.LogFormat)
+				}
+			}},
+		{name: "log format left to the terminal", args: []string{"--dry-run"},
+			check: func(t *testing.T, c *config) {
+				if c.LogFormat != "" {
+					t.Errorf("log format %q, want it unset (human on a terminal, json otherwise)", c.LogFormat)
+				}
+			}},
+		{name: "secret flag flagged, not recorded", args: []string{"--client-id", "cid", "--client-secret", "sec-0123456789abcdef-sec"},
+			env: map[string]string{envDomain: "x.auth0.com"},
+			check: func(t *testing.T, c *config) {
+				if !slices.Equal(c.secretFlags, []string{"client-secret"}) || strings.Contains(strings.Join(c.Flags, " "), "sec-0123") || !slices.Contains(c.Flags, "--client-id=cid") {
+					t.Errorf("secret flags %q, flags %q", c.secretFlags, c.Flags)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc, err := parseRollbackFlags(append(slices.Clone(files), tt.args...), env(tt.env), io.Discard)
+			if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			tt.check(t, rc.config)
+		})
+	}
+	var stderr bytes.Buffer
+	if _, err := parseRollbackFlags([]string{"--help"}, env(nil), &stderr); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("rollback --help = %v", err)
+	}
+	for _, want := range []string{"-P, --progress", "human", "--token", "--lines", "Exit codes: 0 all rows rolled back"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("rollback help lacks %q", want)
+		}
+	}
+}

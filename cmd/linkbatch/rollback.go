@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -38,15 +37,15 @@ Examples:
 `
 
 // rollbackFlagGroups orders the flags of 'linkbatch rollback' in its help.
-var rollbackFlagGroups = []struct {
-	title string
-	names []string
-}{
+var rollbackFlagGroups = []flagGroup{
 	{"Input and results", []string{"results", "backup", "out", "lines", "resume", "retry-failed", "dry-run"}},
 	{"Tenant and credentials (flags override the AUTH0_* environment)", []string{"domain", "token", "client-id", "client-secret", "audience"}},
 	{"Pacing and retries", []string{"rate", "burst", "share", "workers", "max-retries", "timeout", "grace"}},
-	{"Logs, progress and metrics", []string{"log-level", "log-format", "progress-every", "no-progress", "metrics-addr"}},
+	{"Logs, progress and metrics", []string{"log-level", "log-format", "progress", "progress-every", "no-progress", "metrics-addr"}},
 }
+
+// rollbackExitCodes ends the help of 'linkbatch rollback'.
+const rollbackExitCodes = "Exit codes: 0 all rows rolled back; 1 some rows invalid or failed; 2 usage or configuration error; 3 aborted."
 
 // rollbackConfig is every setting of one 'linkbatch rollback': the run's
 // settings (In is the results file to roll back, Backup its backup), and
@@ -63,11 +62,11 @@ func rollbackUsagef(format string, args ...any) error {
 // parseRollbackFlags parses the arguments of 'linkbatch rollback'. getenv
 // supplies the fallback environment.
 func parseRollbackFlags(args []string, getenv func(string) string, stderr io.Writer) (*rollbackConfig, error) {
-	cfg := &config{LogLevel: "info", LogFormat: "json", Batch: batch.DefaultConfig(), Pace: ratelimit.DefaultConfig()}
+	cfg := &config{LogLevel: "info", Batch: batch.DefaultConfig(), Pace: ratelimit.DefaultConfig()}
 	fs := flag.NewFlagSet("linkbatch rollback", flag.ContinueOnError)
 	help := func() {
 		fmt.Fprint(stderr, rollbackUsage)
-		printFlagGroups(stderr, fs, rollbackFlagGroups)
+		printFlagGroups(stderr, fs, rollbackFlagGroups, rollbackExitCodes)
 	}
 	var lines string
 	fs.StringVar(&cfg.In, "results", "", "results CSV `file` of the run to roll back")
@@ -77,23 +76,7 @@ func parseRollbackFlags(args []string, getenv func(string) string, stderr io.Wri
 	fs.BoolVar(&cfg.Resume, "resume", false, "continue the rollback that wrote --out: keep its final rows, process the rest")
 	fs.BoolVar(&cfg.RetryFailed, "retry-failed", false, "with --resume, also retry rows that failed for a permanent reason")
 	fs.BoolVar(&cfg.Batch.DryRun, "dry-run", false, "list the rows that would be rolled back (planned); send nothing (needs no credentials)")
-	fs.IntVar(&cfg.Batch.Workers, "workers", cfg.Batch.Workers, "rows in flight at once")
-	fs.Var((*rateFlag)(&cfg.Pace.Rate), "rate", "requests per second for all workers together: `auto` learns the tenant's limit; a number caps it")
-	fs.IntVar(&cfg.Pace.Burst, "burst", cfg.Pace.Burst, "requests that may be sent at once; 0 uses the tenant's bucket size")
-	fs.Float64Var(&cfg.Pace.Share, "share", 1, "use at most this fraction (0 < F <= 1) of the tenant's limit")
-	fs.IntVar(&cfg.Pace.MaxRetries, "max-retries", cfg.Pace.MaxRetries, "retries of a request after 5xx answers or network errors")
-	fs.DurationVar(&cfg.Batch.Timeout, "timeout", cfg.Batch.Timeout, "limit on one HTTP request")
-	fs.DurationVar(&cfg.Batch.Grace, "grace", cfg.Batch.Grace, "after SIGINT/SIGTERM, how long rows in flight may finish")
-	fs.DurationVar(&cfg.ProgressEvery, "progress-every", 30*time.Second, "when stderr is not a terminal, log a progress line this often")
-	fs.BoolVar(&cfg.NoProgress, "no-progress", false, "show no progress bar and log no progress lines")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this `address`; off when empty")
-	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
-	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: json or console")
-	fs.StringVar(&cfg.Domain, "domain", "", "tenant domain or URL (env "+envDomain+")")
-	fs.StringVar(&cfg.Token, "token", "", "Management API token; prefer env "+envToken)
-	fs.StringVar(&cfg.ClientID, "client-id", "", "client id for the client-credentials grant (env "+envClientID+")")
-	fs.StringVar(&cfg.ClientSecret, "client-secret", "", "client secret; prefer env "+envClientSecret)
-	fs.StringVar(&cfg.Audience, "audience", "", "token audience (env "+envAudience+")")
+	addSharedFlags(fs, cfg)
 	if err := parseFlags(fs, args, help); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -103,17 +86,7 @@ func parseRollbackFlags(args []string, getenv func(string) string, stderr io.Wri
 	if fs.NArg() > 0 {
 		return nil, rollbackUsagef("unexpected argument %q", fs.Arg(0))
 	}
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "token" || f.Name == "client-secret" {
-			cfg.secretFlags = append(cfg.secretFlags, f.Name)
-		}
-	})
-	for v, env := range map[*string]string{&cfg.Domain: envDomain, &cfg.Token: envToken, &cfg.ClientID: envClientID,
-		&cfg.ClientSecret: envClientSecret, &cfg.Audience: envAudience} {
-		if *v == "" {
-			*v = strings.TrimSpace(getenv(env))
-		}
-	}
+	cfg.applyFlags(fs, getenv, nil)
 	rc := &rollbackConfig{config: cfg}
 	if lines != "" {
 		set, err := parseLines(lines)
@@ -191,33 +164,6 @@ func parseLines(s string) (*batch.LineSet, error) {
 		}
 	}
 	return set, nil
-}
-
-// printFlagGroups prints the flags of fs in the groups given.
-func printFlagGroups(w io.Writer, fs *flag.FlagSet, groups []struct {
-	title string
-	names []string
-}) {
-	for _, g := range groups {
-		fmt.Fprintf(w, "\n%s:\n", g.title)
-		for _, n := range g.names {
-			f := fs.Lookup(n)
-			if f == nil {
-				continue
-			}
-			name, usage := flag.UnquoteUsage(f)
-			line := "  --" + f.Name
-			if name != "" {
-				line += " " + name
-			}
-			fmt.Fprintf(w, "%-28s %s", line, usage)
-			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
-				fmt.Fprintf(w, " (default %s)", f.DefValue)
-			}
-			fmt.Fprintln(w)
-		}
-	}
-	fmt.Fprintf(w, "\nExit codes: 0 all rows rolled back; 1 some rows invalid or failed; 2 usage or configuration error; 3 aborted.\n")
 }
 
 // rollbackCommand runs 'linkbatch rollback' through the stages of a run:
