@@ -156,7 +156,7 @@ func (c *command) runQueue(ctx context.Context) error {
 			c.log.Warn("queue not closed cleanly", zap.Error(err))
 		}
 	})
-	if err := c.startQueueMetrics(ctx, src); err != nil {
+	if err := c.startMetrics(ctx, queueMetrics(src)...); err != nil {
 		return err
 	}
 	var in batch.Source = src
@@ -224,15 +224,10 @@ func (s *seedingSource) Read(ctx context.Context) (batch.Row, batch.AckFunc, err
 	return row, ack, nil
 }
 
-// startQueueMetrics serves, with --metrics-addr, the run's metrics and the
-// queue's: linkbatch_queue_backlog, linkbatch_queue_pending and
-// linkbatch_dead_letters_total.
-func (c *command) startQueueMetrics(ctx context.Context, src *queue.Source) error {
-	if c.cfg.MetricsAddr == "" {
-		return nil
-	}
-	m := newMetrics(c.runner.Pacer)
-	m.reg.MustRegister(
+// queueMetrics returns the queue's metrics: linkbatch_queue_backlog,
+// linkbatch_queue_pending and linkbatch_dead_letters_total.
+func queueMetrics(src *queue.Source) []prometheus.Collector {
+	return []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "linkbatch_queue_backlog",
 			Help: "Requests in the queue not yet delivered to the group, at the last look.",
@@ -245,19 +240,7 @@ func (c *command) startQueueMetrics(ctx context.Context, src *queue.Source) erro
 			Name: "linkbatch_dead_letters_total",
 			Help: "Requests this process moved to the dead letters (poison, or failed on their last delivery).",
 		}, func() float64 { return float64(src.Stats().DeadLettered) }),
-	)
-	stopMetrics, err := serveMetrics(context.WithoutCancel(ctx), c.cfg.MetricsAddr, m.Handler(), c.log)
-	if err != nil {
-		return usagef("--metrics-addr: %v", err)
 	}
-	log := c.log
-	c.onClose(func() {
-		if err := stopMetrics(); err != nil {
-			log.Warn("metrics server stopped with an error", zap.Error(err))
-		}
-	})
-	c.hooks = append(c.hooks, m.Hooks())
-	return nil
 }
 
 // queueLookEvery is how often the queue's backlog and pending requests are
@@ -268,25 +251,13 @@ const queueLookEvery = 5 * time.Second
 // the queue's depth now and then, and logs the queue's counters at the end.
 func (c *command) executeQueue(ctx context.Context, in batch.Source, sink batch.Sink, src *queue.Source) (batch.Summary, error) {
 	cfg := c.cfg
-	every := cfg.ProgressEvery
-	if cfg.NoProgress {
-		every = 0
-	}
-	prog := newProgress(progressOptions{Out: c.status, TTY: c.tty, Every: every, Log: c.log, Pacer: c.runner.Pacer})
-	c.runner.Hooks = combineHooks(append(c.hooks, prog.Hooks())...)
-	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Go(func() { prog.Run(bg) })
-	wg.Go(func() { c.watchQueue(bg, src, every) })
-
+	every := c.progressEvery()
+	stopProgress := c.showProgress(ctx, nil, func(ctx context.Context) { c.watchQueue(ctx, src, every) })
 	c.log.Info("start", zap.Stringer("in", cfg.queue.in), zap.String("out", cfg.Out), zap.Bool("drain", cfg.Drain),
 		zap.Bool("dry_run", cfg.Batch.DryRun), zap.Bool("simulate", cfg.Simulate), zap.Int("workers", cfg.Batch.Workers),
 		zap.Stringer("rate", (*rateFlag)(&cfg.Pace.Rate)), zap.Int("burst", cfg.Pace.Burst), zap.Float64("share", cfg.Pace.Share))
 	sum, runErr := c.runner.RunSource(ctx, in, sink)
-	stop()
-	wg.Wait()
-	_ = c.log.Sync()
-	prog.Finish()
+	stopProgress()
 	st := src.Stats()
 	c.log.Info("queue", zap.Int64("read", st.Read), zap.Int64("acknowledged", st.Acked), zap.Int64("kept", st.Kept),
 		zap.Int64("redelivered", st.Redelivered), zap.Int64("dead_letters", st.DeadLettered),

@@ -9,7 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 
 	"go.uber.org/zap"
 
@@ -250,22 +249,11 @@ func (c *command) openRollback(lines *batch.LineSet) (*batch.RollbackSource, *ba
 // shown, and closes the file.
 func (c *command) executeSource(ctx context.Context, src batch.Source, res *batch.Results) (batch.Summary, error) {
 	cfg := c.cfg
-	every := cfg.ProgressEvery
-	if cfg.NoProgress {
-		every = 0
-	}
-	prog := newProgress(progressOptions{Out: c.status, TTY: c.tty, Every: every, Log: c.log, Pacer: c.runner.Pacer})
-	c.runner.Hooks = combineHooks(append(c.hooks, prog.Hooks())...)
-	progCtx, stopProg := context.WithCancel(context.WithoutCancel(ctx))
-	var progWG sync.WaitGroup
-	progWG.Go(func() { prog.Run(progCtx) })
+	stopProgress := c.showProgress(ctx, nil)
 	c.log.Info("start", zap.String("results", cfg.In), zap.String("out", cfg.Out), zap.Bool("dry_run", cfg.Batch.DryRun),
 		zap.Int("workers", cfg.Batch.Workers))
 	sum, runErr := c.runner.RunSource(ctx, src, res.Writer)
-	stopProg()
-	progWG.Wait()
-	_ = c.log.Sync()
-	prog.Finish()
+	stopProgress()
 	if err := res.Close(); err != nil && runErr == nil {
 		runErr = err
 	}

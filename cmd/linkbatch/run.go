@@ -7,9 +7,11 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -291,13 +293,14 @@ func (c *command) buildRunner() error {
 	return nil
 }
 
-// startMetrics serves the metrics with --metrics-addr, until the command
-// ends.
-func (c *command) startMetrics(ctx context.Context) error {
+// startMetrics serves the metrics with --metrics-addr, the run's and
+// extra, until the command ends.
+func (c *command) startMetrics(ctx context.Context, extra ...prometheus.Collector) error {
 	if c.cfg.MetricsAddr == "" {
 		return nil
 	}
 	m := newMetrics(c.runner.Pacer)
+	m.reg.MustRegister(extra...)
 	stopMetrics, err := serveMetrics(context.WithoutCancel(ctx), c.cfg.MetricsAddr, m.Handler(), c.log)
 	if err != nil {
 		return usagef("--metrics-addr: %v", err)
@@ -328,27 +331,48 @@ func (c *command) openResults() (*batch.Results, error) {
 	return res, nil
 }
 
+// progressEvery is the interval of progress log lines, 0 for none.
+func (c *command) progressEvery() time.Duration {
+	if c.cfg.NoProgress {
+		return 0
+	}
+	return c.cfg.ProgressEvery
+}
+
+// showProgress starts the progress display, and each of also, until the
+// returned stop is called; they go on through the grace period after a
+// signal. It sets the runner's hooks: the command's, the display's and
+// extra. stop waits for them, flushes the log and draws the final line.
+func (c *command) showProgress(ctx context.Context, extra []batch.Hooks, also ...func(context.Context)) (stop func()) {
+	prog := newProgress(progressOptions{Out: c.status, TTY: c.tty, Every: c.progressEvery(), Log: c.log, Pacer: c.runner.Pacer})
+	hooks := append(slices.Clone(c.hooks), prog.Hooks())
+	c.runner.Hooks = combineHooks(append(hooks, extra...)...)
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { prog.Run(bg) })
+	for _, f := range also {
+		wg.Go(func() { f(bg) })
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+		_ = c.log.Sync() // buffered row lines go above the final bar line
+		prog.Finish()
+	}
+}
+
 // execute runs the batch into the results file with progress shown, and
 // closes the file.
 func (c *command) execute(ctx context.Context, res *batch.Results) (batch.Summary, error) {
 	cfg := c.cfg
-	every := cfg.ProgressEvery
-	if cfg.NoProgress {
-		every = 0
-	}
-	prog := newProgress(progressOptions{Out: c.status, TTY: c.tty, Every: every, Log: c.log, Pacer: c.runner.Pacer})
-	hooks := append(c.hooks, prog.Hooks())
+	var extra []batch.Hooks
 	if cfg.Report != "" && cfg.Batch.ReadsUsers() {
 		// The emails behind email warnings, kept in memory for the report
 		// only (bounded as its lists are).
 		c.emails = report.NewEmails(0)
-		hooks = append(hooks, batch.Hooks{Result: c.emails.Add})
+		extra = append(extra, batch.Hooks{Result: c.emails.Add})
 	}
-	c.runner.Hooks = combineHooks(hooks...)
-	// Progress and metrics go on through the grace period after a signal.
-	progCtx, stopProg := context.WithCancel(context.WithoutCancel(ctx))
-	var progWG sync.WaitGroup
-	progWG.Go(func() { prog.Run(progCtx) })
+	stopProgress := c.showProgress(ctx, extra)
 
 	indexPerRow := 0.0
 	if c.plan.Rows() > 0 {
@@ -359,10 +383,7 @@ func (c *command) execute(ctx context.Context, res *batch.Results) (batch.Summar
 		zap.Bool("simulate", cfg.Simulate), zap.Int("workers", cfg.Batch.Workers),
 		zap.Stringer("rate", (*rateFlag)(&cfg.Pace.Rate)), zap.Int("burst", cfg.Pace.Burst), zap.Float64("share", cfg.Pace.Share))
 	sum, runErr := c.runner.Run(ctx, c.open, res.Writer)
-	stopProg()
-	progWG.Wait()
-	_ = c.log.Sync() // buffered row lines go above the final bar line
-	prog.Finish()
+	stopProgress()
 	if err := res.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
