@@ -126,22 +126,9 @@ func restore(ctx context.Context, r *Runner, id string, backed, added *linker.Pr
 		if patch.UserMetadata == nil && patch.AppMetadata == nil {
 			return false, true, nil
 		}
-		_, err = r.call(ctx, "patch_user", res, func(ctx context.Context) (*linker.Response, error) {
-			_, resp, err := r.Client.PatchUser(ctx, id, patch)
-			return resp, err
-		})
+		err = r.patchUser(ctx, id, patch, res)
 	}
-	switch {
-	case err == nil:
-		return false, true, nil
-	case ctx.Err() != nil:
-		return true, false, nil
-	case linker.IsAuth(err):
-		return true, false, fmt.Errorf("%w: %w", ErrCredentials, err)
-	}
-	fail(res, err)
-	res.Error = "unlinked, but restoring the metadata of " + id + " failed: " + res.Error
-	return true, true, nil
+	return settleWrite(ctx, err, res, "unlinked, but restoring the metadata of "+id+" failed: ")
 }
 
 // RollbackSource is the Source of a rollback: the rows of a results file

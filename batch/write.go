@@ -76,11 +76,26 @@ func (r *Runner) merge(ctx context.Context, req linker.LinkRequest, users pair, 
 		}
 	}
 	if err == nil {
-		_, err = r.call(ctx, "patch_user", res, func(ctx context.Context) (*linker.Response, error) {
-			_, resp, err := r.Client.PatchUser(ctx, req.PrimaryID, m.patch)
-			return resp, err
-		})
+		err = r.patchUser(ctx, req.PrimaryID, m.patch, res)
 	}
+	return settleWrite(ctx, err, res, "merge metadata (not linked): ")
+}
+
+// patchUser sends one PATCH of a user's metadata, paced and retried.
+func (r *Runner) patchUser(ctx context.Context, id string, patch linker.UserPatch, res *Result) error {
+	_, err := r.call(ctx, "patch_user", res, func(ctx context.Context) (*linker.Response, error) {
+		_, resp, err := r.Client.PatchUser(ctx, id, patch)
+		return resp, err
+	})
+	return err
+}
+
+// settleWrite settles a row after the reads and the write it needs before
+// (or after) its link: err nil goes on; the run's end stops the row and
+// leaves it to a resume; refused credentials stop the run (fatal); any
+// other error fails the row, its message after what. stop and keep are as
+// for process.
+func settleWrite(ctx context.Context, err error, res *Result, what string) (stop, keep bool, fatal error) {
 	switch {
 	case err == nil:
 		return false, true, nil
@@ -90,6 +105,6 @@ func (r *Runner) merge(ctx context.Context, req linker.LinkRequest, users pair, 
 		return true, false, fmt.Errorf("%w: %w", ErrCredentials, err)
 	}
 	fail(res, err)
-	res.Error = "merge metadata (not linked): " + res.Error
+	res.Error = what + res.Error
 	return true, true, nil
 }
