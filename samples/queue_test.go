@@ -5,7 +5,11 @@ package samples_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +17,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/linkbatch/linkbatch/batch"
 	"github.com/linkbatch/linkbatch/internal/queue/queuetest"
+	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
 
 // kubeDeployment is what the queue sample's Deployment holds, decoded
@@ -132,6 +138,108 @@ func TestKubeQueueDeployment(t *testing.T) {
 	for _, m := range res {
 		if m.Values["status"] != "linked" || m.Values["message_id"] == "" {
 			t.Errorf("result %v, want linked with its message id", m.Values)
+		}
+	}
+}
+
+// TestCronWrapperDrainsQueue: given a queue URL, the cron wrapper drains
+// it with the Redis password from its env file: each start ends once the
+// stream is empty, results are appended one row per request, a request
+// already done is not linked twice, and a password in the URL or a --drain
+// of the caller's is refused before anything runs.
+func TestCronWrapperDrainsQueue(t *testing.T) {
+	cronNeeds(t)
+	addr, rc := queuetest.StartRedis(t)
+	const password = "queue-pass-0123456789"
+	if err := rc.ConfigSet(t.Context(), "requirepass", password).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rc = redis.NewClient(&redis.Options{Addr: addr, Password: password})
+	t.Cleanup(func() { rc.Close() })
+	pairs := genPairs("cronq", 25)
+	srv, tok := newTenant(t, linkertest.Config{RateLimit: linkertest.RateLimit{Burst: 100, Rate: 1000}}, pairs)
+	add := func(ps []pair) {
+		for _, p := range ps {
+			if err := rc.XAdd(t.Context(), &redis.XAddArgs{Stream: "links", Values: []any{"primary_user_id", p.primary, "secondary_user_id", p.secondary}}).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "env")
+	writeFileMode(t, envFile, fmt.Sprintf("AUTH0_DOMAIN=%s\nAUTH0_TOKEN=%s\nLINKBATCH_REDIS_PASSWORD=%s\n", srv.URL, tok, password), 0o600)
+	state := filepath.Join(dir, "state")
+	in := fmt.Sprintf("redis://%s/0?stream=links&group=linkbatch", addr)
+	args := []string{"-e", envFile, in, state, "--rate", "1000", "--burst", "100", "--workers", "4"}
+	results := func() map[string][]batch.Result {
+		t.Helper()
+		f, err := os.Open(filepath.Join(state, "results.csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		got := map[string][]batch.Result{}
+		if err := batch.ReadResults(f, func(r batch.Result) error {
+			got[r.MessageID] = append(got[r.MessageID], r)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+
+	add(pairs[:20])
+	if r := cronRun(t, binPath, nil, args...); r.code != exitOK {
+		t.Fatalf("first drain: exit %d\n%s\n%s", r.code, r.stderr, mustRead(t, filepath.Join(state, "linkbatch.log")))
+	}
+	if got := results(); len(got) != 20 {
+		t.Errorf("first drain: results for %d requests, want 20", len(got))
+	}
+	add(pairs[20:])
+	add(pairs[:1]) // a request for a pair the first drain linked
+	if r := cronRun(t, binPath, nil, args...); r.code != exitOK {
+		t.Fatalf("second drain: exit %d\n%s", r.code, r.stderr)
+	}
+	got := results()
+	if len(got) != 26 {
+		t.Errorf("after two drains: results for %d requests, want 26", len(got))
+	}
+	linked := 0
+	for id, rs := range got {
+		switch {
+		case len(rs) != 1:
+			t.Errorf("request %s: %d results, want 1", id, len(rs))
+		case rs[0].Status == batch.StatusLinked:
+			linked++
+		case rs[0].Status != batch.StatusAlreadyLinked:
+			t.Errorf("request %s: %s (%s)", id, rs[0].Status, rs[0].Error)
+		}
+	}
+	if linked != 25 {
+		t.Errorf("%d requests linked, want 25 (one per pair)", linked)
+	}
+	for _, p := range pairs {
+		if got, ok := srv.LinkedTo(p.secondary); !ok || got != p.primary {
+			t.Errorf("%s linked to %q (%v), want %s", p.secondary, got, ok, p.primary)
+		}
+	}
+	if s := cronStatus(t, state); s != "exit 0" {
+		t.Errorf("status %q, want exit 0", s)
+	}
+	if log := string(mustRead(t, filepath.Join(state, "linkbatch.log"))); strings.Contains(log, password) || strings.Contains(log, tok) {
+		t.Error("the log holds the Redis password or the token")
+	}
+
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-e", envFile, fmt.Sprintf("redis://:%s@%s/0?stream=links", password, addr), state}, "LINKBATCH_REDIS_PASSWORD"},
+		{append(slices.Clone(args), "--drain"), "--drain"},
+	} {
+		r := cronRun(t, binPath, nil, bad.args...)
+		if r.code != 64 || !strings.Contains(r.stderr, bad.want) || strings.Contains(r.stderr, password) {
+			t.Errorf("wrapper %q: exit %d, stderr %q; want 64 naming %s, without the password", bad.args[2:], r.code, r.stderr, bad.want)
 		}
 	}
 }

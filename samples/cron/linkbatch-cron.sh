@@ -5,7 +5,9 @@
 # Usage: linkbatch-cron.sh [-e ENV_FILE] IN STATE_DIR [LINKBATCH_FLAG...]
 #
 #   IN         the input CSV of pairs; a producer should write it under another
-#              name and rename it into place, so that it is never read half written
+#              name and rename it into place, so that it is never read half written.
+#              Or a queue, redis://...?stream=NAME or nats://...?stream=NAME
+#              (see "A queue" below); its password goes in ENV_FILE, never in IN
 #   STATE_DIR  where the runs keep their files (created, mode 700):
 #                input.csv            the copy of IN that results.csv belongs to
 #                results.csv          the results of the current run (+ .run.json)
@@ -18,13 +20,14 @@
 #   -e ENV_FILE  read the credentials from ENV_FILE (KEY=value lines, the format
 #              of systemd's EnvironmentFile): AUTH0_DOMAIN and either
 #              AUTH0_CLIENT_ID + AUTH0_CLIENT_SECRET or AUTH0_TOKEN; optional
-#              AUTH0_AUDIENCE, HTTPS_PROXY, NO_PROXY. The file must belong to the
+#              AUTH0_AUDIENCE, HTTPS_PROXY, NO_PROXY, and a queue's
+#              LINKBATCH_REDIS_PASSWORD or LINKBATCH_NATS_PASSWORD. The file must belong to the
 #              user running the job (or root) and be readable by nobody else
 #              (mode 600 or 400). It is parsed, not executed. Without -e the
 #              credentials must already be in the environment (systemd
 #              EnvironmentFile=, a Kubernetes Secret).
 #   LINKBATCH_FLAG  more flags for 'linkbatch run', such as --grace 30s or
-#              --rate 10. The wrapper sets --in, --out and --resume itself;
+#              --rate 10. The wrapper sets --in, --out, --resume and --drain itself;
 #              --dry-run, --simulate, --retry-failed and secrets as flags are
 #              refused.
 #
@@ -43,6 +46,13 @@
 #     and input.csv with a .STAMP suffix, then start a new run of IN.
 # Old .STAMP files are never deleted; they hold user ids, so prune them
 # according to your retention rules.
+#
+# A queue: each start drains it (linkbatch run --drain) and ends once nothing
+# is left to read, claim or finish. The queue keeps the state: what a run
+# did not acknowledge is delivered again to the next one, so there is no copy
+# of the input, no resume and no rotation. Results are appended to
+# results.csv, one row per request with its message_id (a request delivered
+# again after its result was written is acknowledged without a second row).
 #
 # Exit status: linkbatch's (0 all done, 1 some rows invalid or failed,
 # 2 configuration error, 3 aborted), 64 for a usage or set-up error of this
@@ -135,7 +145,8 @@ load_env_file() {
 	if [[ $owner != "$(id -u)" && $owner != 0 ]]; then
 		fail "$EX_USAGE" "env file $file belongs to uid $owner, not to the user running the job"
 	fi
-	unset AUTH0_DOMAIN AUTH0_TOKEN AUTH0_CLIENT_ID AUTH0_CLIENT_SECRET AUTH0_AUDIENCE
+	unset AUTH0_DOMAIN AUTH0_TOKEN AUTH0_CLIENT_ID AUTH0_CLIENT_SECRET AUTH0_AUDIENCE \
+		LINKBATCH_REDIS_PASSWORD LINKBATCH_NATS_PASSWORD
 	while IFS= read -r raw || [[ -n $raw ]]; do
 		n=$((n + 1))
 		raw=${raw%$'\r'}
@@ -151,7 +162,8 @@ load_env_file() {
 			value=${value:1:${#value}-2}
 		fi
 		case $key in
-		AUTH0_DOMAIN | AUTH0_TOKEN | AUTH0_CLIENT_ID | AUTH0_CLIENT_SECRET | AUTH0_AUDIENCE | HTTPS_PROXY | NO_PROXY)
+		AUTH0_DOMAIN | AUTH0_TOKEN | AUTH0_CLIENT_ID | AUTH0_CLIENT_SECRET | AUTH0_AUDIENCE | HTTPS_PROXY | NO_PROXY | \
+			LINKBATCH_REDIS_PASSWORD | LINKBATCH_NATS_PASSWORD)
 			export "$key=$value"
 			;;
 		*) fail "$EX_USAGE" "env file $file line $n: unknown variable ${key//[^A-Za-z0-9_]/?}" ;;
@@ -181,6 +193,45 @@ rotate() {
 		results "$state/results.csv.$suffix" input "$state/input.csv.$suffix"
 }
 
+# start_file_run decides, under the lock, whether to resume the last run of
+# a file or to start a new one (see Policy above), and sets resume.
+start_file_run() {
+	local status="" code
+	if [[ -s $state/status ]]; then
+		read -r status code <"$state/status" || true
+		[[ $status == exit ]] && status="exit ${code:-?}"
+	fi
+
+	if [[ -s $state/results.csv ]]; then
+		[[ -f $state/input.csv ]] || fail "$EX_USAGE" "$state/results.csv exists but $state/input.csv, its input, does not; move results.csv away to start afresh"
+		case $status in
+		"exit 0" | "exit 1")
+			if cmp -s -- "$in" "$state/input.csv"; then
+				resume=1
+				log info "input unchanged since the last finished run: resuming it" last "$status"
+			else
+				[[ -f $in && -r $in ]] || fail "$EX_USAGE" "cannot read input $in"
+				rotate
+			fi
+			;;
+		*)
+			resume=1
+			if [[ -f $in ]] && ! cmp -s -- "$in" "$state/input.csv"; then
+				echo "$prog: the last run is incomplete (${status:-no status}); resuming it; the new input waits for a later run" >&2
+			fi
+			log warn "the last run is incomplete: resuming it with its own input" last "${status:-unknown}"
+			;;
+		esac
+	fi
+
+	if ((!resume)); then
+		[[ -f $in && -r $in ]] || fail "$EX_USAGE" "cannot read input $in"
+		cp -- "$in" "$state/input.csv.tmp"
+		mv -f -- "$state/input.csv.tmp" "$state/input.csv"
+		log info "starting a new run" input "$in"
+	fi
+}
+
 env_file=""
 while getopts ":e:h" opt; do
 	case $opt in
@@ -206,14 +257,26 @@ for arg in "${extra[@]}"; do
 	name=${name#-}
 	name=${name%%=*}
 	case $name in
-	in | out | resume) fail "$EX_USAGE" "the wrapper sets --in, --out and --resume itself; remove $name" ;;
+	in | out | resume | drain) fail "$EX_USAGE" "the wrapper sets --in, --out, --resume and --drain itself; remove $name" ;;
 	dry-run | simulate | retry-failed) fail "$EX_USAGE" "run linkbatch directly for $name; the wrapper's state directory is for real runs" ;;
 	token | client-secret) fail "$EX_USAGE" "secrets on the command line are visible in ps; put them in the env file" ;;
 	*) ;;
 	esac
 done
 
-[[ $in != - ]] || fail "$EX_USAGE" "IN must be a file, not standard input"
+[[ $in != - ]] || fail "$EX_USAGE" "IN must be a file or a queue, not standard input"
+queue=0
+shopt -s nocasematch
+if [[ $in =~ ^(redis|rediss|nats)://([^/?#@]*)@ ]]; then
+	queue=1
+	if [[ ${BASH_REMATCH[2]} == *:* ]]; then
+		shopt -u nocasematch
+		fail "$EX_USAGE" "the queue URL holds a password, which ps and the crontab show; put it in the env file as LINKBATCH_REDIS_PASSWORD or LINKBATCH_NATS_PASSWORD"
+	fi
+elif [[ $in =~ ^(redis|rediss|nats):// ]]; then
+	queue=1
+fi
+shopt -u nocasematch
 mkdir -p -- "$state" || fail "$EX_USAGE" "cannot create state directory $state"
 log_file=$state/linkbatch.log
 touch -- "$log_file" || fail "$EX_USAGE" "cannot write $log_file"
@@ -244,45 +307,17 @@ on_signal() {
 }
 trap on_signal TERM INT
 
-status=""
-if [[ -s $state/status ]]; then
-	read -r status code <"$state/status" || true
-	[[ $status == exit ]] && status="exit ${code:-?}"
-fi
-
 resume=0
-if [[ -s $state/results.csv ]]; then
-	[[ -f $state/input.csv ]] || fail "$EX_USAGE" "$state/results.csv exists but $state/input.csv, its input, does not; move results.csv away to start afresh"
-	case $status in
-	"exit 0" | "exit 1")
-		if cmp -s -- "$in" "$state/input.csv"; then
-			resume=1
-			log info "input unchanged since the last finished run: resuming it" last "$status"
-		else
-			[[ -f $in && -r $in ]] || fail "$EX_USAGE" "cannot read input $in"
-			rotate
-		fi
-		;;
-	*)
-		resume=1
-		if [[ -f $in ]] && ! cmp -s -- "$in" "$state/input.csv"; then
-			echo "$prog: the last run is incomplete (${status:-no status}); resuming it; the new input waits for a later run" >&2
-		fi
-		log warn "the last run is incomplete: resuming it with its own input" last "${status:-unknown}"
-		;;
-	esac
+if ((queue)); then
+	# The queue holds the state: drain it, appending to results.csv.
+	args=(run --drain --in "$in" --out "$state/results.csv" "${extra[@]}")
+	log info "draining the queue"
+else
+	start_file_run
+	args=(run --in "$state/input.csv" --out "$state/results.csv")
+	((resume)) && args+=(--resume)
+	args+=("${extra[@]}")
 fi
-
-if ((!resume)); then
-	[[ -f $in && -r $in ]] || fail "$EX_USAGE" "cannot read input $in"
-	cp -- "$in" "$state/input.csv.tmp"
-	mv -f -- "$state/input.csv.tmp" "$state/input.csv"
-	log info "starting a new run" input "$in"
-fi
-
-args=(run --in "$state/input.csv" --out "$state/results.csv")
-((resume)) && args+=(--resume)
-args+=("${extra[@]}")
 
 if ((signalled)); then
 	fail 3 "signal received before linkbatch started; nothing sent"
