@@ -206,8 +206,37 @@ func rollbackCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	sum, runErr := c.executeSource(ctx, src, res)
+	rows, todo, err := countRollback(c.cfg.In, rb.Index, rc.Lines, c.runner.Done)
+	if err != nil {
+		return err
+	}
+	sum, runErr := c.executeSource(ctx, src, res, rows, todo)
 	return c.finish(sum, res.Kept, runErr)
+}
+
+// countRollback returns how many rows the results file at path gives to
+// roll back (see batch.OpenRollback), and how many of them done does not
+// hold yet (a resumed rollback), for the progress display. It reads the
+// file once more, with a source of its own.
+func countRollback(path string, idx *batch.BackupIndex, lines, done *batch.LineSet) (rows, todo int, err error) {
+	src, err := batch.OpenRollback(path, idx, lines)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer src.Close()
+	for {
+		row, _, err := src.Read(context.Background())
+		if errors.Is(err, batch.ErrEndOfInput) {
+			return rows, todo, nil
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		rows++
+		if !done.Has(row.Line) {
+			todo++
+		}
+	}
 }
 
 // openRollback indexes the backup, fingerprints the results file and the
@@ -246,12 +275,15 @@ func (c *command) openRollback(lines *batch.LineSet) (*batch.RollbackSource, *ba
 }
 
 // executeSource runs the pool over src into the results file with progress
-// shown, and closes the file.
-func (c *command) executeSource(ctx context.Context, src batch.Source, res *batch.Results) (batch.Summary, error) {
+// shown, of todo rows to do out of rows, and closes the file.
+func (c *command) executeSource(ctx context.Context, src batch.Source, res *batch.Results, rows, todo int) (batch.Summary, error) {
 	cfg := c.cfg
 	stopProgress := c.showProgress(ctx, nil)
+	if plan := c.runner.Hooks.Plan; plan != nil {
+		plan(rows, todo) // a source has no plan of its own to report it
+	}
 	c.log.Info("start", zap.String("results", cfg.In), zap.String("out", cfg.Out), zap.Bool("dry_run", cfg.Batch.DryRun),
-		zap.Int("workers", cfg.Batch.Workers))
+		zap.Int("rows", rows), zap.Int("todo", todo), zap.Int("workers", cfg.Batch.Workers))
 	sum, runErr := c.runner.RunSource(ctx, src, res.Writer)
 	stopProgress()
 	if err := res.Close(); err != nil && runErr == nil {

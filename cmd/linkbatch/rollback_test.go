@@ -365,9 +365,12 @@ func TestRollbackResumes(t *testing.T) {
 		t.Fatalf("run: exit %d\n%s", out.code, out.stderr)
 	}
 	// A first rollback of two lines, as if it had been stopped there.
-	out := runLinkbatch(t, invocation{args: []string{"rollback", "--results", results, "--backup", backup, "--out", rb, "--lines", "2,4"}, env: env})
+	out := runLinkbatch(t, invocation{args: []string{"rollback", "-P", "--results", results, "--backup", backup, "--out", rb, "--lines", "2,4"}, env: env})
 	if out.code != exitOK || len(out.results) != 2 {
 		t.Fatalf("first rollback: exit %d, %v\n%s", out.code, out.results, out.stderr)
+	}
+	if !strings.Contains(out.stderr, "2/2 rows") {
+		t.Errorf("first rollback: the progress line does not show 2/2 rows:\n%s", out.stderr)
 	}
 	// Without --resume, the rollback's results are not overwritten.
 	if out := runLinkbatch(t, invocation{args: []string{"rollback", "--results", results, "--backup", backup, "--out", rb}, env: env}); out.code != exitUsage ||
@@ -375,9 +378,12 @@ func TestRollbackResumes(t *testing.T) {
 		t.Fatalf("rollback onto a used --out: exit %d, want %d\n%s", out.code, exitUsage, out.stderr)
 	}
 	unlinks := srv.Stats().Unlinks
-	out = runLinkbatch(t, invocation{args: []string{"rollback", "--resume", "--results", results, "--backup", backup, "--out", rb}, env: env})
+	out = runLinkbatch(t, invocation{args: []string{"rollback", "-P", "--resume", "--results", results, "--backup", backup, "--out", rb}, env: env})
 	if out.code != exitOK || len(out.results) != len(pairs) {
 		t.Fatalf("resumed rollback: exit %d, %d rows\n%s", out.code, len(out.results), out.stderr)
+	}
+	if want := fmt.Sprintf("%d/%d rows", len(pairs)-2, len(pairs)-2); !strings.Contains(out.stderr, want) {
+		t.Errorf("resumed rollback: the progress line does not show %s (the rows left to do):\n%s", want, out.stderr)
 	}
 	for line, r := range out.results {
 		if r.Status != batch.StatusUnlinked {
