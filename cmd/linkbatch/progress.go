@@ -48,6 +48,12 @@ type progressOptions struct {
 	Pacer *ratelimit.Pacer
 	// Now is the clock of the figures; nil means time.Now.
 	Now func() time.Time
+	// Open is a run without a total (a queue): its terminal line shows
+	// the rows done from the start, with no bar, percentage or ETA, and
+	// Note's text when set (the queue's backlog). Without a terminal it
+	// writes nothing: the queue logs its own progress lines.
+	Open bool
+	Note func() string
 }
 
 // progress follows a run through its batch.Hooks and reports rows done of
@@ -166,7 +172,7 @@ func (p *progress) Finish() {
 	if !p.opts.TTY {
 		return
 	}
-	if !p.planned {
+	if !p.planned && !p.opts.Open {
 		p.status.EndStatus("")
 		return
 	}
@@ -177,7 +183,7 @@ func (p *progress) Finish() {
 // released, so that a slow terminal or log never holds up the hooks.
 func (p *progress) tick() {
 	p.mu.Lock()
-	if p.finished || !p.planned {
+	if p.finished || !(p.planned || p.opts.Open && p.opts.TTY) {
 		p.mu.Unlock()
 		return
 	}
@@ -304,6 +310,9 @@ type lineField struct {
 // healthy (rows done, failures, 429s, the ETA) and drops what is merely
 // interesting (the learned limit, the pace, elapsed time, the bar).
 func (p *progress) lineFields(s progressSnapshot) []lineField {
+	if p.opts.Open && !p.planned {
+		return p.openFields(s)
+	}
 	eta := "?"
 	if s.ETAKnown {
 		eta = shortDuration(s.ETA)
@@ -321,6 +330,27 @@ func (p *progress) lineFields(s progressSnapshot) []lineField {
 		{"ETA " + eta, 5},
 		{fmt.Sprintf("%.1f rows/s", s.RowsPerSec), 4},
 	}
+	return p.paceFields(fields, s)
+}
+
+// openFields returns the fields of the line of a run without a total.
+func (p *progress) openFields(s progressSnapshot) []lineField {
+	fields := []lineField{
+		{fmt.Sprintf("%d rows", s.Done), 9},
+		{fmt.Sprintf("failed %d", s.Failed), 7},
+		{fmt.Sprintf("429s %d", s.RateLimited), 6},
+	}
+	if p.opts.Note != nil {
+		if note := p.opts.Note(); note != "" {
+			fields = append(fields, lineField{note, 5})
+		}
+	}
+	fields = append(fields, lineField{fmt.Sprintf("%.1f rows/s", s.RowsPerSec), 4})
+	return p.paceFields(fields, s)
+}
+
+// paceFields appends the pace, the elapsed time and the learned limit.
+func (p *progress) paceFields(fields []lineField, s progressSnapshot) []lineField {
 	if p.opts.Pacer != nil {
 		pace := "-"
 		if s.Pace.Rate > 0 {

@@ -532,3 +532,51 @@ func TestSummaryExtra(t *testing.T) {
 		})
 	}
 }
+
+// TestProgressOpen: a run without a total (a queue) draws its terminal
+// line from the start, with the rows done and the note but no bar,
+// percentage or ETA; without a terminal it writes nothing.
+func TestProgressOpen(t *testing.T) {
+	tests := []struct {
+		name string
+		tty  bool
+		want []string
+		not  []string
+	}{
+		{name: "terminal", tty: true, want: []string{"2 rows", "failed 1", "backlog 7", "rows/s", "elapsed 10s"}, not: []string{"%", "ETA", "]", "/0"}},
+		{name: "no terminal", tty: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			core, logs := observer.New(zapcore.InfoLevel)
+			clock := newFakeClock()
+			p := newProgress(progressOptions{Out: &buf, TTY: tt.tty, Every: time.Second, Log: zap.New(core), Now: clock.Now,
+				Open: true, Note: func() string { return "backlog 7" }})
+			clock.Advance(10 * time.Second)
+			drive(p.Hooks(), []batch.Status{batch.StatusLinked, batch.StatusFailed}, nil)
+			p.tick()
+			p.Finish()
+			out := buf.String()
+			if !tt.tty {
+				if out != "" || logs.Len() != 0 {
+					t.Errorf("wrote %q and %d log lines without a terminal", out, logs.Len())
+				}
+				return
+			}
+			if !strings.HasSuffix(out, "\n") {
+				t.Errorf("the final line does not end with a newline: %q", out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("line %q lacks %q", out, w)
+				}
+			}
+			for _, n := range tt.not {
+				if strings.Contains(out, n) {
+					t.Errorf("line %q has %q", out, n)
+				}
+			}
+		})
+	}
+}

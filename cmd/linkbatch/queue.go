@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -252,7 +253,8 @@ const queueLookEvery = 5 * time.Second
 func (c *command) executeQueue(ctx context.Context, in batch.Source, sink batch.Sink, src *queue.Source) (batch.Summary, error) {
 	cfg := c.cfg
 	every := c.progressEvery()
-	stopProgress := c.showProgress(ctx, nil, func(ctx context.Context) { c.watchQueue(ctx, src, every) })
+	backlog := func() string { return fmt.Sprintf("backlog %d", src.Stats().Backlog) }
+	stopProgress := c.showProgress(ctx, nil, backlog, func(ctx context.Context) { c.watchQueue(ctx, src, every) })
 	c.log.Info("start", zap.Stringer("in", cfg.queue.in), zap.String("out", cfg.Out), zap.Bool("drain", cfg.Drain),
 		zap.Bool("dry_run", cfg.Batch.DryRun), zap.Bool("simulate", cfg.Simulate), zap.Int("workers", cfg.Batch.Workers),
 		zap.Stringer("rate", (*rateFlag)(&cfg.Pace.Rate)), zap.Int("burst", cfg.Pace.Burst), zap.Float64("share", cfg.Pace.Share))

@@ -65,9 +65,14 @@ func TestQueueDrainRedis(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "results.csv")
 	in := fmt.Sprintf("redis://:hunter2-not-set@%s/0?stream=links&consumer=c1", addr)
 	for run := range 2 {
-		o := runLinkbatch(t, invocation{args: []string{"run", "--drain", "--no-progress", "--in", in, "--out", out}, env: tenantEnv(srv, token)})
+		o := runLinkbatch(t, invocation{args: []string{"run", "--drain", "-P", "--in", in, "--out", out}, env: tenantEnv(srv, token)})
 		if o.code != exitOK {
 			t.Fatalf("run %d: exit %d\n%s", run, o.code, o.stderr)
+		}
+		// The progress line of a queue counts rows from the start, with
+		// the backlog: the first run drains 30, the second finds none.
+		if want := fmt.Sprintf("%d rows  failed 0", 30*(1-run)); !strings.Contains(o.stderr, want) || !strings.Contains(o.stderr, "backlog ") {
+			t.Errorf("run %d: the progress line lacks %q and the backlog:\n%s", run, want, o.stderr)
 		}
 		if strings.Contains(o.stderr, "hunter2") {
 			t.Errorf("run %d: the log shows the queue's password", run)

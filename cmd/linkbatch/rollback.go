@@ -278,7 +278,7 @@ func (c *command) openRollback(lines *batch.LineSet) (*batch.RollbackSource, *ba
 // shown, of todo rows to do out of rows, and closes the file.
 func (c *command) executeSource(ctx context.Context, src batch.Source, res *batch.Results, rows, todo int) (batch.Summary, error) {
 	cfg := c.cfg
-	stopProgress := c.showProgress(ctx, nil)
+	stopProgress := c.showProgress(ctx, nil, nil)
 	if plan := c.runner.Hooks.Plan; plan != nil {
 		plan(rows, todo) // a source has no plan of its own to report it
 	}

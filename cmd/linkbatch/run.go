@@ -342,9 +342,12 @@ func (c *command) progressEvery() time.Duration {
 // showProgress starts the progress display, and each of also, until the
 // returned stop is called; they go on through the grace period after a
 // signal. It sets the runner's hooks: the command's, the display's and
-// extra. stop waits for them, flushes the log and draws the final line.
-func (c *command) showProgress(ctx context.Context, extra []batch.Hooks, also ...func(context.Context)) (stop func()) {
-	prog := newProgress(progressOptions{Out: c.status, TTY: c.tty, Every: c.progressEvery(), Log: c.log, Pacer: c.runner.Pacer})
+// extra. open, when set, makes it the display of a run without a total (a
+// queue), noting what open returns. stop waits for them, flushes the log
+// and draws the final line.
+func (c *command) showProgress(ctx context.Context, extra []batch.Hooks, open func() string, also ...func(context.Context)) (stop func()) {
+	prog := newProgress(progressOptions{Out: c.status, TTY: c.tty, Every: c.progressEvery(), Log: c.log, Pacer: c.runner.Pacer,
+		Open: open != nil, Note: open})
 	hooks := append(slices.Clone(c.hooks), prog.Hooks())
 	c.runner.Hooks = combineHooks(append(hooks, extra...)...)
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -372,7 +375,7 @@ func (c *command) execute(ctx context.Context, res *batch.Results) (batch.Summar
 		c.emails = report.NewEmails(0)
 		extra = append(extra, batch.Hooks{Result: c.emails.Add})
 	}
-	stopProgress := c.showProgress(ctx, extra)
+	stopProgress := c.showProgress(ctx, extra, nil)
 
 	indexPerRow := 0.0
 	if c.plan.Rows() > 0 {
