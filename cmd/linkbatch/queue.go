@@ -170,7 +170,7 @@ func (c *command) runQueue(ctx context.Context) error {
 
 // shareLimit makes the pacer of a run reading a Redis stream wait on the
 // tenant's limit held in that Redis too, so that the processes reading the
-// stream pace by one limit, unless the URL says shared-limit=off.
+// stream pace by one limit, when the URL says shared-limit=on.
 func (c *command) shareLimit(ctx context.Context) error {
 	in := c.cfg.queue.in
 	if in.Kind != queue.Redis || !in.SharedLimit {

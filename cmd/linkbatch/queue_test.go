@@ -341,14 +341,16 @@ func freeAddr(t *testing.T) string {
 }
 
 // TestQueueSharedLimitRedis: a drain of a Redis stream at a set --rate
-// paces its requests by the tenant's limit held in that Redis (key rate:linkbatch:rate:HOST),
-// unless the URL says shared-limit=off.
+// paces its requests by the tenant's limit held in that Redis (key
+// rate:linkbatch:rate:HOST) when the URL says shared-limit=on, and not by
+// default.
 func TestQueueSharedLimitRedis(t *testing.T) {
 	for _, tt := range []struct {
 		name, query string
 		shared      bool
 	}{
-		{name: "default", query: "", shared: true},
+		{name: "default", query: "", shared: false},
+		{name: "on", query: "&shared-limit=on", shared: true},
 		{name: "off", query: "&shared-limit=off", shared: false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

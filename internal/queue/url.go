@@ -60,7 +60,8 @@ type Config struct {
 	MaxDeliveries int           // max-deliveries
 	// SharedLimit says whether the processes reading a Redis stream pace
 	// their requests to the tenant by one limit held in that Redis
-	// (shared-limit=on, the default; off: each paces on its own).
+	// (shared-limit=on; off, the default: each paces on its own, sharing
+	// the tenant's bucket through its rate-limit headers).
 	SharedLimit bool
 }
 
@@ -132,9 +133,9 @@ func parseBase(u *url.URL, env func(string) string) (Config, error) {
 	port := ""
 	switch strings.ToLower(u.Scheme) {
 	case "redis":
-		c.Kind, port, c.SharedLimit = Redis, "6379", true
+		c.Kind, port = Redis, "6379"
 	case "rediss":
-		c.Kind, c.TLS, port, c.SharedLimit = Redis, true, "6379", true
+		c.Kind, c.TLS, port = Redis, true, "6379"
 	case "nats":
 		c.Kind, port = NATS, "4222"
 	default:
@@ -266,8 +267,8 @@ func (c Config) String() string {
 		q.Set("group", c.Group)
 		q.Set("consumer", c.Consumer)
 		q.Set("dead", c.Dead)
-		if !c.SharedLimit {
-			q.Set("shared-limit", "off")
+		if c.SharedLimit {
+			q.Set("shared-limit", "on")
 		}
 	} else {
 		q.Set("consumer", c.Group)

@@ -16,7 +16,7 @@ func TestParse(t *testing.T) {
 		wantErr   string
 	}{
 		{name: "redis defaults", raw: "redis://localhost?stream=links",
-			want: Config{Kind: Redis, Addr: "localhost:6379", Password: "from-env-r", Stream: "links", Group: "linkbatch", Dead: "links:dead", ClaimIdle: time.Minute, MaxDeliveries: 5, SharedLimit: true}},
+			want: Config{Kind: Redis, Addr: "localhost:6379", Password: "from-env-r", Stream: "links", Group: "linkbatch", Dead: "links:dead", ClaimIdle: time.Minute, MaxDeliveries: 5}},
 		{name: "redis all keys", raw: "rediss://bob:s3cret@redis.example:6380/2?stream=s&group=g&consumer=c&dead=d&claim-idle=30s&max-deliveries=9&shared-limit=off",
 			want: Config{Kind: Redis, Addr: "redis.example:6380", TLS: true, Username: "bob", Password: "s3cret", DB: 2, Stream: "s", Group: "g", Consumer: "c", Dead: "d", ClaimIdle: 30 * time.Second, MaxDeliveries: 9}},
 		{name: "shared-limit on", raw: "redis://h?stream=s&consumer=c&shared-limit=on",
