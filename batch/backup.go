@@ -34,7 +34,12 @@ type BackupRecord struct {
 	// in the record of a link_with row and in older backups.
 	SecondaryRoles         []string `json:"secondary_roles,omitempty"`
 	SecondaryOrganizations []string `json:"secondary_organizations,omitempty"`
-	NotRead                []string `json:"not_read,omitempty"`
+	// SecondaryPermissions are the permissions assigned to the secondary
+	// directly (those of its roles come back with the roles), which an
+	// unlink does not give back either; NotRead names them
+	// (NotReadPermissions) when the token could not read them.
+	SecondaryPermissions []linker.Permission `json:"secondary_permissions,omitempty"`
+	NotRead              []string            `json:"not_read,omitempty"`
 }
 
 // Backup is where a run records both users of a row before it writes to

@@ -11,18 +11,20 @@ import (
 	"go.uber.org/zap"
 )
 
-// An unlink recreates the secondary as a new user without the roles and
-// organization memberships it had. A run with a backup reads them before
-// the link and records their ids (BackupRecord.SecondaryRoles,
-// SecondaryOrganizations); a rollback grants them again to the recreated
-// user. A token that may not read them (403: read:roles,
-// read:organizations) does not stop the run: the record says what was not
-// read (NotRead) and the run warns once.
+// An unlink recreates the secondary as a new user without the roles,
+// organization memberships and permissions it had. A run with a backup
+// reads them before the link and records them (BackupRecord.SecondaryRoles,
+// SecondaryOrganizations, SecondaryPermissions: those assigned directly,
+// not those of its roles, which come back with the roles); a rollback
+// grants them again to the recreated user. A token that may not read them
+// (403: read:roles, read:organizations, read:users) does not stop the run:
+// the record says what was not read (NotRead) and the run warns once.
 
 // Names of what a backup may leave unread, in BackupRecord.NotRead.
 const (
 	NotReadRoles         = "roles"
 	NotReadOrganizations = "organizations"
+	NotReadPermissions   = "permissions"
 )
 
 // grantReads is what a Runner remembers of reading grants: a 403 is not
@@ -30,41 +32,51 @@ const (
 // warned of once.
 type grantReads struct {
 	warn      sync.Once
-	forbidden [2]atomic.Bool // roles, organizations
+	forbidden [3]atomic.Bool // roles, organizations, permissions
 }
 
-// grants are the role and organization ids of a user, and what of them
-// could not be read.
+// grants are the role and organization ids of a user, the permissions
+// assigned to it directly, and what of them could not be read.
 type grants struct {
 	roles, orgs []string
+	perms       []linker.Permission
 	notRead     []string
 }
 
-// readGrants reads the roles and organizations of the user id through the
+// readGrants reads the roles, organizations and permissions of the user id through the
 // pacer, every page. A 403 for either leaves it unread (warned once per
 // run, and not asked again); any other failure settles the row failed (done), not linked: a
 // resumed run tries it again. keep and fatal are as for process.
 func (r *Runner) readGrants(ctx context.Context, id string, res *Result) (g grants, done, keep bool, fatal error) {
 	lists := []struct {
 		what, scope string
-		dst         *[]string
-		page        func(ctx context.Context, page int) ([]string, bool, *linker.Response, error)
+		clear       func()
+		page        func(ctx context.Context, page int) (bool, *linker.Response, error)
 	}{
-		{NotReadRoles, "read:roles", &g.roles, func(ctx context.Context, n int) ([]string, bool, *linker.Response, error) {
+		{NotReadRoles, "read:roles", func() { g.roles = nil }, func(ctx context.Context, n int) (bool, *linker.Response, error) {
 			p, resp, err := r.Client.UserRoles(ctx, id, n)
-			ids := make([]string, len(p.Items))
-			for i, x := range p.Items {
-				ids[i] = x.ID
+			for _, x := range p.Items {
+				g.roles = append(g.roles, x.ID)
 			}
-			return ids, p.More(), resp, err
+			return p.More(), resp, err
 		}},
-		{NotReadOrganizations, "read:organizations", &g.orgs, func(ctx context.Context, n int) ([]string, bool, *linker.Response, error) {
+		{NotReadOrganizations, "read:organizations", func() { g.orgs = nil }, func(ctx context.Context, n int) (bool, *linker.Response, error) {
 			p, resp, err := r.Client.UserOrganizations(ctx, id, n)
-			ids := make([]string, len(p.Items))
-			for i, x := range p.Items {
-				ids[i] = x.ID
+			for _, x := range p.Items {
+				g.orgs = append(g.orgs, x.ID)
 			}
-			return ids, p.More(), resp, err
+			return p.More(), resp, err
+		}},
+		{NotReadPermissions, "read:users", func() { g.perms = nil }, func(ctx context.Context, n int) (bool, *linker.Response, error) {
+			p, resp, err := r.Client.UserPermissions(ctx, id, n)
+			for _, x := range p.Items {
+				// Only those assigned directly: a role's come back with
+				// the role.
+				if x.Direct() {
+					g.perms = append(g.perms, linker.Permission{ResourceServerIdentifier: x.ResourceServerIdentifier, PermissionName: x.PermissionName})
+				}
+			}
+			return p.More(), resp, err
 		}},
 	}
 	for i, l := range lists {
@@ -73,29 +85,27 @@ func (r *Runner) readGrants(ctx context.Context, id string, res *Result) (g gran
 			continue
 		}
 		for n := 0; ; n++ {
-			var ids []string
 			var more bool
 			_, err := r.call(ctx, "get_"+l.what, res, func(ctx context.Context) (*linker.Response, error) {
 				var resp *linker.Response
 				var err error
-				ids, more, resp, err = l.page(ctx, n)
+				more, resp, err = l.page(ctx, n)
 				return resp, err
 			})
 			switch {
 			case err == nil:
-				*l.dst = append(*l.dst, ids...)
 				if more {
 					continue
 				}
 			case ctx.Err() != nil:
 				return g, true, false, nil
 			case linker.IsForbidden(err):
-				*l.dst = nil
+				l.clear()
 				g.notRead = append(g.notRead, l.what)
 				r.grantReads.forbidden[i].Store(true)
 				r.grantReads.warn.Do(func() {
 					if r.Log != nil {
-						r.Log.Warn("the backup cannot hold the secondaries' roles or organization memberships: the token lacks read:roles or read:organizations; a rollback will not restore what it could not read",
+						r.Log.Warn("the backup cannot hold all the secondaries' grants: the token lacks read:roles, read:organizations or read:users; a rollback will not restore what it could not read",
 							zap.String("not_read", l.what), zap.String("scope", l.scope))
 					}
 				})
@@ -112,8 +122,8 @@ func (r *Runner) readGrants(ctx context.Context, id string, res *Result) (g gran
 	return g, false, true, nil
 }
 
-// restoreGrants grants the recreated secondary id the roles and
-// organization memberships its backup record holds. On a failure it
+// restoreGrants grants the recreated secondary id the roles, permissions
+// and organization memberships its backup record holds. On a failure it
 // settles the row failed, naming what was not restored; keep and fatal
 // are as for process.
 func restoreGrants(ctx context.Context, r *Runner, id string, rec BackupRecord, res *Result) (stop, keep bool, fatal error) {
@@ -128,6 +138,17 @@ func restoreGrants(ctx context.Context, r *Runner, id string, rec BackupRecord, 
 		}
 		if err != nil {
 			missed, last = append(missed, "roles "+strings.Join(rec.SecondaryRoles, ",")), err
+		}
+	}
+	if len(rec.SecondaryPermissions) > 0 {
+		_, err := r.call(ctx, "assign_permissions", res, func(ctx context.Context) (*linker.Response, error) {
+			return r.Client.AssignPermissions(ctx, id, rec.SecondaryPermissions)
+		})
+		if stop, keep, fatal := grantErr(ctx, err); stop {
+			return stop, keep, fatal
+		}
+		if err != nil {
+			missed, last = append(missed, fmt.Sprintf("%d permissions", len(rec.SecondaryPermissions))), err
 		}
 	}
 	for _, org := range rec.SecondaryOrganizations {

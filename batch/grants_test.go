@@ -30,8 +30,10 @@ func scopedRunner(t *testing.T, srv *linkertest.Server, cfg Config, scopes ...st
 	return r
 }
 
-// grantsTenant is metadataTenant where github|s1 holds two roles and two
-// organizations, github|s3 one role, and github|s2 none.
+// grantsTenant is metadataTenant where github|s1 holds two roles, two
+// organizations and two permissions of its own (one of them also through
+// rol_a), github|s3 one role (whose permission it holds through it alone),
+// and github|s2 none.
 func grantsTenant(t *testing.T) *linkertest.Server {
 	t.Helper()
 	srv := metadataTenant(t)
@@ -40,6 +42,7 @@ func grantsTenant(t *testing.T) *linkertest.Server {
 	}
 	srv.AddOrganization("org_x", "x")
 	srv.AddOrganization("org_y", "y")
+	srv.AddRolePermissions("rol_a", linkertest.Permission{API: "https://api.example", Name: "read:a"})
 	grant := func(id string, roles, orgs []string) {
 		u, ok := srv.User(id)
 		if !ok {
@@ -49,6 +52,9 @@ func grantsTenant(t *testing.T) *linkertest.Server {
 		srv.AddUser(u)
 	}
 	grant("github|s1", []string{"rol_a", "rol_b"}, []string{"org_x", "org_y"})
+	u, _ := srv.User("github|s1")
+	u.Permissions = []linkertest.Permission{{API: "https://api.example", Name: "write:x"}, {API: "https://api.example", Name: "read:a"}}
+	srv.AddUser(u)
 	grant("github|s3", []string{"rol_a"}, nil)
 	grant("auth0|p1", []string{"rol_p"}, nil)
 	return srv
@@ -78,6 +84,15 @@ func TestRollbackRestoresRolesAndMemberships(t *testing.T) {
 	if !slices.Equal(rec.SecondaryRoles, []string{"rol_a", "rol_b"}) || !slices.Equal(rec.SecondaryOrganizations, []string{"org_x", "org_y"}) || rec.NotRead != nil {
 		t.Errorf("backup of line 2: roles %v, organizations %v, not read %v", rec.SecondaryRoles, rec.SecondaryOrganizations, rec.NotRead)
 	}
+	wantPerms := []linker.Permission{{ResourceServerIdentifier: "https://api.example", PermissionName: "write:x"}, {ResourceServerIdentifier: "https://api.example", PermissionName: "read:a"}}
+	if !slices.EqualFunc(rec.SecondaryPermissions, wantPerms, func(a, b linker.Permission) bool {
+		return a.ResourceServerIdentifier == b.ResourceServerIdentifier && a.PermissionName == b.PermissionName && len(a.Sources) == 0
+	}) {
+		t.Errorf("backup of line 2: permissions %+v, want the two assigned directly, without sources", rec.SecondaryPermissions)
+	}
+	if rec := backupRecord(t, backupPath, 4); len(rec.SecondaryPermissions) != 0 {
+		t.Errorf("backup of line 4: permissions %+v, want none (its role's come back with the role)", rec.SecondaryPermissions)
+	}
 
 	got := rollbackWith(t, scopedRunner(t, srv, DefaultConfig(), allGrantScopes...), backupPath, outPath, nil)
 	for line := 2; line <= 4; line++ {
@@ -95,6 +110,15 @@ func TestRollbackRestoresRolesAndMemberships(t *testing.T) {
 		roles, orgs := grantsOf(t, srv, id)
 		if !slices.Equal(roles, w[0]) || !slices.Equal(orgs, w[1]) {
 			t.Errorf("%s after the rollback: roles %v, organizations %v; want %v, %v", id, roles, orgs, w[0], w[1])
+		}
+	}
+	direct := map[string][]linkertest.Permission{
+		"github|s1": {{API: "https://api.example", Name: "write:x"}, {API: "https://api.example", Name: "read:a"}},
+		"github|s3": nil, // its permission comes with rol_a, not assigned directly
+	}
+	for id, w := range direct {
+		if u, _ := srv.User(id); !slices.Equal(u.Permissions, w) {
+			t.Errorf("%s after the rollback: direct permissions %v, want %v", id, u.Permissions, w)
 		}
 	}
 }

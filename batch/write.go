@@ -38,7 +38,8 @@ func (r *Runner) backup(req linker.LinkRequest, line int, users pair) error {
 	rec := BackupRecord{
 		Time: r.now().UTC(), Line: line, Primary: req.PrimaryID,
 		PrimaryUser: users.primaryDoc, SecondaryUser: users.secondaryDoc,
-		SecondaryRoles: users.grants.roles, SecondaryOrganizations: users.grants.orgs, NotRead: users.grants.notRead,
+		SecondaryRoles: users.grants.roles, SecondaryOrganizations: users.grants.orgs,
+		SecondaryPermissions: users.grants.perms, NotRead: users.grants.notRead,
 	}
 	if req.LinkWith == "" {
 		rec.Secondary = req.Provider + "|" + req.UserID

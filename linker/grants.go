@@ -32,6 +32,41 @@ type Organization struct {
 	DisplayName string `json:"display_name,omitempty"`
 }
 
+// Permission is a permission of an API (a resource server), as GET
+// /api/v2/users/{id}/permissions returns it and POST assigns it.
+type Permission struct {
+	ResourceServerIdentifier string `json:"resource_server_identifier"`
+	PermissionName           string `json:"permission_name"`
+	// Sources says how the user holds it: assigned directly
+	// (PermissionDirect) or through a role (PermissionFromRole), or both.
+	// Not sent when assigning.
+	Sources []PermissionSource `json:"sources,omitempty"`
+}
+
+// PermissionSource is one way a user holds a permission.
+type PermissionSource struct {
+	SourceID   string `json:"source_id,omitempty"`
+	SourceName string `json:"source_name,omitempty"`
+	SourceType string `json:"source_type"`
+}
+
+// Source types of a PermissionSource.
+const (
+	PermissionDirect   = "DIRECT"
+	PermissionFromRole = "ROLE"
+)
+
+// Direct reports whether the permission is assigned to the user directly
+// (not only through a role).
+func (p Permission) Direct() bool {
+	for _, s := range p.Sources {
+		if s.SourceType == PermissionDirect {
+			return true
+		}
+	}
+	return false
+}
+
 // Page is one page of a paged list (include_totals=true): Items from
 // Start, at most Limit of them, out of Total.
 type Page[T any] struct {
@@ -58,6 +93,50 @@ func (c *Client) UserOrganizations(ctx context.Context, id string, page int) (Pa
 	return listPage[Organization](ctx, c, id, "organizations", page)
 }
 
+// UserPermissions sends GET /api/v2/users/{id}/permissions for the page
+// (from 0) of PerPage permissions, with the totals: those assigned
+// directly and those of the roles assigned directly, each with its
+// Sources. It needs read:users. Errors are as for [Client.Link], wrapped
+// as "get permissions of ID: ...". It is safe for concurrent use.
+func (c *Client) UserPermissions(ctx context.Context, id string, page int) (Page[Permission], *Response, error) {
+	return listPage[Permission](ctx, c, id, "permissions", page)
+}
+
+// AssignPermissions sends POST /api/v2/users/{id}/permissions
+// {"permissions": [{resource_server_identifier, permission_name}, ...]}
+// (201), assigning them to the user directly. Assigning one the user
+// holds already changes nothing. It needs update:users. An empty list, an
+// empty id, or a permission without its API or name is refused before
+// anything is sent, wrapping [ErrInvalidRequest]. Errors are as for
+// [Client.Link], wrapped as "assign permissions to ID: ...". It is safe for
+// concurrent use.
+func (c *Client) AssignPermissions(ctx context.Context, id string, perms []Permission) (*Response, error) {
+	wrap := func(err error) error { return fmt.Errorf("assign permissions to %s: %w", id, err) }
+	if err := checkPathID(id); err != nil {
+		return nil, wrap(err)
+	}
+	if len(perms) == 0 {
+		return nil, wrap(fmt.Errorf("%w: no permissions", ErrInvalidRequest))
+	}
+	type assigned struct {
+		ResourceServerIdentifier string `json:"resource_server_identifier"`
+		PermissionName           string `json:"permission_name"`
+	}
+	list := make([]assigned, len(perms))
+	for i, p := range perms {
+		if p.ResourceServerIdentifier == "" || p.PermissionName == "" {
+			return nil, wrap(fmt.Errorf("%w: permission %d has no API identifier or no name", ErrInvalidRequest, i))
+		}
+		list[i] = assigned{p.ResourceServerIdentifier, p.PermissionName}
+	}
+	body, err := json.Marshal(map[string][]assigned{"permissions": list})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	resp, err := c.send(ctx, http.MethodPost, c.userURL(id, "/permissions", nil), body, nil)
+	return resp, wrapIf(err, wrap)
+}
+
 // listPage reads one page of /api/v2/users/{id}/{key}.
 func listPage[T any](ctx context.Context, c *Client, id, key string, page int) (Page[T], *Response, error) {
 	wrap := func(err error) error { return fmt.Errorf("get %s of %s: %w", key, id, err) }
@@ -72,6 +151,7 @@ func listPage[T any](ctx context.Context, c *Client, id, key string, page int) (
 	var body struct {
 		Roles         json.RawMessage `json:"roles"`
 		Organizations json.RawMessage `json:"organizations"`
+		Permissions   json.RawMessage `json:"permissions"`
 		Start         int             `json:"start"`
 		Limit         int             `json:"limit"`
 		Total         int             `json:"total"`
@@ -81,8 +161,11 @@ func listPage[T any](ctx context.Context, c *Client, id, key string, page int) (
 		return p, resp, wrap(err)
 	}
 	items := body.Roles
-	if key == "organizations" {
+	switch key {
+	case "organizations":
 		items = body.Organizations
+	case "permissions":
+		items = body.Permissions
 	}
 	if len(items) == 0 {
 		err = fmt.Errorf("no %q in the answer", key)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/linkbatch/linkbatch/linker"
+	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
 
 func TestUserRolesAndOrganizationsRoundTrip(t *testing.T) {
@@ -80,5 +81,76 @@ func TestUserRolesForbiddenWithoutScope(t *testing.T) {
 	_, _, err = c.UserOrganizations(context.Background(), "github|s", 0)
 	if !linker.IsForbidden(err) {
 		t.Errorf("organizations without read:organizations: %v", err)
+	}
+}
+
+// TestUserPermissionsRoundTrip: permissions assigned directly come back
+// with a DIRECT source, those of a role with a ROLE source, one held both
+// ways once with both; more than a page is read page by page.
+func TestUserPermissionsRoundTrip(t *testing.T) {
+	s, c, tok := fakeTenant(t, "read:users", "update:users", "read:roles")
+	ctx := context.Background()
+	s.AddRole("rol_a", "admin")
+	s.AddRolePermissions("rol_a", linkertest.Permission{API: "https://api.example", Name: "read:all"}, linkertest.Permission{API: "https://api.example", Name: "perm:007"})
+	s.AddUser(linkertest.User{UserID: "github|s", Roles: []string{"rol_a"}})
+	var direct []linker.Permission
+	for i := range 120 {
+		direct = append(direct, linker.Permission{ResourceServerIdentifier: "https://api.example", PermissionName: fmt.Sprintf("perm:%03d", i)})
+	}
+	if _, err := c.AssignPermissions(ctx, "github|s", direct); err != nil {
+		t.Fatal(err)
+	}
+	// Again: nothing changes.
+	if _, err := c.AssignPermissions(ctx, "github|s", direct[:3]); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]linker.Permission{}
+	for page := 0; ; page++ {
+		p, _, err := c.UserPermissions(ctx, "github|s", page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range p.Items {
+			got[x.PermissionName] = x
+		}
+		if p.Total != 121 {
+			t.Errorf("page %d: total %d, want 121 (120 direct, one more through the role)", page, p.Total)
+		}
+		if !p.More() {
+			break
+		}
+	}
+	if len(got) != 121 {
+		t.Fatalf("read %d permissions, want 121", len(got))
+	}
+	if p := got["perm:050"]; !p.Direct() || p.ResourceServerIdentifier != "https://api.example" {
+		t.Errorf("perm:050: %+v, want direct", p)
+	}
+	if p := got["read:all"]; p.Direct() || len(p.Sources) != 1 || p.Sources[0].SourceType != linker.PermissionFromRole || p.Sources[0].SourceID != "rol_a" {
+		t.Errorf("read:all: %+v, want held through rol_a only", p)
+	}
+	if p := got["perm:007"]; !p.Direct() || len(p.Sources) != 2 {
+		t.Errorf("perm:007: %+v, want held directly and through the role", p)
+	}
+
+	// Refused before anything is sent.
+	if _, err := c.AssignPermissions(ctx, "github|s", nil); !errors.Is(err, linker.ErrInvalidRequest) {
+		t.Errorf("no permissions: %v", err)
+	}
+	if _, err := c.AssignPermissions(ctx, "github|s", []linker.Permission{{PermissionName: "x"}}); !errors.Is(err, linker.ErrInvalidRequest) {
+		t.Errorf("a permission without its API: %v", err)
+	}
+	// Without update:users: 403, typed, without the token.
+	tok2 := s.IssueToken(0, "read:users")
+	base, err := linker.ParseDomain(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := linker.NewClient(base, linker.StaticToken(tok2), linker.WithHTTPClient(s.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.AssignPermissions(ctx, "github|s", direct[:1]); !linker.IsForbidden(err) || strings.Contains(err.Error(), tok2) || strings.Contains(err.Error(), tok) {
+		t.Errorf("assign without update:users: %v", err)
 	}
 }

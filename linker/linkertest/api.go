@@ -204,7 +204,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		s.writeJSON(w, status, payload)
 	case routePatch, routeUnlink:
 		s.serveUserWrite(w, r, rt, body, bodyErr, d)
-	case routeUserRoles, routeAssignRoles, routeUserOrgs, routeAddMembers:
+	case routeUserRoles, routeAssignRoles, routeUserOrgs, routeAddMembers, routeUserPerms, routeAssignPerms:
 		s.serveGrant(w, r, rt, body, bodyErr, d)
 	default:
 		s.writeError(w, http.StatusNotFound, "not_found", "Not Found")

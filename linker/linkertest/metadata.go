@@ -3,7 +3,6 @@ package linkertest
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"maps"
 	"mime"
@@ -157,10 +156,7 @@ func (s *Server) handlePatch(r *http.Request, id string, body []byte, bodyErr er
 		return bad(status, code, msg)
 	}
 	if bodyErr != nil {
-		if _, tooBig := errors.AsType[*http.MaxBytesError](bodyErr); tooBig {
-			return bad(http.StatusRequestEntityTooLarge, codeInvalidBody, payloadErrorPrefix+"'Payload too large'.")
-		}
-		return bad(http.StatusBadRequest, codeInvalidBody, payloadErrorPrefix+"'Unreadable body'.")
+		return bodyReadError(bodyErr)
 	}
 	obj, msg := decodePatchBody(r.Header.Get("Content-Type"), body)
 	if msg != "" {

@@ -77,17 +77,25 @@ func grantRoute(method string, segs []string) route {
 		return route{kind: routeUserOrgs, id: id}
 	case segs[0] == "organizations" && segs[2] == "members" && method == http.MethodPost:
 		return route{kind: routeAddMembers, id: id}
+	case segs[0] == "users" && segs[2] == "permissions" && method == http.MethodGet:
+		return route{kind: routeUserPerms, id: id}
+	case segs[0] == "users" && segs[2] == "permissions" && method == http.MethodPost:
+		return route{kind: routeAssignPerms, id: id}
 	}
 	return route{}
 }
 
 // isGrantWrite reports whether kind is one of this file's POSTs.
-func isGrantWrite(kind int) bool { return kind == routeAssignRoles || kind == routeAddMembers }
+func isGrantWrite(kind int) bool {
+	return kind == routeAssignRoles || kind == routeAddMembers || kind == routeAssignPerms
+}
 
 // grants is the tenant's catalogue of roles and organizations, by id, with
-// their names; guarded by Server.mu.
+// their names, and the permissions of the roles (see permissions.go);
+// guarded by Server.mu.
 type grants struct {
 	roles, orgs map[string]string
+	rolePerms   map[string][]Permission
 }
 
 // AddRole adds the role id (e.g. "rol_admin") named name to the tenant.
@@ -124,6 +132,10 @@ func (s *Server) serveGrant(w http.ResponseWriter, r *http.Request, rt route, bo
 	switch rt.kind {
 	case routeUserRoles, routeUserOrgs:
 		status, payload = s.handleGrantList(r, rt)
+	case routeUserPerms:
+		status, payload = s.handlePermList(r, rt)
+	case routeAssignPerms:
+		status, payload = s.handlePermWrite(r, rt, body, bodyErr)
 	default:
 		status, payload = s.handleGrantWrite(r, rt, body, bodyErr)
 	}
@@ -132,7 +144,7 @@ func (s *Server) serveGrant(w http.ResponseWriter, r *http.Request, rt route, bo
 		hijackClose(w)
 		return
 	}
-	if status == http.StatusNoContent {
+	if status == http.StatusNoContent || status == http.StatusCreated && payload == nil {
 		w.WriteHeader(status)
 		s.count(func(st *Stats) { st.ByStatus[status]++ })
 		return
@@ -175,6 +187,13 @@ func (s *Server) handleGrantList(r *http.Request, rt route) (int, any) {
 	if !ok {
 		return bad(http.StatusNotFound, codeInexistentUser, msgUserNotFound)
 	}
+	return pagedAnswer(key, all, page, perPage, totals)
+}
+
+// pagedAnswer answers a paged list: the page of all (page from 0, of
+// perPage items), as a bare array, or with totals as an object {key,
+// start, limit, total}.
+func pagedAnswer(key string, all []map[string]any, page, perPage int, totals bool) (int, any) {
 	start := min(page*perPage, len(all))
 	items := all[start:min(start+perPage, len(all))]
 	if items == nil {
@@ -184,6 +203,15 @@ func (s *Server) handleGrantList(r *http.Request, rt route) (int, any) {
 		return http.StatusOK, items
 	}
 	return http.StatusOK, map[string]any{key: items, "start": start, "limit": perPage, "total": len(all)}
+}
+
+// bodyReadError answers a request whose body could not be read: 413 when
+// it was too large, 400 otherwise.
+func bodyReadError(err error) (int, any) {
+	if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
+		return http.StatusRequestEntityTooLarge, newAPIError(http.StatusRequestEntityTooLarge, codeInvalidBody, payloadErrorPrefix+"'Payload too large'.")
+	}
+	return http.StatusBadRequest, newAPIError(http.StatusBadRequest, codeInvalidBody, payloadErrorPrefix+"'Unreadable body'.")
 }
 
 // pageQuery reads page, per_page and include_totals as the Management API
@@ -235,10 +263,7 @@ func (s *Server) handleGrantWrite(r *http.Request, rt route, body []byte, bodyEr
 		return bad(status, code, msg)
 	}
 	if bodyErr != nil {
-		if _, tooBig := errors.AsType[*http.MaxBytesError](bodyErr); tooBig {
-			return bad(http.StatusRequestEntityTooLarge, codeInvalidBody, payloadErrorPrefix+"'Payload too large'.")
-		}
-		return bad(http.StatusBadRequest, codeInvalidBody, payloadErrorPrefix+"'Unreadable body'.")
+		return bodyReadError(bodyErr)
 	}
 	ids, msg := decodeIDList(r.Header.Get("Content-Type"), body, key)
 	if msg != "" {

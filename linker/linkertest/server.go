@@ -5,8 +5,9 @@
 // (client credentials grant), POST /api/v2/users/{id}/identities (link a user
 // account), GET /api/v2/users/{id}, PATCH /api/v2/users/{id} (metadata, merged
 // at the root level) and DELETE /api/v2/users/{id}/identities/{provider}/{user_id}
-// (unlink; see metadata.go), and the users' roles and organization
-// memberships (see roles.go). It validates requests as strictly as
+// (unlink; see metadata.go), the users' roles and organization
+// memberships (see roles.go) and their permissions (see permissions.go).
+// It validates requests as strictly as
 // the Management API's OpenAPI schema, answers with the API's error bodies
 // and x-ratelimit-* headers, enforces a token-bucket rate limit, and can
 // inject faults (latency, 5xx answers, dropped connections, stalls) drawn
@@ -105,7 +106,7 @@ type Server struct {
 	mainKey  map[string]identKey // every user id ever created -> its own identity
 	tokens   map[string]token
 	linkWith map[string]string // link_with JWT -> secondary user id
-	grants   grants            // roles and organizations; see roles.go
+	grants   grants            // roles, organizations, role permissions; see roles.go
 
 	bucket *bucket
 	global *bucket // nil: no global limit

@@ -23,6 +23,9 @@ type User struct {
 	// Roles and Organizations are the ids of the roles the user holds and
 	// of the organizations it is a member of; see roles.go.
 	Roles, Organizations []string
+	// Permissions are those assigned to the user directly; see
+	// permissions.go.
+	Permissions []Permission
 }
 
 // Identity is one entry of a user's identities. The IdP tokens are sent in
@@ -221,6 +224,7 @@ func copyUser(u User) User {
 	u.UserMetadata, u.AppMetadata = cloneObject(u.UserMetadata), cloneObject(u.AppMetadata)
 	u.Identities = slices.Clone(u.Identities)
 	u.Roles, u.Organizations = slices.Clone(u.Roles), slices.Clone(u.Organizations)
+	u.Permissions = slices.Clone(u.Permissions)
 	for i := range u.Identities {
 		u.Identities[i].ProfileData = maps.Clone(u.Identities[i].ProfileData)
 	}
