@@ -379,12 +379,18 @@ func dryRunAcknowledgesNothing(t *testing.T, b Broker) {
 // link request.
 func slowMessagesKeptFromOthers(t *testing.T, b Broker) {
 	srv := Tenant(t, linkertest.RateLimit{})
-	srv.SetFaults(linkertest.Faults{Latency: 1200 * time.Millisecond}) // claim-idle is 300ms
+	// Links take three times claim-idle: a heartbeat (every third of it)
+	// late by up to two thirds of it, on a loaded machine, still keeps
+	// them.
+	const claimIdle = time.Second
+	srv.SetFaults(linkertest.Faults{Latency: 3 * claimIdle})
 	ids := addPairs(t, b, srv, 6)
 	paths := []string{ResultsPath(t), ResultsPath(t)}
 	var wg sync.WaitGroup
 	for i, name := range []string{"a", "b"} {
-		src := b.Source(t, b.Config(t, name), queue.Options{Drain: true, Fetch: 3})
+		cfg := b.Config(t, name)
+		cfg.ClaimIdle = claimIdle
+		src := b.Source(t, cfg, queue.Options{Drain: true, Fetch: 3})
 		sink := Sink(t, paths[i])
 		r := Runner(t, srv, 3, nil)
 		r.Config.Timeout = 10 * time.Second
