@@ -39,7 +39,10 @@ type BackupRecord struct {
 	// unlink does not give back either; NotRead names them
 	// (NotReadPermissions) when the token could not read them.
 	SecondaryPermissions []linker.Permission `json:"secondary_permissions,omitempty"`
-	NotRead              []string            `json:"not_read,omitempty"`
+	// SecondaryOrganizationRoles are the ids of the roles the secondary
+	// held within each of its organizations, by organization id.
+	SecondaryOrganizationRoles map[string][]string `json:"secondary_organization_roles,omitempty"`
+	NotRead                    []string            `json:"not_read,omitempty"`
 }
 
 // Backup is where a run records both users of a row before it writes to

@@ -12,19 +12,23 @@ import (
 )
 
 // An unlink recreates the secondary as a new user without the roles,
-// organization memberships and permissions it had. A run with a backup
-// reads them before the link and records them (BackupRecord.SecondaryRoles,
-// SecondaryOrganizations, SecondaryPermissions: those assigned directly,
-// not those of its roles, which come back with the roles); a rollback
-// grants them again to the recreated user. A token that may not read them
-// (403: read:roles, read:organizations, read:users) does not stop the run:
-// the record says what was not read (NotRead) and the run warns once.
+// organization memberships (and roles within them) and permissions it had.
+// A run with a backup reads them before the link and records them
+// (BackupRecord.SecondaryRoles, SecondaryOrganizations,
+// SecondaryOrganizationRoles, SecondaryPermissions: those assigned
+// directly, not those of its roles, which come back with the roles); a
+// rollback grants them again to the recreated user. A token that may not
+// read them (403: read:roles, read:organizations,
+// read:organization_member_roles, read:users) does not stop the run: the
+// record says what was not read (NotRead) and the run warns once.
 
 // Names of what a backup may leave unread, in BackupRecord.NotRead.
 const (
 	NotReadRoles         = "roles"
 	NotReadOrganizations = "organizations"
 	NotReadPermissions   = "permissions"
+	// NotReadOrganizationRoles: the roles held within organizations.
+	NotReadOrganizationRoles = "organization_roles"
 )
 
 // grantReads is what a Runner remembers of reading grants: a 403 is not
@@ -32,42 +36,45 @@ const (
 // warned of once.
 type grantReads struct {
 	warn      sync.Once
-	forbidden [3]atomic.Bool // roles, organizations, permissions
+	forbidden [4]atomic.Bool // roles, organizations, permissions, organization roles
 }
 
 // grants are the role and organization ids of a user, the permissions
 // assigned to it directly, and what of them could not be read.
 type grants struct {
 	roles, orgs []string
+	orgRoles    map[string][]string // by organization id
 	perms       []linker.Permission
 	notRead     []string
 }
 
-// readGrants reads the roles, organizations and permissions of the user id through the
-// pacer, every page. A 403 for either leaves it unread (warned once per
+// readGrants reads the roles, organizations (and roles within each) and
+// permissions of the user id through the pacer, every page. A 403 for either leaves it unread (warned once per
 // run, and not asked again); any other failure settles the row failed (done), not linked: a
 // resumed run tries it again. keep and fatal are as for process.
 func (r *Runner) readGrants(ctx context.Context, id string, res *Result) (g grants, done, keep bool, fatal error) {
+	org, orgPage := 0, 0 // the organization, and its page, whose roles are read next
 	lists := []struct {
 		what, scope string
 		clear       func()
+		none        func() bool // nothing to read
 		page        func(ctx context.Context, page int) (bool, *linker.Response, error)
 	}{
-		{NotReadRoles, "read:roles", func() { g.roles = nil }, func(ctx context.Context, n int) (bool, *linker.Response, error) {
+		{NotReadRoles, "read:roles", func() { g.roles = nil }, nil, func(ctx context.Context, n int) (bool, *linker.Response, error) {
 			p, resp, err := r.Client.UserRoles(ctx, id, n)
 			for _, x := range p.Items {
 				g.roles = append(g.roles, x.ID)
 			}
 			return p.More(), resp, err
 		}},
-		{NotReadOrganizations, "read:organizations", func() { g.orgs = nil }, func(ctx context.Context, n int) (bool, *linker.Response, error) {
+		{NotReadOrganizations, "read:organizations", func() { g.orgs = nil }, nil, func(ctx context.Context, n int) (bool, *linker.Response, error) {
 			p, resp, err := r.Client.UserOrganizations(ctx, id, n)
 			for _, x := range p.Items {
 				g.orgs = append(g.orgs, x.ID)
 			}
 			return p.More(), resp, err
 		}},
-		{NotReadPermissions, "read:users", func() { g.perms = nil }, func(ctx context.Context, n int) (bool, *linker.Response, error) {
+		{NotReadPermissions, "read:users", func() { g.perms = nil }, nil, func(ctx context.Context, n int) (bool, *linker.Response, error) {
 			p, resp, err := r.Client.UserPermissions(ctx, id, n)
 			for _, x := range p.Items {
 				// Only those assigned directly: a role's come back with
@@ -78,8 +85,29 @@ func (r *Runner) readGrants(ctx context.Context, id string, res *Result) (g gran
 			}
 			return p.More(), resp, err
 		}},
+		{NotReadOrganizationRoles, "read:organization_member_roles", func() { g.orgRoles = nil }, func() bool { return len(g.orgs) == 0 },
+			func(ctx context.Context, _ int) (bool, *linker.Response, error) {
+				o := g.orgs[org]
+				p, resp, err := r.Client.OrganizationMemberRoles(ctx, o, id, orgPage)
+				if err != nil {
+					return false, resp, err
+				}
+				for _, x := range p.Items {
+					if g.orgRoles == nil {
+						g.orgRoles = map[string][]string{}
+					}
+					g.orgRoles[o] = append(g.orgRoles[o], x.ID)
+				}
+				if orgPage++; !p.More() {
+					org, orgPage = org+1, 0
+				}
+				return org < len(g.orgs), resp, nil
+			}},
 	}
 	for i, l := range lists {
+		if l.none != nil && l.none() {
+			continue
+		}
 		if r.grantReads.forbidden[i].Load() {
 			g.notRead = append(g.notRead, l.what)
 			continue
@@ -105,7 +133,7 @@ func (r *Runner) readGrants(ctx context.Context, id string, res *Result) (g gran
 				r.grantReads.forbidden[i].Store(true)
 				r.grantReads.warn.Do(func() {
 					if r.Log != nil {
-						r.Log.Warn("the backup cannot hold all the secondaries' grants: the token lacks read:roles, read:organizations or read:users; a rollback will not restore what it could not read",
+						r.Log.Warn("the backup cannot hold all the secondaries' grants: the token lacks read:roles, read:organizations, read:organization_member_roles or read:users; a rollback will not restore what it could not read",
 							zap.String("not_read", l.what), zap.String("scope", l.scope))
 					}
 				})
@@ -122,44 +150,59 @@ func (r *Runner) readGrants(ctx context.Context, id string, res *Result) (g gran
 	return g, false, true, nil
 }
 
-// restoreGrants grants the recreated secondary id the roles, permissions
-// and organization memberships its backup record holds. On a failure it
+// restoreGrants grants the recreated secondary id the roles, permissions,
+// organization memberships and roles within them its backup record holds. On a failure it
 // settles the row failed, naming what was not restored; keep and fatal
 // are as for process.
 func restoreGrants(ctx context.Context, r *Runner, id string, rec BackupRecord, res *Result) (stop, keep bool, fatal error) {
 	var missed []string
 	var last error
-	if len(rec.SecondaryRoles) > 0 {
-		_, err := r.call(ctx, "assign_roles", res, func(ctx context.Context) (*linker.Response, error) {
-			return r.Client.AssignRoles(ctx, id, rec.SecondaryRoles)
-		})
+	// grant sends one grant; ok is false when it failed, naming what in
+	// missed, or when the row stops.
+	grant := func(kind, what string, send func(context.Context) (*linker.Response, error)) (ok, stop, keep bool, fatal error) {
+		_, err := r.call(ctx, kind, res, send)
 		if stop, keep, fatal := grantErr(ctx, err); stop {
-			return stop, keep, fatal
+			return false, stop, keep, fatal
 		}
 		if err != nil {
-			missed, last = append(missed, "roles "+strings.Join(rec.SecondaryRoles, ",")), err
+			missed, last = append(missed, what), err
+			return false, false, true, nil
+		}
+		return true, false, true, nil
+	}
+	if len(rec.SecondaryRoles) > 0 {
+		if _, stop, keep, fatal := grant("assign_roles", "roles "+strings.Join(rec.SecondaryRoles, ","), func(ctx context.Context) (*linker.Response, error) {
+			return r.Client.AssignRoles(ctx, id, rec.SecondaryRoles)
+		}); stop {
+			return stop, keep, fatal
 		}
 	}
 	if len(rec.SecondaryPermissions) > 0 {
-		_, err := r.call(ctx, "assign_permissions", res, func(ctx context.Context) (*linker.Response, error) {
+		if _, stop, keep, fatal := grant("assign_permissions", fmt.Sprintf("%d permissions", len(rec.SecondaryPermissions)), func(ctx context.Context) (*linker.Response, error) {
 			return r.Client.AssignPermissions(ctx, id, rec.SecondaryPermissions)
-		})
-		if stop, keep, fatal := grantErr(ctx, err); stop {
+		}); stop {
 			return stop, keep, fatal
-		}
-		if err != nil {
-			missed, last = append(missed, fmt.Sprintf("%d permissions", len(rec.SecondaryPermissions))), err
 		}
 	}
 	for _, org := range rec.SecondaryOrganizations {
-		_, err := r.call(ctx, "add_members", res, func(ctx context.Context) (*linker.Response, error) {
+		member, stop, keep, fatal := grant("add_members", "membership of "+org, func(ctx context.Context) (*linker.Response, error) {
 			return r.Client.AddOrganizationMembers(ctx, org, []string{id})
 		})
-		if stop, keep, fatal := grantErr(ctx, err); stop {
+		if stop {
 			return stop, keep, fatal
 		}
-		if err != nil {
-			missed, last = append(missed, "membership of "+org), err
+		roles := rec.SecondaryOrganizationRoles[org]
+		if len(roles) == 0 {
+			continue
+		}
+		if !member {
+			missed = append(missed, "roles "+strings.Join(roles, ",")+" in "+org)
+			continue
+		}
+		if _, stop, keep, fatal := grant("assign_member_roles", "roles "+strings.Join(roles, ",")+" in "+org, func(ctx context.Context) (*linker.Response, error) {
+			return r.Client.AssignOrganizationMemberRoles(ctx, org, id, roles)
+		}); stop {
+			return stop, keep, fatal
 		}
 	}
 	if last == nil {

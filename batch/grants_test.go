@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,8 +13,10 @@ import (
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
 
-// allGrantScopes read and grant roles and organization memberships.
-var allGrantScopes = []string{"read:users", "update:users", "read:roles", "read:organizations", "create:organization_members"}
+// allGrantScopes read and grant roles, organization memberships and roles
+// within organizations.
+var allGrantScopes = []string{"read:users", "update:users", "read:roles", "read:organizations", "create:organization_members",
+	"read:organization_member_roles", "create:organization_member_roles"}
 
 // scopedRunner is newTestRunner with a token holding the given scopes.
 func scopedRunner(t *testing.T, srv *linkertest.Server, cfg Config, scopes ...string) *Runner {
@@ -54,6 +57,7 @@ func grantsTenant(t *testing.T) *linkertest.Server {
 	grant("github|s1", []string{"rol_a", "rol_b"}, []string{"org_x", "org_y"})
 	u, _ := srv.User("github|s1")
 	u.Permissions = []linkertest.Permission{{API: "https://api.example", Name: "write:x"}, {API: "https://api.example", Name: "read:a"}}
+	u.OrganizationRoles = map[string][]string{"org_y": {"rol_b", "rol_p"}}
 	srv.AddUser(u)
 	grant("github|s3", []string{"rol_a"}, nil)
 	grant("auth0|p1", []string{"rol_p"}, nil)
@@ -90,6 +94,9 @@ func TestRollbackRestoresRolesAndMemberships(t *testing.T) {
 	}) {
 		t.Errorf("backup of line 2: permissions %+v, want the two assigned directly, without sources", rec.SecondaryPermissions)
 	}
+	if want := map[string][]string{"org_y": {"rol_b", "rol_p"}}; !maps.EqualFunc(rec.SecondaryOrganizationRoles, want, slices.Equal) {
+		t.Errorf("backup of line 2: roles within organizations %v, want %v", rec.SecondaryOrganizationRoles, want)
+	}
 	if rec := backupRecord(t, backupPath, 4); len(rec.SecondaryPermissions) != 0 {
 		t.Errorf("backup of line 4: permissions %+v, want none (its role's come back with the role)", rec.SecondaryPermissions)
 	}
@@ -120,6 +127,9 @@ func TestRollbackRestoresRolesAndMemberships(t *testing.T) {
 		if u, _ := srv.User(id); !slices.Equal(u.Permissions, w) {
 			t.Errorf("%s after the rollback: direct permissions %v, want %v", id, u.Permissions, w)
 		}
+	}
+	if u, _ := srv.User("github|s1"); !maps.EqualFunc(u.OrganizationRoles, map[string][]string{"org_y": {"rol_b", "rol_p"}}, slices.Equal) {
+		t.Errorf("github|s1 after the rollback: roles within organizations %v, want rol_b and rol_p in org_y", u.OrganizationRoles)
 	}
 }
 
@@ -157,7 +167,7 @@ func TestBackupWithoutRoleScopesGoesOn(t *testing.T) {
 	backupPath, outPath := filepath.Join(dir, "backup.ndjson"), filepath.Join(dir, "results.csv")
 	cfg := DefaultConfig()
 	cfg.Workers = 1 // rows in flight at once may each meet the 403 before it is remembered
-	r := scopedRunner(t, srv, cfg, "read:users", "update:users", "read:organizations", "create:organization_members")
+	r := scopedRunner(t, srv, cfg, "read:users", "update:users", "read:organizations", "create:organization_members", "read:organization_member_roles")
 	sum, err := linkThrough(t, r, metadataInput, backupPath, outPath, nil)
 	if err != nil || sum.Counts[StatusLinked] != 3 {
 		t.Fatalf("link run without read:roles: %v, %v", err, sum.Counts)

@@ -78,7 +78,7 @@ func (rb *Rollback) Act(ctx context.Context, r *Runner, row Row, res Result) (Re
 	}
 	res.Status, res.ErrorCode, res.Error = status, "", ""
 	if len(rec.NotRead) > 0 {
-		res.Error = "note: the backup could not read the secondary's " + strings.Join(rec.NotRead, " and ") + ": not restored"
+		res.Error = "note: the backup could not read the secondary's " + strings.ReplaceAll(strings.Join(rec.NotRead, " and "), "_", " ") + ": not restored"
 	}
 	return res, true, nil
 }

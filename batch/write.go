@@ -39,7 +39,7 @@ func (r *Runner) backup(req linker.LinkRequest, line int, users pair) error {
 		Time: r.now().UTC(), Line: line, Primary: req.PrimaryID,
 		PrimaryUser: users.primaryDoc, SecondaryUser: users.secondaryDoc,
 		SecondaryRoles: users.grants.roles, SecondaryOrganizations: users.grants.orgs,
-		SecondaryPermissions: users.grants.perms, NotRead: users.grants.notRead,
+		SecondaryPermissions: users.grants.perms, SecondaryOrganizationRoles: users.grants.orgRoles, NotRead: users.grants.notRead,
 	}
 	if req.LinkWith == "" {
 		rec.Secondary = req.Provider + "|" + req.UserID

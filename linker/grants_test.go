@@ -154,3 +154,51 @@ func TestUserPermissionsRoundTrip(t *testing.T) {
 		t.Errorf("assign without update:users: %v", err)
 	}
 }
+
+// TestOrganizationMemberRolesRoundTrip: roles assigned to a member within
+// an organization are read back page by page; a user who is not a member
+// is refused, and so is a token without the scopes.
+func TestOrganizationMemberRolesRoundTrip(t *testing.T) {
+	s, c, tok := fakeTenant(t, "read:users", "create:organization_members", "read:organization_member_roles", "create:organization_member_roles")
+	ctx := context.Background()
+	var roles []string
+	for i := range 105 {
+		id := fmt.Sprintf("rol_%03d", i)
+		s.AddRole(id, id)
+		roles = append(roles, id)
+	}
+	s.AddOrganization("org_x", "x")
+	s.Seed("github|s", "github|t")
+	if _, err := c.AssignOrganizationMemberRoles(ctx, "org_x", "github|s", roles[:1]); linker.StatusOf(err) != 400 {
+		t.Errorf("roles of a non-member: %v, want 400", err)
+	}
+	if _, err := c.AddOrganizationMembers(ctx, "org_x", []string{"github|s"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AssignOrganizationMemberRoles(ctx, "org_x", "github|s", roles); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for page := 0; ; page++ {
+		p, _, err := c.OrganizationMemberRoles(ctx, "org_x", "github|s", page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range p.Items {
+			got = append(got, r.ID)
+		}
+		if !p.More() {
+			break
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(roles, ",") {
+		t.Errorf("read %d roles back, want the 105 assigned", len(got))
+	}
+	if _, err := c.AssignOrganizationMemberRoles(ctx, "org_x", "github|s", nil); !errors.Is(err, linker.ErrInvalidRequest) {
+		t.Errorf("no roles: %v", err)
+	}
+	_, _, err := c.OrganizationMemberRoles(ctx, "org_nope", "github|s", 0)
+	if !linker.IsNotFound(err) || strings.Contains(err.Error(), tok) || !strings.Contains(err.Error(), "in organization org_nope") {
+		t.Errorf("unknown organization: %v", err)
+	}
+}

@@ -25,9 +25,9 @@ import (
 // conflict; a secondary with none (a naive merge would send {}); a primary
 // with none and a nested value in the secondary; both holding the same.
 // Every identity carries IdP tokens, which no backup may hold. Secondaries
-// of the first kind hold two roles, an organization and a permission of
-// their own, of the third kind an organization; the token may read and
-// grant them.
+// of the first kind hold two roles, an organization with a role in it and
+// a permission of their own, of the third kind an organization; the token
+// may read and grant them.
 func metadataTenant(t *testing.T, n int) (*linkertest.Server, string, []pair) {
 	t.Helper()
 	srv := linkertest.NewServer(linkertest.Config{IdPTokens: true})
@@ -55,21 +55,24 @@ func metadataTenant(t *testing.T, n int) (*linkertest.Server, string, []pair) {
 		srv.AddUser(linkertest.User{UserID: p.primary, Email: email, EmailVerified: true, UserMetadata: pu, AppMetadata: pa})
 		var roles, orgs []string
 		var perms []linkertest.Permission
+		var orgRoles map[string][]string
 		switch i % 4 {
 		case 0:
 			roles, orgs = []string{"rol_a", "rol_b"}, []string{"org_x"}
 			perms = []linkertest.Permission{{API: "https://api.example", Name: "export:reports"}}
+			orgRoles = map[string][]string{"org_x": {"rol_b"}}
 		case 2:
 			orgs = []string{"org_x"}
 		}
 		srv.AddUser(linkertest.User{UserID: p.secondary, Email: email, EmailVerified: true, UserMetadata: su, AppMetadata: sa,
-			Roles: roles, Organizations: orgs, Permissions: perms})
+			Roles: roles, Organizations: orgs, Permissions: perms, OrganizationRoles: orgRoles})
 	}
-	return srv, srv.IssueToken(time.Hour, "read:users", "update:users", "read:roles", "read:organizations", "create:organization_members"), pairs
+	return srv, srv.IssueToken(time.Hour, "read:users", "update:users", "read:roles", "read:organizations", "create:organization_members",
+		"read:organization_member_roles", "create:organization_member_roles"), pairs
 }
 
-// metadataOf returns every user's metadata, roles, organizations and
-// direct permissions as
+// metadataOf returns every user's metadata, roles, organizations, direct
+// permissions and roles within organizations as
 // JSON text (an empty object written as none), by id; it fails the test if a user is not standalone.
 func metadataOf(t *testing.T, srv *linkertest.Server, pairs []pair) map[string]string {
 	t.Helper()
@@ -86,7 +89,7 @@ func metadataOf(t *testing.T, srv *linkertest.Server, pairs []pair) map[string]s
 			if !ok {
 				t.Fatalf("%s is not a standalone user", id)
 			}
-			b, _ := json.Marshal([5]any{norm(u.UserMetadata), norm(u.AppMetadata), u.Roles, u.Organizations, u.Permissions})
+			b, _ := json.Marshal([6]any{norm(u.UserMetadata), norm(u.AppMetadata), u.Roles, u.Organizations, u.Permissions, u.OrganizationRoles})
 			out[id] = string(b)
 		}
 	}

@@ -101,6 +101,8 @@ type route struct {
 	id   string // decoded user id
 	// For routeUnlink: the identity's provider and user_id, decoded.
 	provider, identity string
+	// For the roles of an organization's member: the organization's id.
+	org string
 }
 
 const (
@@ -204,7 +206,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		s.writeJSON(w, status, payload)
 	case routePatch, routeUnlink:
 		s.serveUserWrite(w, r, rt, body, bodyErr, d)
-	case routeUserRoles, routeAssignRoles, routeUserOrgs, routeAddMembers, routeUserPerms, routeAssignPerms:
+	case routeUserRoles, routeAssignRoles, routeUserOrgs, routeAddMembers, routeUserPerms, routeAssignPerms,
+		routeMemberRoles, routeAssignMemberRoles:
 		s.serveGrant(w, r, rt, body, bodyErr, d)
 	default:
 		s.writeError(w, http.StatusNotFound, "not_found", "Not Found")

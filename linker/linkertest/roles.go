@@ -19,6 +19,10 @@ import (
 //	POST /api/v2/users/{id}/roles                 (update:users or create:role_members)
 //	GET  /api/v2/users/{id}/organizations         (read:organizations)
 //	POST /api/v2/organizations/{id}/members       (create:organization_members)
+//	GET  /api/v2/organizations/{id}/members/{user_id}/roles
+//	                                              (read:organization_member_roles)
+//	POST /api/v2/organizations/{id}/members/{user_id}/roles
+//	                                              (create:organization_member_roles)
 //
 // What the Management API documents, and the fake does: the GETs are paged
 // with page (from 0), per_page (at most 100, default 50) and
@@ -29,7 +33,8 @@ import (
 // memberships; unlinking recreates it with none.
 //
 // Not documented, chosen here: an unknown role or organization is answered
-// 404; a member id that is no user of the tenant is answered 400.
+// 404; a member id that is no user of the tenant is answered 400, and so
+// are the roles of a user who is not a member of the organization.
 
 // Answer texts of these endpoints.
 const (
@@ -37,6 +42,9 @@ const (
 	msgRolesAssignScope = "Insufficient scope; expected any of: update:users, create:role_members."
 	msgOrgsReadScope    = "Insufficient scope; expected any of: read:organizations."
 	msgMembersScope     = "Insufficient scope; expected any of: create:organization_members."
+	msgMemberRolesRead  = "Insufficient scope; expected any of: read:organization_member_roles."
+	msgMemberRolesScope = "Insufficient scope; expected any of: create:organization_member_roles."
+	msgNotMember        = "The user is not a member of the organization."
 	msgRoleNotFound     = "The role does not exist."
 	msgOrgNotFound      = "No organization found by that id."
 	maxPerPage          = 100
@@ -52,15 +60,30 @@ var (
 
 // Route kinds of this file.
 const (
-	routeUserRoles   = iota + 100 // GET /api/v2/users/{id}/roles
-	routeAssignRoles              // POST /api/v2/users/{id}/roles
-	routeUserOrgs                 // GET /api/v2/users/{id}/organizations
-	routeAddMembers               // POST /api/v2/organizations/{id}/members
+	routeUserRoles         = iota + 100 // GET /api/v2/users/{id}/roles
+	routeAssignRoles                    // POST /api/v2/users/{id}/roles
+	routeUserOrgs                       // GET /api/v2/users/{id}/organizations
+	routeAddMembers                     // POST /api/v2/organizations/{id}/members
+	routeMemberRoles                    // GET /api/v2/organizations/{id}/members/{user_id}/roles
+	routeAssignMemberRoles              // POST /api/v2/organizations/{id}/members/{user_id}/roles
 )
 
 // grantRoute matches the escaped path segments (after /api/v2/) of the
 // endpoints of this file; the zero route when none matches.
 func grantRoute(method string, segs []string) route {
+	if len(segs) == 5 && segs[0] == "organizations" && segs[2] == "members" && segs[4] == "roles" {
+		org, err1 := url.PathUnescape(segs[1])
+		id, err2 := url.PathUnescape(segs[3])
+		switch {
+		case err1 != nil || err2 != nil || org == "" || id == "":
+			return route{}
+		case method == http.MethodGet:
+			return route{kind: routeMemberRoles, id: id, org: org}
+		case method == http.MethodPost:
+			return route{kind: routeAssignMemberRoles, id: id, org: org}
+		}
+		return route{}
+	}
 	if len(segs) != 3 {
 		return route{}
 	}
@@ -87,7 +110,7 @@ func grantRoute(method string, segs []string) route {
 
 // isGrantWrite reports whether kind is one of this file's POSTs.
 func isGrantWrite(kind int) bool {
-	return kind == routeAssignRoles || kind == routeAddMembers || kind == routeAssignPerms
+	return kind == routeAssignRoles || kind == routeAddMembers || kind == routeAssignPerms || kind == routeAssignMemberRoles
 }
 
 // grants is the tenant's catalogue of roles and organizations, by id, with
@@ -134,6 +157,10 @@ func (s *Server) serveGrant(w http.ResponseWriter, r *http.Request, rt route, bo
 		status, payload = s.handleGrantList(r, rt)
 	case routeUserPerms:
 		status, payload = s.handlePermList(r, rt)
+	case routeMemberRoles:
+		status, payload = s.handleMemberRoles(r, rt)
+	case routeAssignMemberRoles:
+		status, payload = s.handleAssignMemberRoles(r, rt, body, bodyErr)
 	case routeAssignPerms:
 		status, payload = s.handlePermWrite(r, rt, body, bodyErr)
 	default:
@@ -351,4 +378,81 @@ func decodeIDList(contentType string, body []byte, key string) ([]string, string
 		ids[i] = s
 	}
 	return ids, ""
+}
+
+// member returns the user rt names and whether it may hold roles in rt's
+// organization, or the error to answer; called with s.mu held.
+func (s *Server) member(rt route) (*User, int, any) {
+	bad := func(status int, code, msg string) (*User, int, any) {
+		return nil, status, newAPIError(status, code, msg)
+	}
+	if _, ok := s.grants.orgs[rt.org]; !ok {
+		return bad(http.StatusNotFound, "inexistent_organization", msgOrgNotFound)
+	}
+	u, ok := s.users[rt.id]
+	if !ok {
+		return bad(http.StatusNotFound, codeInexistentUser, msgUserNotFound)
+	}
+	if !slices.Contains(u.Organizations, rt.org) {
+		return bad(http.StatusBadRequest, codeInvalidBody, msgNotMember)
+	}
+	return u, 0, nil
+}
+
+// handleMemberRoles answers GET
+// /api/v2/organizations/{id}/members/{user_id}/roles.
+func (s *Server) handleMemberRoles(r *http.Request, rt route) (int, any) {
+	if status, code, msg := s.authorize(r, []string{"read:organization_member_roles"}, msgMemberRolesRead); status != 0 {
+		return status, newAPIError(status, code, msg)
+	}
+	page, perPage, totals, msg := pageQuery(r.URL.Query())
+	if msg != "" {
+		return http.StatusBadRequest, newAPIError(http.StatusBadRequest, codeInvalidQuery, msg)
+	}
+	s.mu.Lock()
+	u, status, payload := s.member(rt)
+	var all []map[string]any
+	if u != nil {
+		for _, id := range u.OrganizationRoles[rt.org] {
+			all = append(all, map[string]any{"id": id, "name": s.grants.roles[id], "description": ""})
+		}
+	}
+	s.mu.Unlock()
+	if u == nil {
+		return status, payload
+	}
+	return pagedAnswer("roles", all, page, perPage, totals)
+}
+
+// handleAssignMemberRoles answers POST
+// /api/v2/organizations/{id}/members/{user_id}/roles.
+func (s *Server) handleAssignMemberRoles(r *http.Request, rt route, body []byte, bodyErr error) (int, any) {
+	if status, code, msg := s.authorize(r, []string{"create:organization_member_roles"}, msgMemberRolesScope); status != 0 {
+		return status, newAPIError(status, code, msg)
+	}
+	if bodyErr != nil {
+		return bodyReadError(bodyErr)
+	}
+	ids, msg := decodeIDList(r.Header.Get("Content-Type"), body, "roles")
+	if msg != "" {
+		return http.StatusBadRequest, newAPIError(http.StatusBadRequest, codeInvalidBody, msg)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, status, payload := s.member(rt)
+	if u == nil {
+		return status, payload
+	}
+	for _, id := range ids {
+		if _, ok := s.grants.roles[id]; !ok {
+			return http.StatusNotFound, newAPIError(http.StatusNotFound, "inexistent_role", msgRoleNotFound)
+		}
+	}
+	roles := make(map[string][]string, len(u.OrganizationRoles)+1)
+	for org, have := range u.OrganizationRoles {
+		roles[org] = have
+	}
+	roles[rt.org] = addAll(roles[rt.org], ids)
+	u.OrganizationRoles = roles
+	return http.StatusNoContent, nil
 }

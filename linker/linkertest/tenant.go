@@ -26,6 +26,9 @@ type User struct {
 	// Permissions are those assigned to the user directly; see
 	// permissions.go.
 	Permissions []Permission
+	// OrganizationRoles are the ids of the roles the user holds within
+	// each organization it is a member of, by organization id.
+	OrganizationRoles map[string][]string
 }
 
 // Identity is one entry of a user's identities. The IdP tokens are sent in
@@ -225,6 +228,13 @@ func copyUser(u User) User {
 	u.Identities = slices.Clone(u.Identities)
 	u.Roles, u.Organizations = slices.Clone(u.Roles), slices.Clone(u.Organizations)
 	u.Permissions = slices.Clone(u.Permissions)
+	if u.OrganizationRoles != nil {
+		roles := make(map[string][]string, len(u.OrganizationRoles))
+		for org, ids := range u.OrganizationRoles {
+			roles[org] = slices.Clone(ids)
+		}
+		u.OrganizationRoles = roles
+	}
 	for i := range u.Identities {
 		u.Identities[i].ProfileData = maps.Clone(u.Identities[i].ProfileData)
 	}
