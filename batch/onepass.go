@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // OnePass reports whether Run reads a CSV input once rather than twice: a
@@ -138,6 +139,7 @@ const touchRows = 64
 // writes their results: their verdicts, or planned. It returns the error
 // that the index met, if any; the writer's is w.err.
 func (r *Runner) onePassBatch(x *conflictIndex, w *writer, b *rowBatch) error {
+	debug := w.log.Core().Enabled(zapcore.DebugLevel)
 	var sum uint64
 	for start := 0; start < len(b.rows); start += touchRows {
 		end := min(start+touchRows, len(b.rows))
@@ -157,7 +159,7 @@ func (r *Runner) onePassBatch(x *conflictIndex, w *writer, b *rowBatch) error {
 				verdict := v.verdict()
 				res.Status, res.Error = verdict.Status, verdict.Err
 			}
-			if record(w, res); w.err != nil {
+			if record(w, res, debug); w.err != nil {
 				return nil
 			}
 			if w.written%flushRows == 0 {
@@ -171,8 +173,10 @@ func (r *Runner) onePassBatch(x *conflictIndex, w *writer, b *rowBatch) error {
 
 // record is writer.record for a row that needs no acknowledgement (a
 // file's): it writes, counts and logs the result, and keeps nothing for
-// the flush.
-func record(w *writer, res Result) {
+// the flush. debug says whether the log takes debug lines: a one-pass
+// run's rows send no request, so only the invalid ones have a line at a
+// higher level (see logResult).
+func record(w *writer, res Result, debug bool) {
 	if err := w.out.Append(res); err != nil {
 		w.fail(err)
 		return
@@ -182,7 +186,9 @@ func record(w *writer, res Result) {
 	if res.Warning != "" {
 		w.sum.Warnings[res.Warning]++
 	}
-	logResult(w.log, res)
+	if res.Status == StatusInvalid || debug {
+		logResult(w.log, res)
+	}
 	if w.hook != nil {
 		w.hook(res)
 	}
