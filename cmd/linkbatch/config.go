@@ -153,6 +153,27 @@ func printGroupedDefaults(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "\nExit codes: 0 all rows done; 1 some rows invalid or failed; 2 usage or configuration error; 3 aborted.\n")
 }
 
+// printFlag prints the help line of the flag f, spelled with two dashes:
+// "  --name value   usage (default D)".
+func printFlag(w io.Writer, f *flag.Flag) {
+	name, usage := flag.UnquoteUsage(f)
+	line := "  --" + f.Name
+	if name != "" {
+		line += " " + name
+	}
+	fmt.Fprintf(w, "%-28s %s", line, usage)
+	if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+		fmt.Fprintf(w, " (default %s)", f.DefValue)
+	}
+	fmt.Fprintln(w)
+}
+
+// printFlags prints the help lines of every flag of fs, in the order of
+// their names (printFlag).
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) { printFlag(w, f) })
+}
+
 // parseRunFlags parses the arguments of 'linkbatch run'. getenv supplies the
 // fallback environment.
 func parseRunFlags(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {

@@ -201,20 +201,9 @@ func printFlagGroups(w io.Writer, fs *flag.FlagSet, groups []struct {
 	for _, g := range groups {
 		fmt.Fprintf(w, "\n%s:\n", g.title)
 		for _, n := range g.names {
-			f := fs.Lookup(n)
-			if f == nil {
-				continue
+			if f := fs.Lookup(n); f != nil {
+				printFlag(w, f)
 			}
-			name, usage := flag.UnquoteUsage(f)
-			line := "  --" + f.Name
-			if name != "" {
-				line += " " + name
-			}
-			fmt.Fprintf(w, "%-28s %s", line, usage)
-			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
-				fmt.Fprintf(w, " (default %s)", f.DefValue)
-			}
-			fmt.Fprintln(w)
 		}
 	}
 	fmt.Fprintf(w, "\nExit codes: 0 all rows rolled back; 1 some rows invalid or failed; 2 usage or configuration error; 3 aborted.\n")
