@@ -434,7 +434,11 @@ func newLogger(cfg *config, stderr io.Writer) (*zap.Logger, func()) {
 	// million rows do not cost a million writes.
 	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(stderr), Size: 256 << 10, FlushInterval: time.Second}
 	if cfg.LogFormat == "human" {
-		return zap.New(newHumanCore(ws, level)), func() { _ = ws.Stop() }
+		var width func() int
+		if t, ok := stderr.(interface{ Width() int }); ok {
+			width = t.Width // the status writer's terminal
+		}
+		return zap.New(newHumanCore(ws, level, width)), func() { _ = ws.Stop() }
 	}
 	var enc zapcore.Encoder
 	if cfg.LogFormat == "console" {
