@@ -83,22 +83,22 @@ func (x *conflictIndex) bytes() int {
 // can number.
 var errIndexFull = errors.New("input too long for the plan")
 
-// add returns the verdict of row, which must be the next row of the input
-// (checked, as Reader.Next returns it), and adds it to the index; held is
-// false for a row that may be sent. k holds the row's keys (keyer.keys).
-func (x *conflictIndex) add(row Row, k rowKeys) (v planVerdict, held bool, err error) {
-	if row.Line > math.MaxUint32 {
-		return planVerdict{}, false, fmt.Errorf("line %d: %w", row.Line, errIndexFull)
+// add returns the verdict of r, which must be the next row of the input,
+// and adds it to the index; held is false for a row that may be sent.
+func (x *conflictIndex) add(r passRow) (v planVerdict, held bool, err error) {
+	if r.line > math.MaxUint32 {
+		return planVerdict{}, false, fmt.Errorf("line %d: %w", r.line, errIndexFull)
 	}
-	line := uint32(row.Line)
-	if row.Err != nil {
-		return planVerdict{line: line, code: planRowErr, msg: row.Err.Error()}, true, nil
+	line := uint32(r.line)
+	if r.bad {
+		return planVerdict{line: line, code: planRowErr, msg: r.err}, true, nil
 	}
 	if x.n == secondaryFirst-1 {
-		return planVerdict{}, false, fmt.Errorf("line %d: %w", row.Line, errIndexFull)
+		return planVerdict{}, false, fmt.Errorf("line %d: %w", r.line, errIndexFull)
 	}
 	x.n++
 	ord := x.n
+	k := r.keys
 	// As a primary: is it a secondary on an earlier line?
 	firstPrim, primSec := x.users.first(k.primary, ord, 0)
 	if firstPrim == 0 {
@@ -109,7 +109,7 @@ func (x *conflictIndex) add(row Row, k rowKeys) (v planVerdict, held bool, err e
 	if primSec != 0 {
 		c.add(planPrimaryIsSecondary, x.rows.line(primSec))
 	}
-	if row.req.LinkWith != "" {
+	if r.linkWith {
 		key := exactRow{primary: k.primary, secondary: k.secondary, linkWith: true}
 		if other, ok := x.repeat(key, line); ok {
 			return planVerdict{line: line, other: other, code: planDuplicate}, true, nil
@@ -171,11 +171,31 @@ func (x *conflictIndex) keyer() *keyer {
 	return k
 }
 
-// keys returns the keys of a checked row; none for a row with an error.
-func (k *keyer) keys(row Row) rowKeys {
+// passRow is what a one-pass run keeps of a row on its way from its
+// reader to its index and writer.
+type passRow struct {
+	line                         int
+	primary, secondary, provider string // as read
+	bad                          bool   // the row could not be read or is invalid
+	err                          string // why, when bad
+	linkWith                     bool   // a link_with row
+	keys                         rowKeys
+}
+
+// row returns what a one-pass run keeps of a checked row.
+func (k *keyer) row(row Row) passRow {
+	r := passRow{line: row.Line, primary: row.Primary, secondary: row.Secondary, provider: row.SecondaryProvider}
 	if row.Err != nil {
-		return rowKeys{}
+		r.bad, r.err = true, row.Err.Error()
+		return r
 	}
+	r.linkWith = row.req.LinkWith != ""
+	r.keys = k.keys(row)
+	return r
+}
+
+// keys returns the keys of a checked valid row.
+func (k *keyer) keys(row Row) rowKeys {
 	out := rowKeys{primary: maphash.String(k.seed, row.req.PrimaryID)}
 	switch {
 	case row.req.LinkWith != "":

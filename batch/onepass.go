@@ -92,10 +92,9 @@ func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, err
 }
 
 // rowBatch is a batch of rows on its way from the reader of a one-pass run
-// to its writer, with their keys.
+// to its writer.
 type rowBatch struct {
-	rows []Row
-	keys []rowKeys
+	rows []passRow
 	err  error // what ended reading after rows: io.EOF, an I/O error; nil if not
 }
 
@@ -114,15 +113,14 @@ func readBatches(rd *Reader, k *keyer, free <-chan *rowBatch, full chan<- *rowBa
 	defer close(full)
 	for {
 		b := <-free
-		b.rows, b.keys, b.err = b.rows[:0], b.keys[:0], nil
+		b.rows, b.err = b.rows[:0], nil
 		for len(b.rows) < rowBatchRows {
 			row, err := rd.Next()
 			if err != nil {
 				b.err = err
 				break
 			}
-			b.rows = append(b.rows, row)
-			b.keys = append(b.keys, k.keys(row))
+			b.rows = append(b.rows, k.row(row))
 		}
 		full <- b
 		if b.err != nil {
@@ -143,18 +141,19 @@ func (r *Runner) onePassBatch(x *conflictIndex, w *writer, b *rowBatch) error {
 	var sum uint64
 	for start := 0; start < len(b.rows); start += touchRows {
 		end := min(start+touchRows, len(b.rows))
-		for _, k := range b.keys[start:end] {
-			sum += x.touch(k)
+		for i := range b.rows[start:end] {
+			sum += x.touch(b.rows[start+i].keys)
 		}
-		for i, row := range b.rows[start:end] {
-			v, held, err := x.add(row, b.keys[start+i])
+		for i := range b.rows[start:end] {
+			row := &b.rows[start+i]
+			v, held, err := x.add(*row)
 			if err != nil {
 				return err
 			}
-			if r.Done.Has(row.Line) {
+			if r.Done.Has(row.line) {
 				continue
 			}
-			res := Result{Line: row.Line, Primary: row.Primary, Secondary: row.Secondary, SecondaryProvider: row.SecondaryProvider, Status: StatusPlanned}
+			res := Result{Line: row.line, Primary: row.primary, Secondary: row.secondary, SecondaryProvider: row.provider, Status: StatusPlanned}
 			if held {
 				verdict := v.verdict()
 				res.Status, res.Error = verdict.Status, verdict.Err

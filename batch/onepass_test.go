@@ -171,7 +171,7 @@ func TestConflictIndexMatchesModel(t *testing.T) {
 	k := x.keyer()
 	held := 0
 	for _, row := range rows {
-		v, ok, err := x.add(row, k.keys(row))
+		v, ok, err := x.add(k.row(row))
 		if err != nil {
 			t.Fatal(err)
 		}

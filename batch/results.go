@@ -218,6 +218,9 @@ func appendCSVField(b []byte, field string) []byte {
 	return append(append(b, field...), '"')
 }
 
+// csvSpecial marks the bytes that make encoding/csv quote a field.
+var csvSpecial = [256]bool{'\n': true, '\r': true, '"': true, ',': true}
+
 // csvNeedsQuotes is encoding/csv's Writer.fieldNeedsQuotes for a ','
 // delimiter.
 func csvNeedsQuotes(field string) bool {
@@ -228,8 +231,7 @@ func csvNeedsQuotes(field string) bool {
 		return true
 	}
 	for i := 0; i < len(field); i++ {
-		switch field[i] {
-		case '\n', '\r', '"', ',':
+		if csvSpecial[field[i]] {
 			return true
 		}
 	}
