@@ -16,12 +16,12 @@ import (
 // then added to it. Fed the rows of an input in order, it gives every row
 // the verdict BuildPlan's Plan gives it.
 //
-// It keeps, for each user, the first valid row where it is a primary and
-// the first where it is a secondary (16 bytes, in open-addressing tables
-// mapped outside the heap on Unix), and for each valid row its line and
-// its primary (8 bytes); rows whose secondary was given before, link_with
-// rows and connection ids, which a clean input has few of, are kept in
-// small side tables. Users are compared by 64-bit hashes (hash/maphash), as
+// It keeps, for each user, the first valid row where it appears (12
+// bytes, in open-addressing tables mapped outside the heap on Unix), and
+// for each valid row its line and its primary (8 bytes); the first row of
+// a user in its other role (a primary that is also a secondary), rows
+// whose secondary was given before, link_with rows and connection ids,
+// which a clean input has few of, are kept in small side tables. Users are compared by 64-bit hashes (hash/maphash), as
 // BuildPlan compares them, with the same consequence: two ids hashing
 // equally could only make rows be refused that need not be.
 //
@@ -36,9 +36,9 @@ type conflictIndex struct {
 	// conns holds the connection_id hash of the valid rows that have one,
 	// by ordinal, in order.
 	conns []indexConn
-	// again holds the exact rows (primary, secondary, connection_id) whose
-	// secondary was given by an earlier row of another exact row, and the
-	// link_with rows, each with its first line.
+	// again holds, with its first line, each exact row (primary,
+	// secondary, connection_id) whose secondary an earlier row gave with
+	// another primary or connection_id, and each link_with row.
 	again map[exactRow]uint32
 	n     uint32 // valid rows so far
 }
@@ -79,8 +79,8 @@ func (x *conflictIndex) bytes() int {
 	return n
 }
 
-// errIndexFull is returned for an input with more lines than the index
-// can number.
+// errIndexFull is returned for an input with more lines (2³²-1) or valid
+// rows (2³¹-1) than the index can number.
 var errIndexFull = errors.New("input too long for the plan")
 
 // add returns the verdict of r, which must be the next row of the input,
@@ -157,9 +157,9 @@ type rowKeys struct {
 	primary, secondary, conn uint64
 }
 
-// keyer hashes rows for a conflictIndex (keyer returns one). It is not
-// safe for concurrent use; it may be used in another goroutine than the
-// index.
+// keyer hashes rows for a conflictIndex (conflictIndex.keyer returns one).
+// It is not safe for concurrent use; it may be used in another goroutine
+// than the index.
 type keyer struct {
 	seed maphash.Seed
 	h    maphash.Hash // for ids in parts (secondary_provider)

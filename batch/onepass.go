@@ -27,8 +27,8 @@ func (c Config) OnePass() bool { return c.DryRun && !c.ReadsUsers() }
 // Plan would give) and writes its result, as the pool would write it. Rows
 // of Runner.Done are indexed, since later rows are checked against them,
 // but get no result. Once ctx is cancelled or the results cannot be
-// written, rows are only counted, for the summary. Its errors are those of
-// Run.
+// written, the rows left are only read and counted, for the summary. Its
+// errors are those of Run.
 func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, error), out Sink, start time.Time) (Summary, error) {
 	log := r.Log
 	if log == nil {
