@@ -7,3 +7,9 @@ package batch
 func mapChunk(int) ([]planRec, []byte) { return nil, nil }
 
 func unmapChunk([]byte) {}
+
+// mapBytes maps nothing where memory mapping is not available: the caller
+// allocates on the heap.
+func mapBytes(int) (data, mapping []byte) { return nil, nil }
+
+func unmapBytes([]byte) {}

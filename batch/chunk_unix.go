@@ -14,8 +14,7 @@ import (
 // do not double the heap's goal, so a plan's records cost their own size
 // in memory, not twice it.
 func mapChunk(n int) ([]planRec, []byte) {
-	size := n * int(unsafe.Sizeof(planRec{}))
-	b, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	b, err := syscall.Mmap(-1, 0, n*int(unsafe.Sizeof(planRec{})), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {
 		return nil, nil
 	}
@@ -25,3 +24,33 @@ func mapChunk(n int) ([]planRec, []byte) {
 // unmapChunk releases a mapping of mapChunk; no slice of it may be used
 // afterwards.
 func unmapChunk(b []byte) { _ = syscall.Munmap(b) }
+
+// hugePage is the size of a huge page on amd64 and arm64 Linux, to which
+// mapBytes aligns and rounds its mappings.
+const hugePage = 2 << 20
+
+// mapBytes returns at least size zeroed bytes mapped from the system,
+// outside the heap, for data that holds no pointer and is written all over
+// (a hash table), and the mapping to give unmapBytes; nil when mapping
+// failed. The bytes are aligned to hugePage and rounded up to a multiple of
+// it, and the system is asked to back them with huge pages where it can
+// (see adviseHuge): a table written at random costs a page fault per 4 KiB
+// page otherwise, and a miss of the translation cache on most writes.
+func mapBytes(size int) (data, mapping []byte) {
+	size = (size + hugePage - 1) / hugePage * hugePage
+	b, err := syscall.Mmap(-1, 0, size+hugePage, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		return nil, nil
+	}
+	skip := 0
+	if rem := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) % hugePage); rem != 0 {
+		skip = hugePage - rem
+	}
+	data = b[skip : skip+size : skip+size]
+	adviseHuge(data)
+	return data, b
+}
+
+// unmapBytes releases a mapping of mapBytes; no slice of it may be used
+// afterwards.
+func unmapBytes(mapping []byte) { _ = syscall.Munmap(mapping) }

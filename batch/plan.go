@@ -400,23 +400,27 @@ func (p *Plan) Verdict(line int) (Verdict, bool) {
 	if !found {
 		return Verdict{}, false
 	}
-	v := p.verdicts[i]
+	return p.verdicts[i].verdict(), true
+}
+
+// verdict returns v as a Verdict.
+func (v planVerdict) verdict() Verdict {
 	other := int(v.other)
 	switch v.code {
 	case planRowErr:
-		return Verdict{Status: StatusInvalid, Err: v.msg}, true
+		return Verdict{Status: StatusInvalid, Err: v.msg}
 	case planDuplicate:
-		return Verdict{Status: StatusSkipped, Err: fmt.Sprintf("duplicate of line %d", other), Other: other}, true
+		return Verdict{Status: StatusSkipped, Err: fmt.Sprintf("duplicate of line %d", other), Other: other}
 	case planSecondaryAgain:
-		return invalidf(other, "%s: also given to a different primary on line %d", colSecondary, other), true
+		return invalidf(other, "%s: also given to a different primary on line %d", colSecondary, other)
 	case planSecondarySamePair:
-		return invalidf(other, "%s: also given to this primary on line %d, with another connection_id", colSecondary, other), true
+		return invalidf(other, "%s: also given to this primary on line %d, with another connection_id", colSecondary, other)
 	case planSecondaryIsPrimary:
-		return invalidf(other, "%s: is a primary on line %d", colSecondary, other), true
+		return invalidf(other, "%s: is a primary on line %d", colSecondary, other)
 	case planPrimaryIsSecondary:
-		return invalidf(other, "%s: is a secondary on line %d", colPrimary, other), true
+		return invalidf(other, "%s: is a secondary on line %d", colPrimary, other)
 	default: // planReversed
-		return invalidf(other, "%s: line %d links the same two users the other way round", colSecondary, other), true
+		return invalidf(other, "%s: line %d links the same two users the other way round", colSecondary, other)
 	}
 }
 

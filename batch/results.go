@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Result is the outcome of one input row: one line of the results file.
@@ -128,15 +130,14 @@ func Defuse(s string) string {
 // last, in queue mode only (NewMessageResultWriter).
 const ColMessageID = "message_id"
 
-// ResultWriter writes results as CSV. Write flushes every row; Append and
-// Flush let a caller flush several rows at once. It is safe for concurrent
-// use.
+// ResultWriter writes results as CSV, as encoding/csv's Writer writes
+// records (appendCSVField). Write flushes every row; Append and Flush let a
+// caller flush several rows at once. It is safe for concurrent use.
 type ResultWriter struct {
 	mu        sync.Mutex
 	bw        *bufio.Writer
-	w         *csv.Writer
-	rec       []string // reused by Append: csv.Writer.Write keeps no field
-	messageID bool     // write the message_id column
+	row       []byte // reused by Append
+	messageID bool   // write the message_id column
 }
 
 // NewResultWriter returns a writer to w. With header set it first writes the
@@ -152,27 +153,93 @@ func NewMessageResultWriter(w io.Writer, header bool) (*ResultWriter, error) {
 }
 
 func newResultWriter(w io.Writer, header, messageID bool) (*ResultWriter, error) {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	rw := &ResultWriter{bw: bw, w: csv.NewWriter(bw), messageID: messageID}
+	rw := &ResultWriter{bw: bufio.NewWriterSize(w, 64<<10), messageID: messageID}
 	if header {
 		cols := resultColumns
 		if messageID {
 			cols = append(slices.Clone(cols), ColMessageID)
 		}
-		if err := rw.write(cols); err != nil {
+		for i, c := range cols {
+			if i > 0 {
+				rw.row = append(rw.row, ',')
+			}
+			rw.row = appendCSVField(rw.row, c)
+		}
+		rw.row = append(rw.row, '\n')
+		if err := rw.write(); err != nil {
 			return nil, err
 		}
 	}
 	return rw, nil
 }
 
-// appendRec appends the fields of r, as this writer writes them, to rec.
-func (rw *ResultWriter) appendRec(rec []string, r Result) []string {
-	rec = r.appendRecord(rec)
-	if rw.messageID {
-		rec = append(rec, Defuse(r.MessageID))
+// appendRow appends r's row, as this writer writes it, to rw.row. It is
+// appendRecord's fields, each as appendCSVField writes it, without a string
+// made for a number.
+func (rw *ResultWriter) appendRow(r Result) {
+	b := strconv.AppendInt(rw.row[:0], int64(r.Line), 10)
+	b = appendCSVField(append(b, ','), Defuse(r.Primary))
+	b = appendCSVField(append(b, ','), Defuse(r.Secondary))
+	b = appendCSVField(append(b, ','), string(r.Status))
+	b = append(b, ',')
+	if r.HTTPStatus != 0 {
+		b = strconv.AppendInt(b, int64(r.HTTPStatus), 10)
 	}
-	return rec
+	b = strconv.AppendInt(append(b, ','), int64(r.Attempts), 10)
+	b = appendCSVField(append(b, ','), Defuse(r.ErrorCode))
+	b = appendCSVField(append(b, ','), Defuse(r.Error))
+	b = strconv.AppendInt(append(b, ','), r.Duration.Milliseconds(), 10)
+	b = strconv.AppendBool(append(b, ','), r.Retryable)
+	b = appendCSVField(append(b, ','), r.Warning)
+	b = appendCSVField(append(b, ','), Defuse(r.SecondaryProvider))
+	if rw.messageID {
+		b = appendCSVField(append(b, ','), Defuse(r.MessageID))
+	}
+	rw.row = append(b, '\n')
+}
+
+// appendCSVField appends field to b as encoding/csv's Writer writes it
+// with a ',' delimiter and LF line ends: quoted when it is "\\.", holds a
+// delimiter, a quote or a line end, or starts with a space (by
+// unicode.IsSpace); a quote inside doubled.
+func appendCSVField(b []byte, field string) []byte {
+	if !csvNeedsQuotes(field) {
+		return append(b, field...)
+	}
+	b = append(b, '"')
+	for {
+		i := strings.IndexByte(field, '"')
+		if i < 0 {
+			break
+		}
+		b = append(append(b, field[:i+1]...), '"')
+		field = field[i+1:]
+	}
+	return append(append(b, field...), '"')
+}
+
+// csvSpecial marks the bytes that make encoding/csv quote a field.
+var csvSpecial = [256]bool{'\n': true, '\r': true, '"': true, ',': true}
+
+// csvNeedsQuotes is encoding/csv's Writer.fieldNeedsQuotes for a ','
+// delimiter.
+func csvNeedsQuotes(field string) bool {
+	if field == "" {
+		return false
+	}
+	if field == `\.` {
+		return true
+	}
+	for i := 0; i < len(field); i++ {
+		if csvSpecial[field[i]] {
+			return true
+		}
+	}
+	if c := field[0]; c < utf8.RuneSelf {
+		return c == ' ' || c == '\t' || c == '\v' || c == '\f' // '\n' and '\r' are above
+	}
+	r1, _ := utf8.DecodeRuneInString(field)
+	return unicode.IsSpace(r1)
 }
 
 // Write appends one result and flushes it. It returns the underlying
@@ -180,8 +247,8 @@ func (rw *ResultWriter) appendRec(rec []string, r Result) []string {
 func (rw *ResultWriter) Write(r Result) error {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	rw.rec = rw.appendRec(rw.rec[:0], r)
-	return rw.write(rw.rec)
+	rw.appendRow(r)
+	return rw.write()
 }
 
 // Append appends one result without flushing it; Flush must follow. It lets
@@ -189,8 +256,8 @@ func (rw *ResultWriter) Write(r Result) error {
 func (rw *ResultWriter) Append(r Result) error {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	rw.rec = rw.appendRec(rw.rec[:0], r)
-	if err := rw.w.Write(rw.rec); err != nil {
+	rw.appendRow(r)
+	if _, err := rw.bw.Write(rw.row); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
 	return nil
@@ -203,18 +270,15 @@ func (rw *ResultWriter) Flush() error {
 	return rw.flush()
 }
 
-func (rw *ResultWriter) write(rec []string) error {
-	if err := rw.w.Write(rec); err != nil {
+// write writes rw.row and flushes.
+func (rw *ResultWriter) write() error {
+	if _, err := rw.bw.Write(rw.row); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
 	return rw.flush()
 }
 
 func (rw *ResultWriter) flush() error {
-	rw.w.Flush()
-	if err := rw.w.Error(); err != nil {
-		return fmt.Errorf("write results: %w", err)
-	}
 	if err := rw.bw.Flush(); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}

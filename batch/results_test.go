@@ -2,6 +2,9 @@ package batch
 
 import (
 	"bytes"
+	"encoding/csv"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +90,73 @@ func TestResultFinal(t *testing.T) {
 	for _, tt := range tests {
 		if got := tt.give.Final(); got != tt.want {
 			t.Errorf("%+v.Final() = %v, want %v", tt.give, got, tt.want)
+		}
+	}
+}
+
+// TestResultWriterMatchesEncodingCSV checks that ResultWriter writes each
+// row as encoding/csv's Writer writes its record, on fields that need
+// quoting and that do not.
+func TestResultWriterMatchesEncodingCSV(t *testing.T) {
+	parts := []string{"", "a", "auth0|1", ",", "\"", "\r", "\n", "\r\n", " ", "\t", "\v", "\f", "\u00a0", "\u0085",
+		"\u2003", "\u3000", "\\.", "\\", ".", "=", "+", "-", "@", "'", "é", "\xff", "\xc2", "x y", ";"}
+	rng := rand.New(rand.NewPCG(7, 8))
+	text := func() string {
+		var b strings.Builder
+		for range rng.IntN(4) {
+			b.WriteString(parts[rng.IntN(len(parts))])
+		}
+		return b.String()
+	}
+	for _, messageID := range []bool{false, true} {
+		var got, want bytes.Buffer
+		w, err := newResultWriter(&got, true, messageID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cw := csv.NewWriter(&want)
+		header := slices.Clone(resultColumns)
+		if messageID {
+			header = append(header, ColMessageID)
+		}
+		if err := cw.Write(header); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 5000 {
+			r := Result{
+				Line: rng.IntN(1 << 20), Primary: text(), Secondary: text(), Status: Status(text()),
+				HTTPStatus: rng.IntN(600) - 50, Attempts: rng.IntN(10), ErrorCode: text(), Error: text(),
+				Duration: time.Duration(rng.Int64N(1e12)), Retryable: rng.IntN(2) == 0, Warning: text(),
+				SecondaryProvider: text(), MessageID: text(),
+			}
+			if i%2 == 0 {
+				err = w.Append(r)
+			} else {
+				err = w.Write(r)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := r.record()
+			if messageID {
+				rec = append(rec, Defuse(r.MessageID))
+			}
+			if err := cw.Write(rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		cw.Flush()
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			g, wl := strings.Split(got.String(), "\n"), strings.Split(want.String(), "\n")
+			for i := range min(len(g), len(wl)) {
+				if g[i] != wl[i] {
+					t.Fatalf("messageID %v: line %d is %q, encoding/csv writes %q", messageID, i+1, g[i], wl[i])
+				}
+			}
+			t.Fatalf("messageID %v: %d lines, encoding/csv writes %d", messageID, len(g), len(wl))
 		}
 	}
 }

@@ -97,6 +97,9 @@ type Summary struct {
 	RateLimited int64          // 429 answers
 	Retries     int64          // attempts beyond the first
 	Elapsed     time.Duration
+	// IndexBytes is the most memory the conflict index of a one-pass run
+	// held (see Config.OnePass); 0 for other runs, whose Plan reports it.
+	IndexBytes int
 }
 
 // Runner links the rows of one input, a CSV file (Run) or any Source
@@ -147,7 +150,8 @@ type RowAction func(ctx context.Context, r *Runner, row Row, res Result) (Result
 // quick and must not block.
 type Hooks struct {
 	// Plan is called once the input has been checked, with the number of
-	// data rows and the number this run will process; not at all when
+	// data rows and the number this run will process (a one-pass run,
+	// Config.OnePass, checks it as it goes: at the end); not at all when
 	// there is no plan (RunSource without Runner.Plan).
 	Plan func(rows, todo int)
 	// Attempt is called after each HTTP request.
@@ -161,10 +165,14 @@ type Hooks struct {
 // Run links the rows of a CSV input: it builds the input's plan (unless
 // Runner.Plan holds it already), then reads the input again through a
 // CSVSource and runs the pool over it (see RunSource), writing one result
-// per row to out. Besides RunSource's errors, it returns those of ReadPlan
-// and OpenCSV.
+// per row to out. A dry run that reads no user (Config.OnePass) without a
+// Runner.Plan reads the input once instead, with the same results. Besides
+// RunSource's errors, it returns those of ReadPlan and OpenCSV.
 func (r *Runner) Run(ctx context.Context, open func() (io.ReadCloser, error), out Sink) (Summary, error) {
 	start := time.Now()
+	if r.Plan == nil && r.Config.OnePass() {
+		return r.runOnePass(ctx, open, out, start)
+	}
 	plan := r.Plan
 	if plan == nil {
 		var err error

@@ -122,20 +122,7 @@ func printFlagGroups(w io.Writer, fs *flag.FlagSet, groups []flagGroup, exitCode
 	seen := map[string]bool{"P": true} // shown with --progress
 	print := func(f *flag.Flag) {
 		seen[f.Name] = true
-		name, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if f.Name == "progress" {
-			line = "  -P, --progress"
-			usage = strings.TrimSuffix(usage, " (-P)")
-		}
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintf(w, "%-28s %s", line, usage)
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
-			fmt.Fprintf(w, " (default %s)", f.DefValue)
-		}
-		fmt.Fprintln(w)
+		printFlag(w, f)
 	}
 	for _, g := range groups {
 		fmt.Fprintf(w, "\n%s:\n", g.title)
@@ -158,6 +145,31 @@ func printFlagGroups(w io.Writer, fs *flag.FlagSet, groups []flagGroup, exitCode
 		}
 	}
 	fmt.Fprintf(w, "\n%s\n", exitCodes)
+}
+
+// printFlag prints the help line of the flag f, spelled with two dashes:
+// "  --name value   usage (default D)"; --progress with its alias -P.
+func printFlag(w io.Writer, f *flag.Flag) {
+	name, usage := flag.UnquoteUsage(f)
+	line := "  --" + f.Name
+	if f.Name == "progress" { // -P is its alias
+		line = "  -P, --progress"
+		usage = strings.TrimSuffix(usage, " (-P)")
+	}
+	if name != "" {
+		line += " " + name
+	}
+	fmt.Fprintf(w, "%-28s %s", line, usage)
+	if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+		fmt.Fprintf(w, " (default %s)", f.DefValue)
+	}
+	fmt.Fprintln(w)
+}
+
+// printFlags prints the help lines of every flag of fs, in the order of
+// their names (printFlag).
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) { printFlag(w, f) })
 }
 
 // parseRunFlags parses the arguments of 'linkbatch run'. getenv supplies the

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -327,5 +328,36 @@ func TestRollbackSharesRunFlags(t *testing.T) {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("rollback help lacks %q", want)
 		}
+	}
+}
+
+// TestHelpSpellsFlagsWithTwoDashes: every command's help lists its flags
+// with two dashes, one line each (-P, the short form of --progress, aside).
+func TestHelpSpellsFlagsWithTwoDashes(t *testing.T) {
+	oneDash := regexp.MustCompile(`(?m)^\s+-[A-Za-z]`)
+	tests := []struct {
+		cmd  string
+		flag string // a flag the help must list
+	}{
+		{"run", "--dry-run"},
+		{"plan", "--from-export file"},
+		{"rollback", "--backup file"},
+		{"enqueue", "--to string"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.cmd, func(t *testing.T) {
+			var stderr bytes.Buffer
+			err := run(t.Context(), []string{tt.cmd, "--help"}, nil, io.Discard, &stderr, env(nil), nil)
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("%s --help = %v", tt.cmd, err)
+			}
+			help := strings.ReplaceAll(stderr.String(), "  -P, --progress", "  --progress")
+			if m := oneDash.FindString(help); m != "" {
+				t.Errorf("%s --help spells a flag with one dash (%q):\n%s", tt.cmd, strings.TrimSpace(m), help)
+			}
+			if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(tt.flag) + ` +\S`).MatchString(help) {
+				t.Errorf("%s --help has no line for %s:\n%s", tt.cmd, tt.flag, help)
+			}
+		})
 	}
 }

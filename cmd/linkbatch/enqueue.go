@@ -33,7 +33,7 @@ const enqueueBatch = 500
 func enqueueCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("linkbatch enqueue", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, enqueueUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, enqueueUsage, "\nFlags:\n"); printFlags(stderr, fs) }
 	in := fs.String("in", "", "pairs CSV `file`; - reads standard input")
 	to := fs.String("to", "", "the Redis stream, redis://HOST:PORT/DB?stream=NAME")
 	if err := fs.Parse(args); err != nil {

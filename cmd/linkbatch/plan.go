@@ -57,8 +57,7 @@ func parsePlanFlags(args []string, stderr io.Writer) (*planConfig, error) {
 	help := func() {
 		fmt.Fprint(stderr, planUsage)
 		fmt.Fprintln(stderr, "\nFlags:")
-		fs.SetOutput(stderr)
-		fs.PrintDefaults()
+		printFlags(stderr, fs)
 		fmt.Fprintf(stderr, "\nExit codes: 0 plan written; 1 plan written, but some export lines could not be read; 2 usage error; 3 aborted.\n")
 	}
 	fs.StringVar(&cfg.From, "from-export", "", "Auth0 user export `file` (.json, .json.gz, .csv or .csv.gz)")

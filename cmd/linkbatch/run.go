@@ -223,7 +223,9 @@ func (c *command) resultsOptions() batch.ResultsOptions {
 
 // openInput opens the input, refuses to overwrite a results file that is
 // not resumed, and reads the input twice at once, on two cores: to check
-// it (the plan) and to fingerprint it.
+// it (the plan) and to fingerprint it. A dry run that reads no user
+// (batch.Config.OnePass) checks the input as it runs: here only its header
+// is read, beside the fingerprint.
 func (c *command) openInput() error {
 	open, cleanup, err := inputOpener(c.cfg.In, c.stdin)
 	if err != nil {
@@ -238,7 +240,16 @@ func (c *command) openInput() error {
 		planErr, printErr error
 		readers           sync.WaitGroup
 	)
-	readers.Go(func() { c.plan, planErr = c.cfg.Format.ReadPlan(open) })
+	readers.Go(func() {
+		if !c.cfg.Batch.OnePass() {
+			c.plan, planErr = c.cfg.Format.ReadPlan(open)
+			return
+		}
+		var src *batch.CSVSource
+		if src, planErr = c.cfg.Format.OpenCSV(open); planErr == nil {
+			_ = src.Close() // a reader of the input, which has nothing to flush
+		}
+	})
 	if !c.cfg.outStream {
 		readers.Go(func() { c.print, printErr = fingerprintInput(open) })
 	}
@@ -375,16 +386,23 @@ func (c *command) execute(ctx context.Context, res *batch.Results) (batch.Summar
 		c.emails = report.NewEmails(0)
 		extra = append(extra, batch.Hooks{Result: c.emails.Add})
 	}
-	stopProgress := c.showProgress(ctx, extra, nil)
-
-	indexPerRow := 0.0
-	if c.plan.Rows() > 0 {
-		indexPerRow = float64(c.plan.Bytes()) / float64(c.plan.Rows())
+	var open func() string
+	if c.plan == nil {
+		// A one-pass run learns its total at the end: until then its
+		// progress line counts the rows done.
+		open = func() string { return "" }
 	}
-	c.log.Info("start", zap.String("in", cfg.In), zap.String("out", cfg.Out), zap.Bool("dry_run", cfg.Batch.DryRun),
-		zap.Int("rows", c.plan.Rows()), zap.Float64("index_bytes_per_row", math.Round(indexPerRow*10)/10),
+	stopProgress := c.showProgress(ctx, extra, open)
+
+	fields := []zap.Field{zap.String("in", cfg.In), zap.String("out", cfg.Out), zap.Bool("dry_run", cfg.Batch.DryRun)}
+	if c.plan != nil {
+		// A one-pass run knows its rows and index at the end: its summary
+		// line gives them.
+		fields = append(fields, zap.Int("rows", c.plan.Rows()), indexField(c.plan.Bytes(), c.plan.Rows()))
+	}
+	c.log.Info("start", append(fields,
 		zap.Bool("simulate", cfg.Simulate), zap.Int("workers", cfg.Batch.Workers),
-		zap.Stringer("rate", (*rateFlag)(&cfg.Pace.Rate)), zap.Int("burst", cfg.Pace.Burst), zap.Float64("share", cfg.Pace.Share))
+		zap.Stringer("rate", (*rateFlag)(&cfg.Pace.Rate)), zap.Int("burst", cfg.Pace.Burst), zap.Float64("share", cfg.Pace.Share))...)
 	sum, runErr := c.runner.Run(ctx, c.open, res.Writer)
 	stopProgress()
 	if err := res.Close(); err != nil && runErr == nil {
@@ -446,7 +464,11 @@ func newLogger(cfg *config, stderr io.Writer) (*zap.Logger, func()) {
 	// million rows do not cost a million writes.
 	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(stderr), Size: 256 << 10, FlushInterval: time.Second}
 	if cfg.LogFormat == "human" {
-		return zap.New(newHumanCore(ws, level)), func() { _ = ws.Stop() }
+		var width func() int
+		if t, ok := stderr.(interface{ Width() int }); ok {
+			width = t.Width // the status writer's terminal
+		}
+		return zap.New(newHumanCore(ws, level, width)), func() { _ = ws.Stop() }
 	}
 	var enc zapcore.Encoder
 	if cfg.LogFormat == "console" {
@@ -459,6 +481,15 @@ func newLogger(cfg *config, stderr io.Writer) (*zap.Logger, func()) {
 		enc = zapcore.NewJSONEncoder(ec)
 	}
 	return zap.New(zapcore.NewCore(enc, ws, level)), func() { _ = ws.Stop() }
+}
+
+// indexField is the log field of the conflict index's bytes per row.
+func indexField(bytes, rows int) zap.Field {
+	perRow := 0.0
+	if rows > 0 {
+		perRow = float64(bytes) / float64(rows)
+	}
+	return zap.Float64("index_bytes_per_row", math.Round(perRow*10)/10)
 }
 
 func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation, rates ...zap.Field) {
@@ -481,6 +512,9 @@ func logSummary(log *zap.Logger, cfg *config, sum batch.Summary, sim *simulation
 		zap.String("results", cfg.Out),
 	}
 	fields = append(fields, rates...)
+	if sum.IndexBytes > 0 {
+		fields = append(fields, indexField(sum.IndexBytes, sum.Rows))
+	}
 	if sim != nil {
 		fields = append(fields, zap.Object("simulated_tenant", sim))
 	}

@@ -80,8 +80,14 @@ func TestTerminalOutput(t *testing.T) {
 			for _, line := range strings.Split(out, "\n") {
 				for _, seg := range strings.Split(line, "\r") {
 					seg = ansiRE.ReplaceAllString(seg, "")
+					if strings.Contains(seg, "WARN  line ") {
+						if n := utf8.RuneCountInString(seg); n >= cols {
+							t.Errorf("a row's log line of %d characters on a %d-column terminal: %q", n, cols, seg)
+						}
+						continue
+					}
 					if !strings.Contains(seg, " rows  ") {
-						continue // a log line, which may wrap
+						continue // another log line, which may wrap
 					}
 					bars = append(bars, seg)
 					if n := utf8.RuneCountInString(seg); n >= cols {
@@ -101,7 +107,7 @@ func TestTerminalOutput(t *testing.T) {
 			if cols == 120 && !strings.Contains(last, "rows/s") {
 				t.Errorf("at 120 columns the progress line %q lacks the rate", last)
 			}
-			for _, want := range []string{"WARN  line 4: invalid", "WARN  line 10: invalid", "summary", "requests"} {
+			for _, want := range []string{"WARN  line 4: invalid", "WARN  line 10: invalid", "WARN  line 6: invalid  auth0|", "summary", "requests"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("the terminal lacks %q:\n%s", want, out)
 				}
@@ -150,13 +156,59 @@ func TestProgressLineFits(t *testing.T) {
 	}
 }
 
+// TestFitHumanRow: a row's line that is too wide for the terminal loses
+// the middles of its ids first, then the end of what follows its status;
+// its number and status are never cut.
+func TestFitHumanRow(t *testing.T) {
+	long := humanRow{head: "line 6: invalid", primary: "auth0|64b0c1f2a9e1d3b4c5d6e720", secondary: "auth0|64b0c1f2a9e1d3b4c5d6e7b0", ids: true,
+		rest: `  connection_id: "con_short" is not a connection id (want con_ and 16 letters or digits)`}
+	short := humanRow{head: "line 2: invalid", primary: "auth0|1", secondary: "myspace|2", ids: true, rest: "  secondary_user_id: unknown provider"}
+	provider := humanRow{head: "line 9: failed", primary: "auth0|64b0c1f2a9e1d3b4c5d6e799", secondary: "107740211234567890123999", provider: "google-oauth2", ids: true,
+		rest: "  [too_many_requests]  retries exhausted"}
+	tests := []struct {
+		name  string
+		row   humanRow
+		width int
+		want  []string // substrings of the line
+	}{
+		{"fits", short, 100, []string{short.text(0)}},
+		{"no limit", long, 0, []string{long.text(0)}},
+		{"ids cut", long, 150, []string{"line 6: invalid  auth0|64b0", "…", "e720 <- auth0|64b0", "…",
+			`e7b0  connection_id: "con_short" is not a connection id (want con_ and 16 letters or digits)`}},
+		{"ids and error cut", long, 65, []string{"line 6: invalid  auth0|…6e720 <- auth0|…6e7b0  connection_id: \"…"}},
+		{"provider", provider, 120, []string{"line 9: failed  auth0|64b0", "e799 <- 1077", "3999 (google-oauth2)  [too_many_requests]  retries exhausted"}},
+		{"status kept", long, 10, []string{"line 6: invalid"}},
+		{"unreadable row", humanRow{head: "line 3: invalid", rest: "  " + strings.Repeat("record on line 3: wrong number of fields ", 3)}, 65, []string{"line 3: invalid  record on line 3", "…"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			line := fitHumanRow(tt.row, tt.width)
+			for _, w := range tt.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("%q lacks %q", line, w)
+				}
+			}
+			n := utf8.RuneCountInString(line)
+			if tt.width > 0 && tt.width < utf8.RuneCountInString(tt.row.text(0)) && !strings.Contains(line, "…") {
+				t.Errorf("width %d: %q is cut without an ellipsis", tt.width, line)
+			}
+			switch {
+			case tt.width > 0 && tt.width <= len(tt.row.head)+1 && line != tt.row.head+"…":
+				t.Errorf("width %d: %q, want the head alone, %q", tt.width, line, tt.row.head+"…")
+			case tt.width > len(tt.row.head)+1 && n >= tt.width:
+				t.Errorf("width %d: a line of %d characters: %q", tt.width, n, line)
+			}
+		})
+	}
+}
+
 // TestHumanLog: the human format shows problems and run events on one
 // short line each, leaves zero fields out, and shows a row that went well
 // only at debug level.
 func TestHumanLog(t *testing.T) {
 	for _, level := range []zapcore.Level{zapcore.InfoLevel, zapcore.DebugLevel} {
 		var buf bytes.Buffer
-		log := zap.New(newHumanCore(zapcore.AddSync(&buf), level))
+		log := zap.New(newHumanCore(zapcore.AddSync(&buf), level, nil))
 		log.Info("row", zap.Int("line", 2), zap.String("primary", "auth0|1"), zap.String("secondary", "github|2"), zap.String("status", "linked"))
 		log.Warn("row", zap.Int("line", 3), zap.String("primary", "auth0|3"), zap.String("secondary", "myspace|4"), zap.String("status", "invalid"),
 			zap.String("error", "secondary_user_id: provider \"myspace\" is not a known identity provider"))

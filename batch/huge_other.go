@@ -1,0 +1,6 @@
+//go:build unix && !linux
+
+package batch
+
+// adviseHuge does nothing where transparent huge pages cannot be asked for.
+func adviseHuge([]byte) {}
