@@ -20,6 +20,16 @@ const (
 	maxRowBytes = 64 << 10
 )
 
+// maxLineBytes bounds one line of the input. No row of pairs comes near it
+// (an id is at most 2,048 bytes); a longer line (a file that is no CSV of
+// pairs, a blob pasted into a cell) is refused as a row without being held
+// in memory, and reading resumes on the next line.
+const maxLineBytes = 1 << 20
+
+// ErrLineTooLong is the Err of the *csv.ParseError given for a line longer
+// than maxLineBytes.
+var ErrLineTooLong = fmt.Errorf("line longer than %d MiB; the row is refused and reading resumes on the next line", maxLineBytes>>20)
+
 // ErrUnclosedQuote is the Err of the *csv.ParseError given for a row whose
 // quoted field is still open after maxRowLines lines, maxRowBytes bytes or
 // at the end of the input, or that spans lines and ends in a quote error. The row is refused and reading resumes on the
@@ -27,11 +37,23 @@ const (
 var ErrUnclosedQuote = fmt.Errorf("quote opened here does not close its field within %d lines (%d KiB) nor by the end of the input; the row is refused and reading resumes on the next line",
 	maxRowLines, maxRowBytes>>10)
 
-// unclosed is a row refused for an unclosed quote.
-type unclosed struct{ line, col int }
+// unclosed is a row refused for an unclosed quote, or for a line too long.
+type unclosed struct {
+	line, col int
+	long      bool
+}
 
 func (u unclosed) err() error {
+	if u.long {
+		return &csv.ParseError{StartLine: u.line, Line: u.line, Column: 1, Err: ErrLineTooLong}
+	}
 	return &csv.ParseError{StartLine: u.line, Line: u.line, Column: u.col, Err: ErrUnclosedQuote}
+}
+
+// held is a line read and held back, to be taken again.
+type held struct {
+	b    []byte
+	long bool // a line longer than maxLineBytes, of which b holds only the line end
 }
 
 // splitter passes its source on to the CSV parser, a whole row at a time,
@@ -39,7 +61,8 @@ func (u unclosed) err() error {
 // by comma, an ASCII delimiter, no lazy quotes, no comments). A row whose quote is never
 // closed within the bounds is replaced by an empty line (so the parser's
 // line count stays right), queued in unclosed, and the lines after its
-// first are read again as new rows. Only whole lines are passed on: when
+// first are read again as new rows. A line longer than maxLineBytes is
+// refused likewise, read to its end without being held. Only whole lines are passed on: when
 // the source fails with an error other than io.EOF, a partial line or row
 // read before it is dropped and the error returned.
 type splitter struct {
@@ -47,7 +70,7 @@ type splitter struct {
 	comma    byte     // the delimiter; 0 means ','
 	stops    string   // comma and quote, for bytes.IndexAny
 	line     int      // physical lines taken so far
-	back     [][]byte // lines to take again before reading src
+	back     []held   // lines to take again before reading src
 	long     []byte   // a line longer than src's buffer
 	out      []byte   // bytes ready for Read, from off
 	off      int
@@ -81,37 +104,55 @@ func (s *splitter) Read(p []byte) (int, error) {
 // readLine returns the next line, with its line end; the slice is valid
 // until the next call. At the end of the input it returns the last line
 // (without a line end, possibly empty) and io.EOF; on another error, what
-// it read of the line is dropped.
-func (s *splitter) readLine() ([]byte, error) {
+// it read of the line is dropped. A line longer than maxLineBytes is read
+// to its end but not kept: long reports it, and the slice holds only its
+// line end.
+func (s *splitter) readLine() (line []byte, long bool, err error) {
 	if len(s.back) > 0 {
-		l := s.back[0]
+		h := s.back[0]
 		s.back = s.back[1:]
-		return l, nil
+		return h.b, h.long, nil
 	}
-	line, err := s.src.ReadSlice('\n')
+	line, err = s.src.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
 		s.long = append(s.long[:0], line...)
 		for errors.Is(err, bufio.ErrBufferFull) {
 			line, err = s.src.ReadSlice('\n')
-			s.long = append(s.long, line...)
+			if !long && len(s.long)+len(line) > maxLineBytes {
+				long = true
+			}
+			if !long {
+				s.long = append(s.long, line...)
+			}
 		}
 		line = s.long
+		if long {
+			line = line[:0]
+			if err == nil {
+				line = append(line, '\n')
+			}
+		}
 	}
 	switch {
 	case err == nil, err == io.EOF:
-		return line, err
+		return line, long, err
 	default:
-		return nil, err
+		return nil, false, err
 	}
 }
 
 // fill moves the next row to out.
 func (s *splitter) fill() error {
-	line, err := s.readLine()
-	if err != nil && (err != io.EOF || len(line) == 0) {
+	line, long, err := s.readLine()
+	if err != nil && (err != io.EOF || len(line) == 0 && !long) {
 		return err
 	}
 	s.line++
+	if long {
+		s.unclosed = append(s.unclosed, unclosed{line: s.line, long: true})
+		s.out = append(s.out, '\n')
+		return nil
+	}
 	if s.stops == "" {
 		s.comma = cmp.Or(s.comma, ',')
 		s.stops = string([]byte{s.comma, '"'})
@@ -124,25 +165,29 @@ func (s *splitter) fill() error {
 	// The row goes on past this line: hold its lines until its quote
 	// closes within the bounds.
 	first := s.line
-	rows := [][]byte{bytes.Clone(line)}
+	rows := []held{{b: bytes.Clone(line)}}
 	size := len(line)
 	bad := false
 	for quoted && err == nil && len(rows) < maxRowLines && size <= maxRowBytes {
-		line, err = s.readLine()
+		line, long, err = s.readLine()
 		if err != nil && err != io.EOF {
 			return err // a partial row is never passed on
 		}
-		if len(line) == 0 {
+		if len(line) == 0 && !long {
 			break
 		}
 		s.line++
-		rows = append(rows, bytes.Clone(line))
+		rows = append(rows, held{b: bytes.Clone(line), long: long})
+		if long {
+			bad = true // refused for its length on its own when read again
+			break
+		}
 		size += len(line)
 		quoted, bad = s.scanQuotesEnd(line)
 	}
 	if !quoted && !bad {
 		for _, l := range rows {
-			s.out = append(s.out, l...)
+			s.out = append(s.out, l.b...)
 		}
 		return nil
 	}

@@ -167,3 +167,53 @@ func TestSplitterHoldsOneRow(t *testing.T) {
 		t.Errorf("the splitter held up to %d bytes for rows of 30", most)
 	}
 }
+
+// TestReaderLineTooLong: a line longer than maxLineBytes is refused as a
+// row of its own, naming its line, without being held (the splitter keeps
+// at most maxLineBytes of it); the rows around it are read, wherever it
+// stands: among rows, at the end without a line end, inside a quoted field
+// spanning lines (which it ends), or as the header.
+func TestReaderLineTooLong(t *testing.T) {
+	long := "auth0|" + strings.Repeat("x", maxLineBytes+10)
+	tests := []struct {
+		name string
+		body string
+		want []string // per row: "ok" or the error it must hold
+	}{
+		{name: "among rows", body: "auth0|a,github|a\n" + long + ",github|b\nauth0|c,github|c\n",
+			want: []string{"ok", "line 3, column 1: line longer than 1 MiB", "ok"}},
+		{name: "last, no line end", body: "auth0|a,github|a\n" + long,
+			want: []string{"ok", "line 3, column 1: line longer than 1 MiB"}},
+		{name: "in a quoted field", body: "auth0|a,\"github|a\n" + long + "\nauth0|c,github|c\n",
+			want: []string{"line 2, column 9: quote opened here", "line 3, column 1: line longer than 1 MiB", "ok"}},
+		{name: "in a row of CRLF lines", body: "auth0|a,github|a\r\n" + long + "\r\nauth0|c,github|c\r\n",
+			want: []string{"ok", "line 3, column 1: line longer than 1 MiB", "ok"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rows := readAll(t, "primary_user_id,secondary_user_id\n"+tt.body)
+			if len(rows) != len(tt.want) {
+				t.Fatalf("got %d rows, want %d", len(rows), len(tt.want))
+			}
+			for i, w := range tt.want {
+				switch {
+				case w == "ok" && rows[i].Err != nil:
+					t.Errorf("row %d (line %d): %v, want valid", i, rows[i].Line, rows[i].Err)
+				case w != "ok" && (rows[i].Err == nil || !strings.Contains(rows[i].Err.Error(), w)):
+					t.Errorf("row %d (line %d): %v, want %q", i, rows[i].Line, rows[i].Err, w)
+				}
+			}
+		})
+	}
+	_, err := NewReader(strings.NewReader(long + "\nauth0|a,github|a\n"))
+	if !errors.Is(err, ErrLineTooLong) || !strings.Contains(err.Error(), "line 1") {
+		t.Errorf("a header line too long: %v, want ErrLineTooLong on line 1", err)
+	}
+	sp := &splitter{src: bufio.NewReaderSize(strings.NewReader(strings.Repeat(long, 8)+"\nauth0|a,github|a\n"), 64<<10)}
+	if _, err := io.ReadAll(sp); err != nil {
+		t.Fatal(err)
+	}
+	if cap(sp.long) > 2*maxLineBytes {
+		t.Errorf("the splitter held %d bytes of a line of %d", cap(sp.long), 8*len(long))
+	}
+}
