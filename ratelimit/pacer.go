@@ -224,7 +224,9 @@ func (p *Pacer) Stats() Stats {
 
 // InFlight returns how many requests should be in flight at once to keep
 // up the current pace, given the latencies of the latest answers: a quarter
-// more than pace times the slowest recent latency, rounded up, plus one; at
+// more than pace times the slowest recent latency, rounded up, plus one,
+// plus one for each whole token the gate would let through at once (the
+// tenant's burst, or the part of it claimed, is spent at once only so); at
 // least 1 and at most most (when most > 0). Until the tenant's rate and
 // latency are known it sizes them from the least refill the answers
 // prove, and never returns fewer than min(most, startInFlight): the Pacer
@@ -248,11 +250,19 @@ func (p *Pacer) InFlight(most int) int {
 		rate = max(p.model.limit(), p.model.est.bound())
 	}
 	rate = min(rate, p.model.policyRate)
+	// The tokens the gate would let through at once: the tenant's burst,
+	// or the part of it claimed, is spent at once only with a request in
+	// flight for each token.
+	tokens := max(0, math.Floor(p.level(time.Now())))
 	p.mu.Unlock()
 	if latency <= 0 {
 		return floor
 	}
-	return max(concurrency(rate, latency, most), floor)
+	n := concurrency(rate, latency, 0) + int(tokens)
+	if most > 0 {
+		n = min(n, most)
+	}
+	return max(n, floor)
 }
 
 // startInFlight is how many requests InFlight allows before the tenant's
