@@ -225,11 +225,12 @@ func (p *Pacer) Stats() Stats {
 // InFlight returns how many requests should be in flight at once to keep
 // up the current pace, given the latencies of the latest answers: a quarter
 // more than pace times the slowest recent latency, rounded up, plus one,
-// plus one for each whole token the gate would let through at once (the
-// tenant's burst, or the part of it claimed, is spent at once only so); at
-// least 1 and at most most (when most > 0). Until the tenant's rate and
-// latency are known it sizes them from the least refill the answers
-// prove, and never returns fewer than min(most, startInFlight): the Pacer
+// plus one for each whole token the gate would let through at once, none
+// during a hold-off (the tenant's burst, or the part of it claimed, is
+// spent at once only so); at least 1 and at most most (when most > 0).
+// Until the tenant's rate and latency are known it sizes them from the
+// least refill the answers prove, and never returns fewer than
+// min(most, startInFlight): the Pacer
 // holds back what the tenant cannot take, and needs requests in flight to
 // learn its rate. It is safe for concurrent use.
 func (p *Pacer) InFlight(most int) int {
@@ -253,7 +254,12 @@ func (p *Pacer) InFlight(most int) int {
 	// The tokens the gate would let through at once: the tenant's burst,
 	// or the part of it claimed, is spent at once only with a request in
 	// flight for each token.
-	tokens := max(0, math.Floor(p.level(time.Now())))
+	// None while a hold-off keeps every request back.
+	now := time.Now()
+	tokens := 0.0
+	if !p.held.until.After(now) {
+		tokens = max(0, math.Floor(p.level(now)))
+	}
 	p.mu.Unlock()
 	if latency <= 0 {
 		return floor

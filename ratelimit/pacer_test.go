@@ -1015,3 +1015,27 @@ func TestInFlightFollowsThePace(t *testing.T) {
 		}
 	})
 }
+
+func TestInFlightWantsNoTokensHeldBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.Rate, cfg.Burst = 1000, 500
+		p := newPacer(t, cfg)
+		if _, _, err := p.doLink(t.Context(), func(ctx context.Context) (*linker.Response, error) {
+			time.Sleep(50 * time.Millisecond)
+			return &linker.Response{StatusCode: 201}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.InFlight(2000); got != 564 {
+			t.Fatalf("InFlight with the burst of 500 full = %d, want 564", got)
+		}
+		// A refusal holds every request back: no request is wanted for
+		// the burst's tokens until the hold ends.
+		now := time.Now()
+		p.observeLink(&linker.Response{StatusCode: 429, Date: now}, limitErr(now.Add(time.Second)))
+		if got := p.InFlight(2000); got != 64 {
+			t.Errorf("InFlight during a hold-off = %d, want 64", got)
+		}
+	})
+}
