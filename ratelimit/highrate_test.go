@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -16,7 +17,8 @@ const poolMost = 2000
 
 // runPool links n rows against a model tenant of rate and size, in fake
 // time, with workers started as batch's pool starts them: before each row
-// is handed out, as many as InFlight(poolMost) asks for, never stopped. It
+// is handed out, as many as InFlight(poolMost) asks for, never stopped,
+// and the row handed out once fewer rows are in flight than that. It
 // returns the makespan, the floor (the bucket at once, then the refill,
 // then one latency), the 429 answers per request, the most workers, and
 // what the Pacer learned of the tenant's rate (see Pacer.Learned).
@@ -29,6 +31,8 @@ func runPool(t *testing.T, rate float64, size, n int, latency time.Duration) (ma
 		p := newPacer(t, cfg)
 		m := newTenantModel(rate, size, 3300*time.Millisecond)
 		jobs := make(chan int)
+		var busy atomic.Int64 // rows handed out and not done
+		freed := make(chan struct{}, 1)
 		var (
 			mu   sync.Mutex
 			last time.Time
@@ -43,15 +47,28 @@ func runPool(t *testing.T, rate float64, size, n int, latency time.Duration) (ma
 				if err != nil {
 					t.Errorf("row failed: %v", err)
 				}
+				busy.Add(-1)
+				select {
+				case freed <- struct{}{}:
+				default:
+				}
 				mu.Lock()
 				last = time.Now()
 				mu.Unlock()
 			}
 		}
 		for i := range n {
-			for workers < p.InFlight(poolMost) {
-				workers++
-				wg.Go(worker)
+			for {
+				want := p.InFlight(poolMost)
+				for workers < want {
+					workers++
+					wg.Go(worker)
+				}
+				if busy.Load() < int64(want) {
+					busy.Add(1)
+					break
+				}
+				<-freed
 			}
 			jobs <- i
 		}

@@ -225,9 +225,10 @@ func (p *Pacer) Stats() Stats {
 // InFlight returns how many requests should be in flight at once to keep
 // up the current pace, given the latencies of the latest answers: a quarter
 // more than pace times the slowest recent latency, rounded up, plus one,
-// plus one for each whole token the gate would let through at once, none
-// during a hold-off (the tenant's burst, or the part of it claimed, is
-// spent at once only so); at least 1 and at most most (when most > 0).
+// plus, until the tenant's rate is known and outside a hold-off, one for
+// each whole token the gate would let through at once (the tenant's burst,
+// or the part of it claimed, is spent at once only so); at least 1 and at
+// most most (when most > 0).
 // Until the tenant's rate and latency are known it sizes them from the
 // least refill the answers prove, and never returns fewer than
 // min(most, startInFlight): the Pacer
@@ -244,20 +245,24 @@ func (p *Pacer) InFlight(most int) int {
 	// the pace may grow back to it within seconds.
 	rate, known := p.model.est.learned()
 	rate *= p.model.share
-	if !p.model.mirroring || !known {
+	unknown := !p.model.mirroring || !known
+	if unknown {
 		// Until the rate is known, the least refill the answers prove
 		// (see the mirror caps): each step up lets more requests show
 		// more of it.
 		rate = max(p.model.limit(), p.model.est.bound())
 	}
 	rate = min(rate, p.model.policyRate)
-	// The tokens the gate would let through at once: the tenant's burst,
-	// or the part of it claimed, is spent at once only with a request in
-	// flight for each token.
-	// None while a hold-off keeps every request back.
+	// Until then, also the tokens the gate would let through at once:
+	// the tenant's burst, or the part of it claimed, is spent at once
+	// only with a request in flight for each token. None during a
+	// hold-off, which keeps every request back; and none once the rate
+	// is known: the headroom above the pace spends what is left of the
+	// burst, and tokens saved while linkbatch was starved of CPU are not
+	// worth a storm of new connections.
 	now := time.Now()
 	tokens := 0.0
-	if !p.held.until.After(now) {
+	if unknown && !p.held.until.After(now) {
 		tokens = max(0, math.Floor(p.level(now)))
 	}
 	p.mu.Unlock()
