@@ -228,12 +228,11 @@ func (p *Pacer) Stats() Stats {
 // plus, until the tenant's rate is known and outside a hold-off, one for
 // each whole token the gate would let through at once (the tenant's burst,
 // or the part of it claimed, is spent at once only so); at least 1 and at
-// most most (when most > 0).
-// Until the tenant's rate and latency are known it sizes them from the
-// least refill the answers prove, and never returns fewer than
-// min(most, startInFlight): the Pacer
-// holds back what the tenant cannot take, and needs requests in flight to
-// learn its rate. It is safe for concurrent use.
+// most most (when most > 0). Until the tenant's rate and latency are known
+// it sizes them from the least refill the answers prove, and never returns
+// fewer than min(most, startInFlight): the Pacer holds back what the
+// tenant cannot take, and needs requests in flight to learn its rate. It
+// is safe for concurrent use.
 func (p *Pacer) InFlight(most int) int {
 	floor := startInFlight
 	if most > 0 {
