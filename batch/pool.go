@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -50,12 +51,17 @@ type pool struct {
 
 	spawn   func() // starts one more worker (see grow)
 	started int    // workers started
+
+	// busy counts the rows handed to the workers and not yet processed;
+	// a worker done with one signals freed (see admit).
+	busy  atomic.Int64
+	freed chan struct{}
 }
 
 // grow starts workers until as many run as the pacer's pace asks for
-// (see Config.Workers). Workers are never stopped before the end: one
-// not needed waits for a row.
-func (p *pool) grow() {
+// (see Config.Workers), and returns that number. Workers are never
+// stopped before the end: one not needed waits for a row.
+func (p *pool) grow() int {
 	want := min(p.r.Config.Workers, dryRunWorkers)
 	if pc := p.r.Pacer; pc != nil {
 		want = pc.InFlight(p.r.Config.Workers)
@@ -64,13 +70,42 @@ func (p *pool) grow() {
 		p.started++
 		p.spawn()
 	}
+	return want
+}
+
+// admit waits until fewer rows are in flight than the pacer asks for now,
+// then counts one more; it reports false when the run stopped first. The
+// workers started for a burst outlast it; admitted by the pace of the
+// moment, the extra ones wait for a row instead of for the gate, where
+// every answer would reschedule them.
+func (p *pool) admit() bool {
+	for {
+		if want := p.grow(); p.busy.Load() < int64(want) {
+			p.busy.Add(1)
+			return true
+		}
+		select {
+		case <-p.freed:
+		case <-p.dispatch.Done():
+			return false
+		}
+	}
+}
+
+// release counts a row admitted by admit as processed.
+func (p *pool) release() {
+	p.busy.Add(-1)
+	select {
+	case p.freed <- struct{}{}:
+	default:
+	}
 }
 
 // dryRunWorkers is how many workers a run without a pacer uses at most.
 const dryRunWorkers = 32
 
 func newPool(ctx context.Context, r *Runner, plan *Plan) *pool {
-	p := &pool{r: r, plan: plan, jobs: make(chan job), results: make(chan outcome, 1024)}
+	p := &pool{r: r, plan: plan, jobs: make(chan job), results: make(chan outcome, 1024), freed: make(chan struct{}, 1)}
 	p.dispatch, p.stop = context.WithCancelCause(ctx)
 	p.work, p.cancelWork = context.WithCancel(context.WithoutCancel(ctx))
 	return p
@@ -146,11 +181,14 @@ func (p *pool) dispatchRow(row Row, ack AckFunc) bool {
 			return false
 		}
 	}
-	p.grow()
+	if !p.admit() {
+		return false
+	}
 	select {
 	case p.jobs <- job{row, ack}:
 		return true
 	case <-p.dispatch.Done():
+		p.release()
 		return false
 	}
 }
@@ -160,6 +198,7 @@ func (p *pool) dispatchRow(row Row, ack AckFunc) bool {
 func (p *pool) worker() {
 	for j := range p.jobs {
 		if p.dispatch.Err() != nil {
+			p.release()
 			continue
 		}
 		if p.r.Hooks.Active != nil {
@@ -170,6 +209,7 @@ func (p *pool) worker() {
 		if p.r.Hooks.Active != nil {
 			p.r.Hooks.Active(-1)
 		}
+		p.release()
 		if keep && fatal == nil {
 			fatal = p.streak.add(res)
 		}

@@ -2,7 +2,6 @@ package batch
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -203,7 +202,10 @@ func runProcesses(b *testing.B, bin string, sc processScenario, n int, seed int6
 		if sc.share != "" {
 			args = append(args, "--share", sc.share)
 		}
-		p.cmd = exec.CommandContext(context.Background(), bin, args...)
+		// The children end with the benchmark: killed at its end, when
+		// it fails early, and when it is killed itself (dieWithParent).
+		p.cmd = exec.CommandContext(b.Context(), bin, args...)
+		dieWithParent(p.cmd)
 		p.cmd.Env = []string{"HOME=" + dir, "AUTH0_DOMAIN=" + srv.URL, "AUTH0_TOKEN=" + srv.IssueToken(time.Hour)}
 		p.cmd.Stderr = &p.stderr
 		procs[k] = p

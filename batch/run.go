@@ -19,8 +19,9 @@ import (
 type Config struct {
 	// Workers is the most rows in flight at once. Within it, a run keeps
 	// as many in flight as the pacer's pace times the tenant's latency
-	// asks for (see ratelimit.Pacer.InFlight); without a pacer (a dry
-	// run), min(Workers, 32).
+	// asks for, and the tokens of the tenant's burst until its rate is
+	// known (see ratelimit.Pacer.InFlight), handing out a row only while
+	// fewer are in flight; without a pacer (a dry run), min(Workers, 32).
 	Workers int
 	DryRun  bool          // read and validate, send nothing
 	Timeout time.Duration // limit on one HTTP attempt

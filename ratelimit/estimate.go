@@ -108,7 +108,7 @@ type estimator struct {
 
 const (
 	estimateWindow     = 20 * time.Second
-	estimatePoints     = 1024
+	estimatePoints     = 8192 // minNetSpan of answers up to 8,192/s: else the rate is never known
 	minNetPoints       = 5
 	minNetSpan         = time.Second
 	maxRelativeError   = 0.08
@@ -196,7 +196,10 @@ func insertBy(pts []sample, s sample, key func(sample) time.Time, window time.Du
 	for drop < len(pts) && (key(pts[drop]).Before(oldest) || len(pts)-drop > most) {
 		drop++
 	}
-	return slices.Delete(pts, 0, drop)
+	// Slicing the oldest off, rather than moving the rest down, keeps an
+	// answer's cost independent of how many samples are kept: append
+	// copies what is left only when it grows the array.
+	return pts[drop:]
 }
 
 // bound returns a refill rate the tenant surely has, from the samples of

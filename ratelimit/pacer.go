@@ -224,12 +224,15 @@ func (p *Pacer) Stats() Stats {
 
 // InFlight returns how many requests should be in flight at once to keep
 // up the current pace, given the latencies of the latest answers: a quarter
-// more than pace times the slowest recent latency, rounded up, plus one; at
-// least 1 and at most most (when most > 0). Until the tenant's rate and
-// latency are known it sizes them from the least refill the answers
-// prove, and never returns fewer than min(most, startInFlight): the Pacer
-// holds back what the tenant cannot take, and needs requests in flight to
-// learn its rate. It is safe for concurrent use.
+// more than pace times the slowest recent latency, rounded up, plus one,
+// plus, until the tenant's rate is known and outside a hold-off, one for
+// each whole token the gate would let through at once (the tenant's burst,
+// or the part of it claimed, is spent at once only so); at least 1 and at
+// most most (when most > 0). Until the tenant's rate and latency are known
+// it sizes them from the least refill the answers prove, and never returns
+// fewer than min(most, startInFlight): the Pacer holds back what the
+// tenant cannot take, and needs requests in flight to learn its rate. It
+// is safe for concurrent use.
 func (p *Pacer) InFlight(most int) int {
 	floor := startInFlight
 	if most > 0 {
@@ -241,18 +244,35 @@ func (p *Pacer) InFlight(most int) int {
 	// the pace may grow back to it within seconds.
 	rate, known := p.model.est.learned()
 	rate *= p.model.share
-	if !p.model.mirroring || !known {
+	unknown := !p.model.mirroring || !known
+	if unknown {
 		// Until the rate is known, the least refill the answers prove
 		// (see the mirror caps): each step up lets more requests show
 		// more of it.
 		rate = max(p.model.limit(), p.model.est.bound())
 	}
 	rate = min(rate, p.model.policyRate)
+	// Until then, also the tokens the gate would let through at once:
+	// the tenant's burst, or the part of it claimed, is spent at once
+	// only with a request in flight for each token. None during a
+	// hold-off, which keeps every request back; and none once the rate
+	// is known: the headroom above the pace spends what is left of the
+	// burst, and tokens saved while linkbatch was starved of CPU are not
+	// worth a storm of new connections.
+	now := time.Now()
+	tokens := 0.0
+	if unknown && !p.held.until.After(now) {
+		tokens = max(0, math.Floor(p.level(now)))
+	}
 	p.mu.Unlock()
 	if latency <= 0 {
 		return floor
 	}
-	return max(concurrency(rate, latency, most), floor)
+	n := concurrency(rate, latency, 0) + int(tokens)
+	if most > 0 {
+		n = min(n, most)
+	}
+	return max(n, floor)
 }
 
 // startInFlight is how many requests InFlight allows before the tenant's

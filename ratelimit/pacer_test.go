@@ -987,21 +987,55 @@ func TestInFlightFollowsThePace(t *testing.T) {
 		}
 		// A tenant that says nothing of its bucket, answering in 50ms:
 		// the configured 1,000/s applies, and 1.25 × 1,000/s × 50ms + 1
-		// requests keep it up.
+		// requests keep it up, plus one for each of the 500 tokens of
+		// the burst, full again, to spend it at once.
 		if _, _, err := p.doLink(t.Context(), func(ctx context.Context) (*linker.Response, error) {
 			time.Sleep(50 * time.Millisecond)
 			return &linker.Response{StatusCode: 201}, nil
 		}); err != nil {
 			t.Fatal(err)
 		}
-		if got := p.InFlight(2000); got != 64 {
-			t.Errorf("InFlight at 1,000/s and 50ms = %d, want 64", got)
+		if got := p.InFlight(2000); got != 564 {
+			t.Errorf("InFlight at 1,000/s and 50ms with the burst of 500 full = %d, want 564", got)
 		}
 		if got := p.InFlight(40); got != 40 {
 			t.Errorf("InFlight capped at 40 = %d, want 40", got)
 		}
 		if got := p.InFlight(8); got != 8 {
 			t.Errorf("InFlight capped at 8 = %d, want 8", got)
+		}
+		// The burst spent, the pace alone is left to keep up.
+		for range 500 {
+			if err := p.waitTurn(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := p.InFlight(2000); got != 64 {
+			t.Errorf("InFlight at 1,000/s and 50ms with the burst spent = %d, want 64", got)
+		}
+	})
+}
+
+func TestInFlightWantsNoTokensHeldBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.Rate, cfg.Burst = 1000, 500
+		p := newPacer(t, cfg)
+		if _, _, err := p.doLink(t.Context(), func(ctx context.Context) (*linker.Response, error) {
+			time.Sleep(50 * time.Millisecond)
+			return &linker.Response{StatusCode: 201}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.InFlight(2000); got != 564 {
+			t.Fatalf("InFlight with the burst of 500 full = %d, want 564", got)
+		}
+		// A refusal holds every request back: no request is wanted for
+		// the burst's tokens until the hold ends.
+		now := time.Now()
+		p.observeLink(&linker.Response{StatusCode: 429, Date: now}, limitErr(now.Add(time.Second)))
+		if got := p.InFlight(2000); got != 64 {
+			t.Errorf("InFlight during a hold-off = %d, want 64", got)
 		}
 	})
 }
