@@ -67,12 +67,12 @@ type held struct {
 // read before it is dropped and the error returned.
 type splitter struct {
 	src      *bufio.Reader
-	comma    byte     // the delimiter; 0 means ','
-	stops    string   // comma and quote, for bytes.IndexAny
-	line     int      // physical lines taken so far
-	back     []held   // lines to take again before reading src
-	long     []byte   // a line longer than src's buffer
-	out      []byte   // bytes ready for Read, from off
+	comma    byte   // the delimiter; 0 means ','
+	stops    string // comma and quote, for bytes.IndexAny
+	line     int    // physical lines taken so far
+	back     []held // lines to take again before reading src
+	long     []byte // a line longer than src's buffer
+	out      []byte // bytes ready for Read, from off
 	off      int
 	err      error      // sticky: what ended the source
 	unclosed []unclosed // rows refused for an unclosed quote, by line
