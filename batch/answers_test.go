@@ -166,7 +166,7 @@ func TestRunRefusesHugeID(t *testing.T) {
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
 		zapcore.AddSync(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logBuf.Write(p) })), zap.DebugLevel)
 	r := &Runner{Config: DefaultConfig(), Client: client, Pacer: pacer, Log: zap.New(core)}
-	huge := "github|" + strings.Repeat("9", 50<<20)
+	huge := "github|" + strings.Repeat("9", 512<<10) // under the line bound (a longer line is refused whole)
 	got, _ := runAndCollect(t, r, "primary_user_id,secondary_user_id\nauth0|p1,"+huge+"\nauth0|p2,github|"+strings.Repeat("8", linker.MaxIDLen-len("github|"))+"\n")
 	if res := got[2]; res.Status != StatusInvalid || !strings.Contains(res.Error, "secondary_user_id") {
 		t.Errorf("line 2: %s %.100q, want invalid naming secondary_user_id", res.Status, res.Error)
