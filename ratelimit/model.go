@@ -34,7 +34,8 @@ const (
 	// The share of the tenant's refill the Pacer claims follows additive
 	// increase, multiplicative decrease (see the package doc): it grows
 	// by fracIncrease per second, and each time the tenant's bucket shows
-	// empty (or refuses a request) it is cut by fracCut, at most once per
+	// empty (or refuses a request) it is cut by fracCut, or by
+	// fracCutShared while others draw on the bucket too, at most once per
 	// round trip, down to fracMin. After a refusal the announced bucket
 	// cannot explain (a hidden limit), the Pacer paces on its own at
 	// hiddenRate: nine tenths of the rate accepted lately, cut by
@@ -43,6 +44,7 @@ const (
 	// above it by hiddenProbe per second.
 	fracIncrease  = 0.2
 	fracCut       = 0.8
+	fracCutShared = 0.7
 	fracMin       = 1.0 / 64
 	hiddenCut     = 0.85
 	hiddenProbe   = 0.003
@@ -355,8 +357,18 @@ func (m *bucket) adjust(now time.Time, g grant, remaining int, slowest time.Dura
 	}
 	m.fracAt = now
 	if float64(remaining) <= m.reserve() && (g.waited || m.sharing()) {
-		m.cut(now, fracCut, slowest)
+		m.cut(now, m.cutFactor(), slowest)
 	}
+}
+
+// cutFactor is what a cut of frac multiplies it by: deeper while others
+// draw on the bucket, so that the overshoot of every Pacer's claim drains
+// before it empties the bucket.
+func (m *bucket) cutFactor() float64 {
+	if m.sharing() {
+		return fracCutShared
+	}
+	return fracCut
 }
 
 // notice takes note, at now, of whether the answers show other clients
@@ -497,6 +509,9 @@ func (m *bucket) retune(now time.Time) {
 	case net.known:
 		// The tenant's whole refill: frac claims a share of it.
 		r, _ = m.est.learned()
+		if g, ok := m.est.gross(); ok && r == g {
+			r = m.unbias(g)
+		}
 		// Kept near empty, the tenant's bucket reads remaining 0 whatever
 		// fraction of a token it holds, so the fit only confirms the pace
 		// it is given: a pace a little above the refill would drain that
@@ -507,10 +522,7 @@ func (m *bucket) retune(now time.Time) {
 		// only for a bucket that takes long enough to refill.
 		g, ok := m.est.gross()
 		if ok && g < r && float64(m.size) >= grossCapRefill*r {
-			r = g
-		}
-		if c, ok := m.est.centred(); ok && m.share < 1 {
-			r = c
+			r = m.unbias(g)
 		}
 		r *= m.share * m.claim()
 	case net.settled && net.rate-2*net.se > r:
@@ -548,8 +560,8 @@ func (m *bucket) retune(now time.Time) {
 	// tenant's bucket alone: the refill can only be measured while the
 	// bucket is not full, so the Pacer has to draw on it for a while.
 	if learned, ok := m.est.learned(); ok && m.share < 1 {
-		if c, ok := m.est.centred(); ok {
-			learned = c
+		if g, ok := m.est.gross(); ok && learned == g {
+			learned = m.unbias(g)
 		}
 		most = min(most, max(m.share*learned, minRate))
 	}
@@ -563,6 +575,19 @@ func (m *bucket) retune(now time.Time) {
 	}
 	m.allowance.SetBurstAt(now, max(1, int(size)))
 	m.allowance.SetLimitAt(now, rate.Limit(most))
+}
+
+// unbias returns the refill rate to take for g, the one the reset times
+// show: g itself, or with a share below 1 the centred estimate (see
+// estimator.centred) when larger, so that the part of the refill g misses
+// is not left unclaimed by every Pacer holding a share.
+func (m *bucket) unbias(g float64) float64 {
+	if m.share < 1 {
+		if c, ok := m.est.centred(); ok && c > g {
+			return c
+		}
+	}
+	return g
 }
 
 // pace returns the gate's rate and burst: the smaller of the policy and
@@ -611,7 +636,7 @@ func (m *bucket) rebuff(now time.Time, unexplained bool) {
 	}
 	switch acc := m.accepted(now); {
 	case !unexplained:
-		m.cut(now, fracCut, slowest)
+		m.cut(now, m.cutFactor(), slowest)
 	case !m.hidden:
 		m.hidden = true
 		// How fast the hidden limit lets requests through is not known

@@ -254,20 +254,21 @@ func TestPacersShareABucket(t *testing.T) {
 		{sharedProfile: sharedProfile{name: "alone 50/s", rate: 50, size: 50, latency: lat, pacers: 1, rows: 2000}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.1},
 		{sharedProfile: sharedProfile{name: "2 on 50/s", rate: 50, size: 50, latency: lat, pacers: 2, rows: 1000}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.1, slow: true},
 		{sharedProfile: sharedProfile{name: "2 on enterprise", rate: 16, size: 50, latency: lat, pacers: 2, rows: 400}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.1},
-		// Four Pacers reach the floor with 0.3 to 1.8% of requests
-		// answered 429, but do not all meet the target of finishing
-		// within 10% of each other: 0.03 to 0.25 over repeated runs.
-		// These bounds keep them from getting worse than measured (a
-		// Pacer left crawling at the starting pace ended 2 × the floor).
-		{sharedProfile: sharedProfile{name: "4 on 50/s", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500}, maxRatio: 1.05, max429: 0.02, maxSpread: 0.35},
-		{sharedProfile: sharedProfile{name: "4 on enterprise", rate: 16, size: 50, latency: lat, pacers: 4, rows: 200}, maxRatio: 1.05, max429: 0.025, maxSpread: 0.35},
-		{sharedProfile: sharedProfile{name: "4 on private 100/s", rate: 100, size: 100, latency: lat, pacers: 4, rows: 1000}, maxRatio: 1.05, max429: 0.02, maxSpread: 0.35, slow: true},
+		// Four Pacers reach the floor with 0.05 to 0.6% of requests
+		// answered 429, but do not always meet the target of finishing
+		// within 10% of each other: 0.015 to 0.12 over repeated runs.
+		// The spread bound keeps them from getting worse than measured
+		// (a Pacer left crawling at the starting pace ended 2 × the
+		// floor).
+		{sharedProfile: sharedProfile{name: "4 on 50/s", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.2},
+		{sharedProfile: sharedProfile{name: "4 on enterprise", rate: 16, size: 50, latency: lat, pacers: 4, rows: 200}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.2},
+		{sharedProfile: sharedProfile{name: "4 on private 100/s", rate: 100, size: 100, latency: lat, pacers: 4, rows: 1000}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.2, slow: true},
 		// With --share 1/K each Pacer is capped at its share of the
 		// refill the reset times show, taken mid-exchange (see
 		// estimator.centred), which errs low by half a round trip over
-		// the time to reset: 1.01 to 1.02 × the floor for two Pacers,
-		// 1.03 to 1.08 for four.
-		{sharedProfile: sharedProfile{name: "2 on 50/s share 0.5", rate: 50, size: 50, latency: lat, pacers: 2, rows: 1000, cfg: func(c *Config) { c.Share = 0.5 }}, maxRatio: 1.035, max429: 0.01, maxSpread: 0.1},
+		// the time to reset: 1.02 × the floor for two Pacers, 1.04 to
+		// 1.08 for four.
+		{sharedProfile: sharedProfile{name: "2 on 50/s share 0.5", rate: 50, size: 50, latency: lat, pacers: 2, rows: 1000, cfg: func(c *Config) { c.Share = 0.5 }}, maxRatio: 1.045, max429: 0.01, maxSpread: 0.1},
 		{sharedProfile: sharedProfile{name: "4 on 50/s share 0.25", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500, cfg: func(c *Config) { c.Share = 0.25 }}, maxRatio: 1.10, max429: 0.015, maxSpread: 0.15},
 		// A hidden limit: within 1.15 × its floor and no row lost; 3.2
 		// to 5.1% of requests answered 429 over repeated runs (the target
@@ -285,7 +286,7 @@ func TestPacersShareABucket(t *testing.T) {
 			o := tt.run(t)
 			t.Logf("%s", o)
 			if r := o.ratio(); r > tt.maxRatio {
-				t.Errorf("makespan is %.3f × the floor, want <= %.2f", r, tt.maxRatio)
+				t.Errorf("makespan is %.3f × the floor, want <= %.3f", r, tt.maxRatio)
 			}
 			if s := o.share429(); s > tt.max429 {
 				t.Errorf("%.2f%% of requests got 429, want <= %.0f%%", 100*s, 100*tt.max429)
