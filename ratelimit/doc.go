@@ -23,8 +23,9 @@
 //
 //	df/dt = a                 (a = fracIncrease per second)
 //	f ← β·f                   when an answer shows at most R tokens left,
-//	                          or on a 429 (β = fracCut, at most once per
-//	                          two round trips)
+//	                          or on a 429 (at most once per two round
+//	                          trips; β = fracCut alone, fracCutShared
+//	                          while others draw on the bucket)
 //
 // bounded by fracMin below and Config.Share above. R is the common
 // reserve: none while the Pacer is alone, and reserveTokens (at most a
@@ -38,7 +39,11 @@
 // refilled within a round trip) is claimed whole. A refusal also leaves a
 // cushion of tokens (see bucket.rebuff) out of the Pacer's claim, worn off
 // by each accepted request; while others share the bucket it wears off
-// eight times faster.
+// eight times faster. And while others share it the Pacer neither looks
+// for tokens its answers leave unused nor adds those it found (see
+// bucket.probe): the reserve would read as such tokens, and each answer
+// would then let the Pacer take more, the more answers the more, a
+// feedback that let whichever Pacer sent most run away with the bucket.
 //
 // Why it converges: while the claims add up to less than the bucket
 // (Σf < 1) tokens go unclaimed, the bucket stays above the reserve, and
@@ -59,8 +64,11 @@
 // for its own refusals did, which is why it wears off faster when shared.
 // The argument holds only as far as each Pacer's pace follows its f: the
 // level read from each answer still lets one Pacer take a token another
-// was about to, so shares wander around the equal one, and Pacers a few
-// seconds apart at the start finish apart by as much. A Pacer left alone
+// was about to, so shares wander around the equal one. And it is about
+// rates, not rows done: a Pacer started first spends most of a full
+// bucket before the others' answers show them (each of its answers claims
+// f of the tokens left, again), and keeps that lead to the end. A Pacer
+// left alone
 // grows f by a per second, back to the whole bucket within a few seconds
 // (from a quarter, in under 4 s), and drops the reserve sharingKept after
 // the answers last showed others.
@@ -82,11 +90,11 @@
 // and nothing is learned from it.
 //
 // Config.Share F caps f: F of the tenant's whole refill and bucket, not of
-// what other clients leave. The refill it is F of is the one the reset
-// times show with each token taken mid-exchange (see estimator.centred):
-// it errs low by half a round trip over the time to reset, where the
-// estimate a lone Pacer trusts errs by a whole one, and every Pacer holding
-// a share leaves that part unclaimed.
+// what other clients leave. Where the reset times set the refill it is F
+// of, they are read with each token taken mid-exchange (see
+// estimator.centred): that errs low by half a round trip over the time to
+// reset, where the estimate a lone Pacer trusts errs by a whole one, and
+// every Pacer holding a share leaves that part unclaimed.
 //
 // The package owns pacing and retrying, and nothing else. It knows no HTTP
 // and no Auth0 client: the caller turns each response into an [Answer] and

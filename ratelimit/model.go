@@ -317,7 +317,9 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 		}
 		low = min(low, claim*max(0, rd.remaining-reserve)+m.mirrorRate*now.Sub(rd.handled).Seconds()-float64(m.pendingSince(since)))
 	}
-	low += m.slack
+	if !m.sharing() {
+		low += m.slack
+	}
 	if !limited {
 		// The cushion, in tokens of the claim.
 		low -= claim * m.margin
@@ -476,7 +478,7 @@ func cutGap(slowest time.Duration) time.Duration {
 // tokens to spare all along, and the level is raised by m-1 from then on,
 // up to one round trip's refill. A 429 halves the raise (see hold).
 func (m *bucket) probe(g grant, remaining int, slowest time.Duration) {
-	if !g.waited || g.seq <= m.probeFrom || !m.est.net().known {
+	if !g.waited || g.seq <= m.probeFrom || !m.est.net().known || m.sharing() {
 		return
 	}
 	if m.probeN == 0 || remaining < m.probeMin {

@@ -261,6 +261,7 @@ func TestPacersShareABucket(t *testing.T) {
 		// (a Pacer left crawling at the starting pace ended 2 × the
 		// floor).
 		{sharedProfile: sharedProfile{name: "4 on 50/s", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.2},
+		{sharedProfile: sharedProfile{name: "4 on 50/s, 32 workers each, started 30ms apart", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500, workers: 32, jitter: 0.3, stagger: 30 * time.Millisecond}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.2},
 		{sharedProfile: sharedProfile{name: "4 on enterprise", rate: 16, size: 50, latency: lat, pacers: 4, rows: 200}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.2},
 		{sharedProfile: sharedProfile{name: "4 on private 100/s", rate: 100, size: 100, latency: lat, pacers: 4, rows: 1000}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.2, slow: true},
 		// With --share 1/K each Pacer is capped at its share of the
