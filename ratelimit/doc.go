@@ -16,35 +16,62 @@
 //
 // Every client of a tenant draws on one bucket, and every answer shows all
 // of them the same remaining count. A Pacer claims a share f of it: f of
-// the tokens the answers show left (its gate's level) and f of the
-// tenant's refill rate ρ (its pace), where ρ is the refill the reset times
-// show, or the fitted one when larger. f follows additive increase,
-// multiplicative decrease on that common signal:
+// the tokens the answers show left above a reserve R (its gate's level)
+// and f of the tenant's refill rate ρ (its pace), where ρ is the refill
+// the reset times show, or the fitted one when larger. f follows additive
+// increase, multiplicative decrease on that common signal:
 //
 //	df/dt = a                 (a = fracIncrease per second)
-//	f ← β·f                   when an answer to a request the gate held back
-//	                          shows the bucket empty, or on a 429
-//	                          (β = fracCut, at most once per two round trips)
+//	f ← β·f                   when an answer shows at most R tokens left,
+//	                          or on a 429 (at most once per two round
+//	                          trips; β = fracCut alone, fracCutShared
+//	                          while others draw on the bucket)
 //
-// bounded by fracMin below and Config.Share above. It starts at fracStart,
-// so that Pacers started together do not all spend the whole bucket at
-// once; a bucket too small to share (fewer than minClaim tokens at the
-// starting share, or
-// refilled within a round trip) is claimed whole.
+// bounded by fracMin below and Config.Share above. R is the common
+// reserve: none while the Pacer is alone, and reserveTokens (at most a
+// quarter of the bucket) while the answers show others drawing on it too:
+// the reset times show the bucket refilling clearly faster than the fitted
+// rate left to this Pacer (see estimator.others), lately (sharingKept).
+// Alone, only answers to requests the gate held back count, so that a
+// burst spent at once is no signal. f starts at fracStart, so that Pacers
+// started together do not all spend the whole bucket at once; a bucket too
+// small to share (fewer than minClaim tokens at the starting share, or
+// refilled within a round trip) is claimed whole. A refusal also leaves a
+// cushion of tokens (see bucket.rebuff) out of the Pacer's claim, worn off
+// by each accepted request; while others share the bucket it wears off
+// eight times faster. And while others share it the Pacer neither looks
+// for tokens its answers leave unused nor adds those it found (see
+// bucket.probe): the reserve would read as such tokens, and each answer
+// would then let the Pacer take more, the more answers the more, a
+// feedback that let whichever Pacer sent most run away with the bucket.
 //
 // Why it converges: while the claims add up to less than the bucket
-// (Σf < 1) tokens go unclaimed, the bucket stays above empty, and every
-// Pacer's f grows by the same a·dt, which leaves the differences between
-// them as they are. Once Σf > 1 the claims empty the bucket, every Pacer
-// sees the same empty answers within a round trip, and each f is cut by
-// the same factor β, which shrinks every difference f_i − f_j by β. So
-// the differences decay geometrically with the number of cuts, while Σf
+// (Σf < 1) tokens go unclaimed, the bucket stays above the reserve, and
+// every Pacer's f grows by the same a·dt, which leaves the differences
+// between them as they are. Once Σf > 1 the claims take the bucket down to
+// the reserve, every Pacer sees the same low answers within a round trip
+// (each of its answers counts, held back or not), and each f is cut by the
+// same factor β, which shrinks every difference f_i − f_j by β. So the
+// differences decay geometrically with the number of cuts, while Σf
 // cycles around 1 (Chiu and Jain's argument for AIMD): the Pacers converge
 // to equal shares that add up to the whole bucket. The bucket itself is
 // the buffer: as long as it neither fills up nor runs dry, the tenant's
 // refill is spent whatever the cycle of Σf, so the makespan stays at the
-// floor. A Pacer left alone grows f by a per second, back to the whole
-// bucket within a few seconds (from a quarter, in under 4 s).
+// floor. The reserve is what keeps it from running dry: the Pacers' claims
+// overshoot for up to a round trip before the low answers come back, and R
+// tokens absorb that overshoot where an empty bucket would answer 429. All
+// Pacers agree on R, so it favours none of them; a cushion that each kept
+// for its own refusals did, which is why it wears off faster when shared.
+// The argument holds only as far as each Pacer's pace follows its f: the
+// level read from each answer still lets one Pacer take a token another
+// was about to, so shares wander around the equal one. And it is about
+// rates, not rows done: a Pacer started first spends most of a full
+// bucket before the others' answers show them (each of its answers claims
+// f of the tokens left, again), and keeps that lead to the end. A Pacer
+// left alone
+// grows f by a per second, back to the whole bucket within a few seconds
+// (from a quarter, in under 4 s), and drops the reserve sharingKept after
+// the answers last showed others.
 //
 // A 429 the announced bucket cannot explain (its headers still show tokens,
 // or show another bucket than the accepted answers) comes from a limit the
@@ -63,7 +90,11 @@
 // and nothing is learned from it.
 //
 // Config.Share F caps f: F of the tenant's whole refill and bucket, not of
-// what other clients leave.
+// what other clients leave. Where the reset times set the refill it is F
+// of, they are read with each token taken mid-exchange (see
+// estimator.centred): that errs low by half a round trip over the time to
+// reset, where the estimate a lone Pacer trusts errs by a whole one, and
+// every Pacer holding a share leaves that part unclaimed.
 //
 // The package owns pacing and retrying, and nothing else. It knows no HTTP
 // and no Auth0 client: the caller turns each response into an [Answer] and

@@ -103,6 +103,8 @@ type estimator struct {
 	netEst    rateEstimate
 	grossRate float64
 	grossOK   bool
+	midRate   float64
+	midOK     bool
 	boundRate float64
 }
 
@@ -137,7 +139,8 @@ func (e *estimator) refresh() {
 	if !e.netEst.known && e.last.known {
 		e.netEst = e.last
 	}
-	e.grossRate, e.grossOK = e.grossFit()
+	e.grossRate, e.midRate, e.grossOK = e.grossFit()
+	e.midOK = e.grossOK && e.midRate > 0
 	e.boundRate = e.boundFit()
 }
 
@@ -304,12 +307,26 @@ func (e *estimator) gross() (float64, bool) {
 	return e.grossRate, e.grossOK
 }
 
-// grossFit computes gross.
-func (e *estimator) grossFit() (float64, bool) {
+// centred returns the rate at which the bucket refills, from the same reset
+// times as gross but with each token taken in the middle of its exchange
+// rather than as early as the request was sent: it errs low by half a
+// round trip over the time to reset where gross errs by a whole one, and
+// errs high only when the tenant stamps its Date more than a network
+// round trip after taking the token. It is what a Pacer holding a share
+// of the bucket takes the tenant's rate for (see bucket.retune): the part
+// of the refill the estimate misses goes unclaimed by every holder.
+func (e *estimator) centred() (float64, bool) {
+	e.refresh()
+	return e.midRate, e.midOK
+}
+
+// grossFit computes gross and centred, and whether there were enough
+// samples for them.
+func (e *estimator) grossFit() (gross, centred float64, ok bool) {
 	if !e.skewKnown {
-		return 0, false
+		return 0, 0, false
 	}
-	var missing, secs float64
+	var missing, secs, mid float64
 	var n int
 	var first, last time.Time
 	for _, p := range e.deep {
@@ -319,6 +336,7 @@ func (e *estimator) grossFit() (float64, bool) {
 		}
 		missing += float64(p.limit-p.remaining) - 0.5
 		secs += h
+		mid += p.reset.Sub(p.at.Add(e.skew)).Seconds() - 0.5
 		if n == 0 {
 			first = p.at
 		}
@@ -326,9 +344,12 @@ func (e *estimator) grossFit() (float64, bool) {
 		n++
 	}
 	if n < minGrossPoints || last.Sub(first) < minGrossSpan || secs <= 0 {
-		return 0, false
+		return 0, 0, false
 	}
-	return missing / secs, true
+	if mid <= 0 {
+		return missing / secs, 0, true
+	}
+	return missing / secs, missing / mid, true
 }
 
 // learned returns the tenant's refill rate, and whether it is known: the
@@ -345,4 +366,13 @@ func (e *estimator) learned() (float64, bool) {
 		return g, true
 	}
 	return net.rate, true
+}
+
+// others reports whether the reset times show the bucket refilling clearly
+// faster than the rate left for this Pacer: other clients spend the
+// difference (see learned).
+func (e *estimator) others() bool {
+	net := e.net()
+	g, ok := e.gross()
+	return net.settled && ok && g > grossAboveNetSign*(net.rate+2*net.se)
 }

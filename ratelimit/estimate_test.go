@@ -212,3 +212,29 @@ func TestEstimatorBound(t *testing.T) {
 		})
 	}
 }
+
+// TestEstimatorCentred: answers 100ms apart from their requests, the
+// tenant's Date stamped when it took the token. gross takes each token as
+// early as its request was sent and errs low by a round trip over the time
+// to reset; centred takes it mid-exchange, erring low by half of that, and
+// never high.
+func TestEstimatorCentred(t *testing.T) {
+	const rtt = 100 * time.Millisecond
+	for _, rate := range []float64{16, 50} {
+		samples := drain(rate, 1.25*rate/2, 0.5, 50, 50, 20*time.Second, 3300*time.Millisecond)
+		for i := range samples {
+			samples[i].sent = samples[i].at.Add(-rtt / 2)
+			samples[i].arrived = samples[i].at.Add(rtt / 2)
+		}
+		e, _ := estimate(samples)
+		g, gok := e.gross()
+		c, cok := e.centred()
+		t.Logf("rate %.0f: gross %.3f, centred %.3f", rate, g, c)
+		if !gok || !cok {
+			t.Fatalf("rate %.0f: gross() ok %v, centred() ok %v; want both", rate, gok, cok)
+		}
+		if c > rate*1.005 || c < g || math.Abs(c/rate-1) > math.Abs(g/rate-1)/1.5 {
+			t.Errorf("rate %.0f: centred() = %.3f, gross() = %.3f; want centred no higher than the rate, and nearer to it than gross by half at least", rate, c, g)
+		}
+	}
+}

@@ -53,6 +53,10 @@ func (p *Pacer) hold(now time.Time, a Answer, unexplained bool) {
 		p.stats.Hold += until.Sub(later(p.held.until, now))
 		p.held.until = until
 		p.held.jitter = jitter
+		// The waiters in line leave it until the hold ends (see
+		// Pacer.reset): each must look again, or it would sleep out
+		// the wait its old reservation set, which may be far longer.
+		p.notify()
 	}
 }
 

@@ -17,13 +17,25 @@ const (
 	minRate = 0.1
 	// marginStep is how many tokens each 429 adds to the cushion the
 	// Pacer leaves in the tenant's bucket; marginDecay is how much each
-	// accepted request takes off again.
-	marginStep  = 1
-	marginDecay = 1.0 / 512
+	// accepted request takes off again, marginDecayShared while others
+	// draw on the bucket too: a cushion kept long by one Pacer and not by
+	// the others would keep it behind them (see the package doc).
+	marginStep        = 1
+	marginDecay       = 1.0 / 512
+	marginDecayShared = 1.0 / 64
+	// reserveTokens is the common reserve: while the answers show other
+	// clients drawing on the tenant's bucket, the Pacer claims no share
+	// of its last reserveTokens tokens (at most a quarter of the bucket),
+	// and takes the bucket down to them as the signal to cut its share.
+	// sharingKept is how long the Pacer goes on taking others for
+	// present after the answers last showed them.
+	reserveTokens = 2
+	sharingKept   = 10 * time.Second
 	// The share of the tenant's refill the Pacer claims follows additive
 	// increase, multiplicative decrease (see the package doc): it grows
 	// by fracIncrease per second, and each time the tenant's bucket shows
-	// empty (or refuses a request) it is cut by fracCut, at most once per
+	// empty (or refuses a request) it is cut by fracCut, or by
+	// fracCutShared while others draw on the bucket too, at most once per
 	// round trip, down to fracMin. After a refusal the announced bucket
 	// cannot explain (a hidden limit), the Pacer paces on its own at
 	// hiddenRate: nine tenths of the rate accepted lately, cut by
@@ -32,6 +44,7 @@ const (
 	// above it by hiddenProbe per second.
 	fracIncrease  = 0.2
 	fracCut       = 0.8
+	fracCutShared = 0.7
 	fracMin       = 1.0 / 64
 	hiddenCut     = 0.85
 	hiddenProbe   = 0.003
@@ -86,6 +99,7 @@ type bucket struct {
 	size       int     // the tenant's bucket size, 0 until seen
 	est        *estimator
 	margin     float64         // tokens left in the tenant's bucket as a cushion
+	sharedAt   time.Time       // when the answers last showed others drawing on the bucket
 	slack      float64         // tokens the answers showed unused, added to the gate's level
 	probeFrom  int64           // slack is looked for in answers to requests after this one
 	probeN     int             // answers looked at since probeFrom
@@ -268,6 +282,7 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 		refused:   limited,
 	})
 	m.retune(now)
+	m.notice(now)
 
 	// The level: the tokens the tenant had when it handled a request
 	// answered lately, plus its refill since, less one for each request
@@ -291,19 +306,28 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 	}
 	m.readings = slices.Delete(m.readings, 0, old)
 	low := math.Inf(1)
-	// The tokens claimed: frac of those left (see claim).
+	// The tokens claimed: frac of those left above the reserve (see
+	// claim and reserve).
 	claim := m.share * m.claim()
+	reserve := m.reserve()
 	for _, rd := range m.readings {
 		since := rd.sent
 		if !since.IsZero() {
 			since = since.Add(-(slowest - fastest) / 2)
 		}
-		low = min(low, claim*rd.remaining+m.mirrorRate*now.Sub(rd.handled).Seconds()-float64(m.pendingSince(since)))
+		low = min(low, claim*max(0, rd.remaining-reserve)+m.mirrorRate*now.Sub(rd.handled).Seconds()-float64(m.pendingSince(since)))
 	}
-	low += m.slack
+	if !m.sharing() {
+		low += m.slack
+	}
 	if !limited {
-		low -= m.margin
-		m.margin = max(0, m.margin-marginDecay)
+		// The cushion, in tokens of the claim.
+		low -= claim * m.margin
+		decay := marginDecay
+		if m.sharing() {
+			decay = marginDecayShared
+		}
+		m.margin = max(0, m.margin-decay)
 	}
 	if m.hidden {
 		// The announced bucket's tokens are not the limit: the gate
@@ -325,17 +349,55 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 
 // adjust is the control law on frac (see the package doc), for an
 // accepted request g whose answer showed remaining tokens: frac grows with
-// time, and is cut when the tenant's bucket shows empty to a request the
-// gate held back, at most once per cutGap.
+// time, and is cut, at most once per cutGap, when the tenant's bucket shows
+// empty to a request the gate held back or, while others draw on it, shows
+// no more than the common reserve to any request.
 func (m *bucket) adjust(now time.Time, g grant, remaining int, slowest time.Duration) {
 	if !m.fracAt.IsZero() && now.After(m.fracAt) {
 		dt := now.Sub(m.fracAt).Seconds()
 		m.frac = min(m.share, m.frac+fracIncrease*dt)
 	}
 	m.fracAt = now
-	if remaining == 0 && g.waited {
-		m.cut(now, fracCut, slowest)
+	if float64(remaining) <= m.reserve() && (g.waited || m.sharing()) {
+		m.cut(now, m.cutFactor(), slowest)
 	}
+}
+
+// cutFactor is what a cut of frac multiplies it by: deeper while others
+// draw on the bucket, so that the overshoot of every Pacer's claim drains
+// before it empties the bucket.
+func (m *bucket) cutFactor() float64 {
+	if m.sharing() {
+		return fracCutShared
+	}
+	return fracCut
+}
+
+// notice takes note, at now, of whether the answers show other clients
+// drawing on the tenant's bucket (see estimator.others), and forgets it
+// sharingKept after they last did.
+func (m *bucket) notice(now time.Time) {
+	if m.est.others() {
+		m.sharedAt = now
+	}
+	if !m.sharedAt.IsZero() && now.Sub(m.sharedAt) > sharingKept {
+		m.sharedAt = time.Time{}
+	}
+}
+
+// sharing reports whether others draw on the tenant's bucket lately.
+func (m *bucket) sharing() bool {
+	return !m.sharedAt.IsZero()
+}
+
+// reserve returns how many of the tokens the answers show the Pacer leaves
+// to the common reserve: reserveTokens (at most a quarter of the bucket)
+// while others draw on the bucket, none when alone.
+func (m *bucket) reserve() float64 {
+	if !m.sharing() {
+		return 0
+	}
+	return min(reserveTokens, float64(m.size)/4)
 }
 
 // accept counts an accepted request answered at now, and lets the pace
@@ -416,7 +478,7 @@ func cutGap(slowest time.Duration) time.Duration {
 // tokens to spare all along, and the level is raised by m-1 from then on,
 // up to one round trip's refill. A 429 halves the raise (see hold).
 func (m *bucket) probe(g grant, remaining int, slowest time.Duration) {
-	if !g.waited || g.seq <= m.probeFrom || !m.est.net().known {
+	if !g.waited || g.seq <= m.probeFrom || !m.est.net().known || m.sharing() {
 		return
 	}
 	if m.probeN == 0 || remaining < m.probeMin {
@@ -449,6 +511,9 @@ func (m *bucket) retune(now time.Time) {
 	case net.known:
 		// The tenant's whole refill: frac claims a share of it.
 		r, _ = m.est.learned()
+		if g, ok := m.est.gross(); ok && r == g {
+			r = m.unbias(g)
+		}
 		// Kept near empty, the tenant's bucket reads remaining 0 whatever
 		// fraction of a token it holds, so the fit only confirms the pace
 		// it is given: a pace a little above the refill would drain that
@@ -459,7 +524,7 @@ func (m *bucket) retune(now time.Time) {
 		// only for a bucket that takes long enough to refill.
 		g, ok := m.est.gross()
 		if ok && g < r && float64(m.size) >= grossCapRefill*r {
-			r = g
+			r = m.unbias(g)
 		}
 		r *= m.share * m.claim()
 	case net.settled && net.rate-2*net.se > r:
@@ -497,6 +562,9 @@ func (m *bucket) retune(now time.Time) {
 	// tenant's bucket alone: the refill can only be measured while the
 	// bucket is not full, so the Pacer has to draw on it for a while.
 	if learned, ok := m.est.learned(); ok && m.share < 1 {
+		if g, ok := m.est.gross(); ok && learned == g {
+			learned = m.unbias(g)
+		}
 		most = min(most, max(m.share*learned, minRate))
 	}
 	if math.IsInf(most, 1) {
@@ -509,6 +577,19 @@ func (m *bucket) retune(now time.Time) {
 	}
 	m.allowance.SetBurstAt(now, max(1, int(size)))
 	m.allowance.SetLimitAt(now, rate.Limit(most))
+}
+
+// unbias returns the refill rate to take for g, the one the reset times
+// show: g itself, or with a share below 1 the centred estimate (see
+// estimator.centred) when larger, so that the part of the refill g misses
+// is not left unclaimed by every Pacer holding a share.
+func (m *bucket) unbias(g float64) float64 {
+	if m.share < 1 {
+		if c, ok := m.est.centred(); ok && c > g {
+			return c
+		}
+	}
+	return g
 }
 
 // pace returns the gate's rate and burst: the smaller of the policy and
@@ -557,7 +638,7 @@ func (m *bucket) rebuff(now time.Time, unexplained bool) {
 	}
 	switch acc := m.accepted(now); {
 	case !unexplained:
-		m.cut(now, fracCut, slowest)
+		m.cut(now, m.cutFactor(), slowest)
 	case !m.hidden:
 		m.hidden = true
 		// How fast the hidden limit lets requests through is not known

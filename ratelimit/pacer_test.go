@@ -300,6 +300,50 @@ func TestHoldCatchesWorkerQueuedForToken(t *testing.T) {
 	})
 }
 
+// TestHoldWakesWaitersInLine: workers in line at the slow starting pace
+// hold reservations many seconds ahead. A refusal's hold-off takes them out
+// of line; once it ends and an answer shows the tenant's bucket nearly
+// full, they must all go at once, not sleep out the reservations they had.
+func TestHoldWakesWaitersInLine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(t, DefaultConfig())
+		start := time.Now()
+		g, err := p.wait(t.Context()) // takes the only token
+		if err != nil {
+			t.Fatal(err)
+		}
+		const workers = 10 // in line at 2/s: the last one due in 5s
+		woke := make([]time.Duration, workers)
+		var wg sync.WaitGroup
+		for i := range workers {
+			wg.Go(func() {
+				if err := p.waitTurn(t.Context()); err != nil {
+					t.Errorf("Wait: %v", err)
+				}
+				woke[i] = time.Since(start)
+			})
+		}
+		time.Sleep(100 * time.Millisecond)
+		synctest.Wait()
+		now := time.Now()
+		// Refused, the bucket empty: the hold-off lasts one token's
+		// refill, 40ms of a bucket of 50 full again within 2s.
+		p.observe(g, Answer{Arrived: true, Limit: 50, Remaining: 0, Reset: now.Add(2 * time.Second), Date: now, RateLimited: true})
+		time.Sleep(300 * time.Millisecond)
+		synctest.Wait()
+		// The hold is over; the bucket shows 49 tokens, a quarter of
+		// which the Pacer claims at first: 12, enough for every worker.
+		now = time.Now()
+		p.observe(grant{}, Answer{Arrived: true, Limit: 50, Remaining: 49, Reset: now.Add(time.Second), Date: now})
+		wg.Wait()
+		for i, w := range woke {
+			if w > time.Second {
+				t.Errorf("worker %d went after %v, want within 1s: the tokens were there at 0.4s", i, w)
+			}
+		}
+	})
+}
+
 func TestHoldNeverShrinks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(t, fast())

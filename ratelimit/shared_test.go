@@ -222,7 +222,9 @@ func (sp sharedProfile) run(t *testing.T) sharedOutcome {
 					var sb strings.Builder
 					for _, p := range pacers {
 						p.mu.Lock()
-						fmt.Fprintf(&sb, " [f=%.2f r=%.1f m=%.1f s=%.1f n=%d h=%v hr=%.2f hp=%.2f l=%d]", p.model.frac, p.model.mirrorRate, p.model.margin, p.model.slack, p.stats.Requests, p.model.hidden, p.model.hiddenRate, p.model.hiddenPeak, p.stats.RateLimited)
+						net := p.model.est.net()
+						fmt.Fprintf(&sb, " [f=%.2f r=%.1f m=%.1f s=%.1f n=%d l=%d h=%v hr=%.2f hp=%.2f net=%.1f shared=%v]", p.model.frac, p.model.mirrorRate, p.model.margin, p.model.slack, p.stats.Requests, p.stats.RateLimited,
+							p.model.hidden, p.model.hiddenRate, p.model.hiddenPeak, net.rate, p.model.sharing())
 						p.mu.Unlock()
 					}
 					t.Logf("%v%s", time.Since(start).Round(time.Second), sb.String())
@@ -252,19 +254,23 @@ func TestPacersShareABucket(t *testing.T) {
 		{sharedProfile: sharedProfile{name: "alone 50/s", rate: 50, size: 50, latency: lat, pacers: 1, rows: 2000}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.1},
 		{sharedProfile: sharedProfile{name: "2 on 50/s", rate: 50, size: 50, latency: lat, pacers: 2, rows: 1000}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.1, slow: true},
 		{sharedProfile: sharedProfile{name: "2 on enterprise", rate: 16, size: 50, latency: lat, pacers: 2, rows: 400}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.1},
-		// Four Pacers do not meet the targets yet (≤ 1.05 × the floor,
-		// ≤ 1% 429s, finishing within 10% of each other): a Pacer that
-		// falls behind early can stay behind. These bounds only keep
-		// them from getting worse than measured.
-		{sharedProfile: sharedProfile{name: "4 on 50/s", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500}, maxRatio: 2.5, max429: 0.05, maxSpread: 0.8},
-		{sharedProfile: sharedProfile{name: "4 on enterprise", rate: 16, size: 50, latency: lat, pacers: 4, rows: 200}, maxRatio: 2.5, max429: 0.05, maxSpread: 0.8},
-		{sharedProfile: sharedProfile{name: "4 on private 100/s", rate: 100, size: 100, latency: lat, pacers: 4, rows: 1000}, maxRatio: 2.5, max429: 0.05, maxSpread: 0.8, slow: true},
+		// Four Pacers reach the floor with 0.05 to 0.6% of requests
+		// answered 429, but do not always meet the target of finishing
+		// within 10% of each other: 0.015 to 0.12 over repeated runs.
+		// The spread bound keeps them from getting worse than measured
+		// (a Pacer left crawling at the starting pace ended 2 × the
+		// floor).
+		{sharedProfile: sharedProfile{name: "4 on 50/s", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.2},
+		{sharedProfile: sharedProfile{name: "4 on 50/s, 32 workers each, started 30ms apart", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500, workers: 32, jitter: 0.3, stagger: 30 * time.Millisecond}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.2},
+		{sharedProfile: sharedProfile{name: "4 on enterprise", rate: 16, size: 50, latency: lat, pacers: 4, rows: 200}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.2},
+		{sharedProfile: sharedProfile{name: "4 on private 100/s", rate: 100, size: 100, latency: lat, pacers: 4, rows: 1000}, maxRatio: 1.05, max429: 0.01, maxSpread: 0.2, slow: true},
 		// With --share 1/K each Pacer is capped at its share of the
-		// refill the reset times show, which errs low (see estimator):
-		// 1.03 to 1.19 × the floor over repeated runs, for a target of
-		// 1.10.
-		{sharedProfile: sharedProfile{name: "2 on 50/s share 0.5", rate: 50, size: 50, latency: lat, pacers: 2, rows: 1000, cfg: func(c *Config) { c.Share = 0.5 }}, maxRatio: 1.25, max429: 0.01, maxSpread: 0.1},
-		{sharedProfile: sharedProfile{name: "4 on 50/s share 0.25", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500, cfg: func(c *Config) { c.Share = 0.25 }}, maxRatio: 1.25, max429: 0.01, maxSpread: 0.1},
+		// refill the reset times show, taken mid-exchange (see
+		// estimator.centred), which errs low by half a round trip over
+		// the time to reset: 1.02 × the floor for two Pacers, 1.04 to
+		// 1.08 for four.
+		{sharedProfile: sharedProfile{name: "2 on 50/s share 0.5", rate: 50, size: 50, latency: lat, pacers: 2, rows: 1000, cfg: func(c *Config) { c.Share = 0.5 }}, maxRatio: 1.045, max429: 0.01, maxSpread: 0.1},
+		{sharedProfile: sharedProfile{name: "4 on 50/s share 0.25", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500, cfg: func(c *Config) { c.Share = 0.25 }}, maxRatio: 1.10, max429: 0.015, maxSpread: 0.15},
 		// A hidden limit: within 1.15 × its floor and no row lost; 3.2
 		// to 5.1% of requests answered 429 over repeated runs (the target
 		// is 5%): the first quarter of the announced bucket, 12 requests,
@@ -281,7 +287,7 @@ func TestPacersShareABucket(t *testing.T) {
 			o := tt.run(t)
 			t.Logf("%s", o)
 			if r := o.ratio(); r > tt.maxRatio {
-				t.Errorf("makespan is %.3f × the floor, want <= %.2f", r, tt.maxRatio)
+				t.Errorf("makespan is %.3f × the floor, want <= %.3f", r, tt.maxRatio)
 			}
 			if s := o.share429(); s > tt.max429 {
 				t.Errorf("%.2f%% of requests got 429, want <= %.0f%%", 100*s, 100*tt.max429)
