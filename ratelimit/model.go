@@ -181,6 +181,31 @@ func (m *bucket) learned() (float64, int, bool) {
 	return r, m.size, known && m.size > 0
 }
 
+// refill returns the tenant's whole refill rate as far as the answers
+// show it, the bucket size (0 until seen), and whether the rate is known:
+// the largest of the learned rate, the gross rate of the reset times and
+// the bound of the last few seconds. Each errs low, never high; unlike
+// learned alone, refill does not shrink to what other clients leave.
+func (m *bucket) refill() (float64, int, bool) {
+	r, size, known := m.learned()
+	if g, ok := m.est.gross(); ok {
+		r, known = max(r, g), true
+	}
+	if b := m.est.bound(); b > 0 && known {
+		r = max(r, b)
+	}
+	return r, size, known && size > 0
+}
+
+// fullness returns how full the latest answer showed the tenant's bucket,
+// from 0 (empty, or not seen yet) to 1.
+func (m *bucket) fullness() float64 {
+	if len(m.readings) == 0 || m.size <= 0 {
+		return 0
+	}
+	return min(max(m.readings[len(m.readings)-1].remaining/float64(m.size), 0), 1)
+}
+
 // settle takes g off the list of pending requests and returns it; a zero g
 // stands for the oldest pending request (or, when none is, the last one let
 // through, time unknown).

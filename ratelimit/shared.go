@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"math"
+	"time"
 )
 
 // Shared is a rate limit held outside the process and shared by every
@@ -13,11 +14,21 @@ import (
 // Wait blocks until one request may be sent at rate requests per second
 // with bursts of burst, or returns an error: ctx.Err() as soon as ctx is
 // done, or the store's failure. rate and burst are the Pacer's current
-// view of the tenant's limit: Share of the refill rate and bucket size its
-// answers taught, capped by Config.Rate and Burst; until the rate is
-// known, Config.Rate and the gate's burst, or, with no Config.Rate, no
-// shared wait at all (the answers pace each Pacer); an implementation applies the latest ones it
-// is given. Wait must be safe for concurrent use.
+// view of the tenant's limit: Share of the whole refill rate and bucket
+// size its answers taught (the largest of the rates it learned, never what
+// other clients leave it alone), capped by Config.Rate and Burst; until
+// the rate is known, Config.Rate and the gate's burst, or, with no
+// Config.Rate, no shared wait at all (the answers pace each Pacer). An
+// implementation applies the latest ones it is given, and should ask again
+// within a fraction of a second rather than sleep out a wait computed for
+// an older, lower rate. Wait must be safe for concurrent use.
+//
+// A request does not wait on it while the last answer shows the tenant's
+// bucket at least half full (tokens go unused: the limit is below what the
+// tenant takes, and sending more is how the Pacers learn it), nor on a
+// bucket that refills whole in under a second (its whole-second reset
+// times cannot show its refill apart from what the others take, so a
+// shared limit would err low).
 //
 // A store that fails does not stop the run: the request goes ahead at the
 // Pacer's own pace, whose header feedback stays the safety net (a refusal
@@ -38,7 +49,7 @@ func (p *Pacer) sharedLimit() (float64, int) {
 		// process at that pace would keep them from learning the rate.
 		rate = math.Inf(1)
 	}
-	if lr, size, known := p.model.learned(); known {
+	if lr, size, known := p.model.refill(); known {
 		share := p.cfg.Share
 		if share == 0 {
 			share = 1
@@ -54,6 +65,10 @@ func (p *Pacer) sharedLimit() (float64, int) {
 	return rate, burst
 }
 
+// sharedMinRefill is the least time a bucket takes to refill whole for
+// the processes to share a limit on it.
+const sharedMinRefill = time.Second
+
 // waitShared waits on the shared limiter, if any, at the limit sharedLimit
 // returns. It returns ctx.Err() when ctx ended the wait, and nil otherwise:
 // a failing store lets the request go (see [Shared]). It is called without
@@ -64,8 +79,20 @@ func (p *Pacer) waitShared(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	rate, burst := p.sharedLimit()
+	full := p.model.fullness()
+	refill, size, known := p.model.refill()
 	p.mu.Unlock()
-	if math.IsInf(rate, 1) || rate <= 0 {
+	switch {
+	case math.IsInf(rate, 1) || rate <= 0:
+		return nil
+	case known && float64(size)/refill < sharedMinRefill.Seconds():
+		// A bucket refilled faster than the whole seconds of its reset
+		// times can show: no process can tell its refill from what the
+		// others leave, so the limit they would share errs low.
+		return nil
+	case full >= 0.5:
+		// Tokens go unused: the tenant takes more than the limit holds
+		// the processes to, and sending more is how they learn it.
 		return nil
 	}
 	if err := p.cfg.Shared.Wait(ctx, rate, burst); err != nil {

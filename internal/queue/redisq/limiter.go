@@ -61,9 +61,12 @@ func OpenLimiter(ctx context.Context, cfg queue.Config, tenant string, onError f
 // "rate:linkbatch:rate:" and the tenant's domain.
 func (l *Limiter) Key() string { return "rate:" + l.key }
 
+// maxPoll is the longest Wait sleeps before it asks Redis again.
+const maxPoll = 100 * time.Millisecond
+
 // Wait blocks until the limit lets one request through at rate requests
 // per second with bursts of burst, sleeping out Redis's retry-after
-// between tries. It returns ctx.Err() as soon as ctx is done, or the
+// (at most maxPoll) between tries. It returns ctx.Err() as soon as ctx is done, or the
 // store's error.
 func (l *Limiter) Wait(ctx context.Context, rate float64, burst int) error {
 	if rate <= 0 {
@@ -86,7 +89,10 @@ func (l *Limiter) Wait(ctx context.Context, rate float64, burst int) error {
 		if res.Allowed > 0 {
 			return nil
 		}
-		d := max(res.RetryAfter, time.Millisecond)
+		// Asked again within maxPoll: another process may have set a
+		// faster limit meanwhile, which a sleep computed for this one
+		// would not see.
+		d := min(max(res.RetryAfter, time.Millisecond), maxPoll)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
