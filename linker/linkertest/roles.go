@@ -72,17 +72,7 @@ const (
 // endpoints of this file; the zero route when none matches.
 func grantRoute(method string, segs []string) route {
 	if len(segs) == 5 && segs[0] == "organizations" && segs[2] == "members" && segs[4] == "roles" {
-		org, err1 := url.PathUnescape(segs[1])
-		id, err2 := url.PathUnescape(segs[3])
-		switch {
-		case err1 != nil || err2 != nil || org == "" || id == "":
-			return route{}
-		case method == http.MethodGet:
-			return route{kind: routeMemberRoles, id: id, org: org}
-		case method == http.MethodPost:
-			return route{kind: routeAssignMemberRoles, id: id, org: org}
-		}
-		return route{}
+		return memberRolesRoute(method, segs[1], segs[3])
 	}
 	if len(segs) != 3 {
 		return route{}
@@ -91,19 +81,35 @@ func grantRoute(method string, segs []string) route {
 	if err != nil || id == "" {
 		return route{}
 	}
+	if kind, ok := grantKinds[[3]string{segs[0], segs[2], method}]; ok {
+		return route{kind: kind, id: id}
+	}
+	return route{}
+}
+
+// grantKinds are the route kinds of the three-segment paths of this file,
+// by their first and last segments and the method.
+var grantKinds = map[[3]string]int{
+	{"users", "roles", http.MethodGet}:            routeUserRoles,
+	{"users", "roles", http.MethodPost}:           routeAssignRoles,
+	{"users", "organizations", http.MethodGet}:    routeUserOrgs,
+	{"organizations", "members", http.MethodPost}: routeAddMembers,
+	{"users", "permissions", http.MethodGet}:      routeUserPerms,
+	{"users", "permissions", http.MethodPost}:     routeAssignPerms,
+}
+
+// memberRolesRoute matches /api/v2/organizations/{org}/members/{id}/roles,
+// its segments escaped.
+func memberRolesRoute(method, org, id string) route {
+	org, err1 := url.PathUnescape(org)
+	id, err2 := url.PathUnescape(id)
 	switch {
-	case segs[0] == "users" && segs[2] == "roles" && method == http.MethodGet:
-		return route{kind: routeUserRoles, id: id}
-	case segs[0] == "users" && segs[2] == "roles" && method == http.MethodPost:
-		return route{kind: routeAssignRoles, id: id}
-	case segs[0] == "users" && segs[2] == "organizations" && method == http.MethodGet:
-		return route{kind: routeUserOrgs, id: id}
-	case segs[0] == "organizations" && segs[2] == "members" && method == http.MethodPost:
-		return route{kind: routeAddMembers, id: id}
-	case segs[0] == "users" && segs[2] == "permissions" && method == http.MethodGet:
-		return route{kind: routeUserPerms, id: id}
-	case segs[0] == "users" && segs[2] == "permissions" && method == http.MethodPost:
-		return route{kind: routeAssignPerms, id: id}
+	case err1 != nil || err2 != nil || org == "" || id == "":
+		return route{}
+	case method == http.MethodGet:
+		return route{kind: routeMemberRoles, id: id, org: org}
+	case method == http.MethodPost:
+		return route{kind: routeAssignMemberRoles, id: id, org: org}
 	}
 	return route{}
 }
