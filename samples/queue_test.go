@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -171,22 +170,7 @@ func TestCronWrapperDrainsQueue(t *testing.T) {
 	state := filepath.Join(dir, "state")
 	in := fmt.Sprintf("redis://%s/0?stream=links&group=linkbatch", addr)
 	args := []string{"-e", envFile, in, state, "--rate", "1000", "--burst", "100", "--workers", "4"}
-	results := func() map[string][]batch.Result {
-		t.Helper()
-		f, err := os.Open(filepath.Join(state, "results.csv"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		got := map[string][]batch.Result{}
-		if err := batch.ReadResults(f, func(r batch.Result) error {
-			got[r.MessageID] = append(got[r.MessageID], r)
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return got
-	}
+	results := func() map[string][]batch.Result { return queuetest.Results(t, filepath.Join(state, "results.csv")) }
 
 	add(pairs[:20])
 	if r := cronRun(t, binPath, nil, args...); r.code != exitOK {
