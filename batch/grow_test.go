@@ -26,24 +26,7 @@ func TestRunKeepsThePaceInFlight(t *testing.T) {
 		Faults:    linkertest.Faults{Latency: 50 * time.Millisecond},
 	})
 	t.Cleanup(srv.Close)
-	input := pacingInput(n)
-	for i := range n {
-		srv.Seed(fmt.Sprintf("auth0|p%06d", i), fmt.Sprintf("github|%d", 1000000+i))
-	}
-	base, err := linker.ParseDomain(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{MaxIdleConnsPerHost: 2000}
-	t.Cleanup(tr.CloseIdleConnections)
-	client, err := linker.NewClient(base, linker.StaticToken(srv.IssueToken(time.Hour)), linker.WithHTTPClient(&http.Client{Transport: tr}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pacer, err := ratelimit.New(ratelimit.DefaultConfig(), linker.Retryable)
-	if err != nil {
-		t.Fatal(err)
-	}
+	input, client, pacer := pacedSetup(t, srv, n)
 	var active, most atomic.Int64
 	r := &Runner{Config: DefaultConfig(), Client: client, Pacer: pacer, Hooks: Hooks{Active: func(d int) {
 		if v := active.Add(int64(d)); v > most.Load() {
@@ -67,6 +50,32 @@ func TestRunKeepsThePaceInFlight(t *testing.T) {
 	}
 }
 
+// pacedSetup seeds srv with the n pairs of pacingInput(n) and returns that
+// input, a client of srv with room for 2,000 connections, and a pacer
+// with the default settings.
+func pacedSetup(t *testing.T, srv *linkertest.Server, n int) (string, *linker.Client, *ratelimit.Pacer) {
+	t.Helper()
+	input := pacingInput(n)
+	for i := range n {
+		srv.Seed(fmt.Sprintf("auth0|p%06d", i), fmt.Sprintf("github|%d", 1000000+i))
+	}
+	base, err := linker.ParseDomain(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: 2000}
+	t.Cleanup(tr.CloseIdleConnections)
+	client, err := linker.NewClient(base, linker.StaticToken(srv.IssueToken(time.Hour)), linker.WithHTTPClient(&http.Client{Transport: tr}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pacer, err := ratelimit.New(ratelimit.DefaultConfig(), linker.Retryable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return input, client, pacer
+}
+
 // startInFlightRows is how many rows a run keeps in flight before the
 // tenant's pace is known.
 const startInFlightRows = 32
@@ -88,24 +97,7 @@ func TestRunAdmitsRowsByThePace(t *testing.T) {
 		Faults:    linkertest.Faults{Latency: 50 * time.Millisecond},
 	})
 	t.Cleanup(srv.Close)
-	input := pacingInput(n)
-	for i := range n {
-		srv.Seed(fmt.Sprintf("auth0|p%06d", i), fmt.Sprintf("github|%d", 1000000+i))
-	}
-	base, err := linker.ParseDomain(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{MaxIdleConnsPerHost: 2000}
-	t.Cleanup(tr.CloseIdleConnections)
-	client, err := linker.NewClient(base, linker.StaticToken(srv.IssueToken(time.Hour)), linker.WithHTTPClient(&http.Client{Transport: tr}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pacer, err := ratelimit.New(ratelimit.DefaultConfig(), linker.Retryable)
-	if err != nil {
-		t.Fatal(err)
-	}
+	input, client, pacer := pacedSetup(t, srv, n)
 	var (
 		mu             sync.Mutex
 		active, peak   int
