@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/linkbatch/linkbatch/batch"
@@ -271,27 +268,7 @@ func TestQueueEnqueueThenDrainSimulated(t *testing.T) {
 // JetStream run in the test's process) links every pair, one result per
 // message, the poison one terminated.
 func TestQueueDrainNATS(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "LINKS", Subjects: []string{"links"}}); err != nil {
-		t.Fatal(err)
-	}
+	addr, js := queuetest.StartNATS(t, "LINKS")
 	pairs := genPairs("n", 20)
 	srv, token := newTenant(t, linkertest.Config{}, pairs)
 	for _, p := range pairs {
@@ -303,7 +280,7 @@ func TestQueueDrainNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "results.csv")
-	in := fmt.Sprintf("nats://%s?stream=LINKS&consumer=workers", ns.Addr())
+	in := fmt.Sprintf("nats://%s?stream=LINKS&consumer=workers", addr)
 	o := runLinkbatch(t, invocation{args: []string{"run", "--drain", "--no-progress", "--in", in, "--out", out}, env: tenantEnv(srv, token)})
 	if o.code != exitProblems {
 		t.Fatalf("exit %d, want %d (one poison message)\n%s", o.code, exitProblems, o.stderr)

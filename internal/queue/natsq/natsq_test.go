@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkbatch/linkbatch/internal/queue"
@@ -18,35 +16,9 @@ import (
 
 const stream = "LINKS"
 
-// startNATS runs a NATS server with JetStream, its store in a temporary
-// directory, in the test's process, and creates the stream of requests
-// (subject "links"). It returns the server's address and a JetStream
-// client.
-func startNATS(t testing.TB) (string, jetstream.JetStream) {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: stream, Subjects: []string{"links"}}); err != nil {
-		t.Fatal(err)
-	}
-	return ns.Addr().String(), js
-}
+// startNATS runs a NATS server with JetStream and the stream of requests
+// (see queuetest.StartNATS).
+func startNATS(t testing.TB) (string, jetstream.JetStream) { return queuetest.StartNATS(t, stream) }
 
 func config(t testing.TB, addr string) queue.Config {
 	t.Helper()
