@@ -59,18 +59,11 @@ func (s *Server) AddRolePermissions(id string, perms ...Permission) {
 
 // handlePermList answers GET /api/v2/users/{id}/permissions.
 func (s *Server) handlePermList(r *http.Request, rt route) (int, any) {
-	bad := func(status int, code, msg string) (int, any) { return status, newAPIError(status, code, msg) }
-	if status, code, msg := s.authorize(r, []string{"read:users"}, msgPermsReadScope); status != 0 {
-		return bad(status, code, msg)
-	}
-	page, perPage, totals, msg := pageQuery(r.URL.Query())
-	if msg != "" {
-		return bad(http.StatusBadRequest, codeInvalidQuery, msg)
-	}
-	s.mu.Lock()
-	u, ok := s.users[rt.id]
-	var all []map[string]any
-	if ok {
+	return s.listAnswer(r, []string{"read:users"}, msgPermsReadScope, "permissions", func() ([]map[string]any, int, any) {
+		u, ok := s.users[rt.id]
+		if !ok {
+			return nil, http.StatusNotFound, newAPIError(http.StatusNotFound, codeInexistentUser, msgUserNotFound)
+		}
 		var order []Permission
 		sources := map[Permission][]map[string]any{}
 		add := func(p Permission, src map[string]any) {
@@ -87,16 +80,13 @@ func (s *Server) handlePermList(r *http.Request, rt route) (int, any) {
 				add(p, map[string]any{"source_id": role, "source_name": s.grants.roles[role], "source_type": "ROLE"})
 			}
 		}
+		var all []map[string]any
 		for _, p := range order {
 			all = append(all, map[string]any{"permission_name": p.Name, "description": "", "resource_server_name": p.API,
 				"resource_server_identifier": p.API, "sources": sources[p]})
 		}
-	}
-	s.mu.Unlock()
-	if !ok {
-		return bad(http.StatusNotFound, codeInexistentUser, msgUserNotFound)
-	}
-	return pagedAnswer("permissions", all, page, perPage, totals)
+		return all, 0, nil
+	})
 }
 
 // handlePermWrite answers POST /api/v2/users/{id}/permissions.

@@ -188,37 +188,46 @@ func (s *Server) serveGrant(w http.ResponseWriter, r *http.Request, rt route, bo
 // handleGrantList answers GET /api/v2/users/{id}/roles and
 // /organizations.
 func (s *Server) handleGrantList(r *http.Request, rt route) (int, any) {
-	bad := func(status int, code, msg string) (int, any) { return status, newAPIError(status, code, msg) }
 	scopes, scopeMsg, key := rolesReadScopes, msgRolesReadScope, "roles"
 	if rt.kind == routeUserOrgs {
 		scopes, scopeMsg, key = orgsReadScopes, msgOrgsReadScope, "organizations"
 	}
+	return s.listAnswer(r, scopes, scopeMsg, key, func() ([]map[string]any, int, any) {
+		u, ok := s.users[rt.id]
+		if !ok {
+			return nil, http.StatusNotFound, newAPIError(http.StatusNotFound, codeInexistentUser, msgUserNotFound)
+		}
+		var all []map[string]any
+		if rt.kind == routeUserOrgs {
+			for _, id := range u.Organizations {
+				all = append(all, map[string]any{"id": id, "name": s.grants.orgs[id], "display_name": s.grants.orgs[id]})
+			}
+			return all, 0, nil
+		}
+		for _, id := range u.Roles {
+			all = append(all, map[string]any{"id": id, "name": s.grants.roles[id], "description": ""})
+		}
+		return all, 0, nil
+	})
+}
+
+// listAnswer answers a paged list: it authorizes r for scopes, reads the
+// page query, and pages under key what items returns, called with s.mu
+// held; a status items returns other than 0 is answered with its payload
+// instead.
+func (s *Server) listAnswer(r *http.Request, scopes []string, scopeMsg, key string, items func() ([]map[string]any, int, any)) (int, any) {
 	if status, code, msg := s.authorize(r, scopes, scopeMsg); status != 0 {
-		return bad(status, code, msg)
+		return status, newAPIError(status, code, msg)
 	}
 	page, perPage, totals, msg := pageQuery(r.URL.Query())
 	if msg != "" {
-		return bad(http.StatusBadRequest, codeInvalidQuery, msg)
+		return http.StatusBadRequest, newAPIError(http.StatusBadRequest, codeInvalidQuery, msg)
 	}
 	s.mu.Lock()
-	u, ok := s.users[rt.id]
-	var all []map[string]any
-	if ok {
-		ids, names := u.Roles, s.grants.roles
-		if rt.kind == routeUserOrgs {
-			ids, names = u.Organizations, s.grants.orgs
-		}
-		for _, id := range ids {
-			if rt.kind == routeUserOrgs {
-				all = append(all, map[string]any{"id": id, "name": names[id], "display_name": names[id]})
-			} else {
-				all = append(all, map[string]any{"id": id, "name": names[id], "description": ""})
-			}
-		}
-	}
+	all, status, payload := items()
 	s.mu.Unlock()
-	if !ok {
-		return bad(http.StatusNotFound, codeInexistentUser, msgUserNotFound)
+	if status != 0 {
+		return status, payload
 	}
 	return pagedAnswer(key, all, page, perPage, totals)
 }
@@ -408,26 +417,17 @@ func (s *Server) member(rt route) (*User, int, any) {
 // handleMemberRoles answers GET
 // /api/v2/organizations/{id}/members/{user_id}/roles.
 func (s *Server) handleMemberRoles(r *http.Request, rt route) (int, any) {
-	if status, code, msg := s.authorize(r, []string{"read:organization_member_roles"}, msgMemberRolesRead); status != 0 {
-		return status, newAPIError(status, code, msg)
-	}
-	page, perPage, totals, msg := pageQuery(r.URL.Query())
-	if msg != "" {
-		return http.StatusBadRequest, newAPIError(http.StatusBadRequest, codeInvalidQuery, msg)
-	}
-	s.mu.Lock()
-	u, status, payload := s.member(rt)
-	var all []map[string]any
-	if u != nil {
+	return s.listAnswer(r, []string{"read:organization_member_roles"}, msgMemberRolesRead, "roles", func() ([]map[string]any, int, any) {
+		u, status, payload := s.member(rt)
+		if u == nil {
+			return nil, status, payload
+		}
+		var all []map[string]any
 		for _, id := range u.OrganizationRoles[rt.org] {
 			all = append(all, map[string]any{"id": id, "name": s.grants.roles[id], "description": ""})
 		}
-	}
-	s.mu.Unlock()
-	if u == nil {
-		return status, payload
-	}
-	return pagedAnswer("roles", all, page, perPage, totals)
+		return all, 0, nil
+	})
 }
 
 // handleAssignMemberRoles answers POST
