@@ -38,8 +38,9 @@ type Shared interface {
 	Wait(ctx context.Context, rate float64, burst int) error
 }
 
-// sharedLimit returns the rate and burst a request waits at on the shared
-// limiter (see [Shared]). Called with p.mu held.
+// sharedLimit returns the rate and burst a request waits at on the
+// shared limiter (see [Shared]); an infinite rate when it does not wait.
+// Called with p.mu held.
 func (p *Pacer) sharedLimit() (float64, int) {
 	r, b := p.model.pace()
 	rate, burst := float64(r), b
@@ -49,18 +50,30 @@ func (p *Pacer) sharedLimit() (float64, int) {
 		// process at that pace would keep them from learning the rate.
 		rate = math.Inf(1)
 	}
-	if lr, size, known := p.model.refill(); known {
-		share := p.cfg.Share
-		if share == 0 {
-			share = 1
-		}
-		rate, burst = share*lr, max(1, int(share*float64(size)))
-		if p.cfg.Rate > 0 {
-			rate = min(rate, p.cfg.Rate)
-		}
-		if p.cfg.Burst > 0 {
-			burst = min(burst, p.cfg.Burst)
-		}
+	lr, size, known := p.model.refill()
+	switch {
+	case !known:
+		return rate, burst
+	case float64(size)/lr < sharedMinRefill.Seconds():
+		// A bucket refilled faster than the whole seconds of its reset
+		// times can show: no process can tell its refill from what the
+		// others leave, so the limit they would share errs low.
+		return math.Inf(1), burst
+	case p.model.fullness() >= 0.5:
+		// Tokens go unused: the tenant takes more than the limit holds
+		// the processes to, and sending more is how they learn it.
+		return math.Inf(1), burst
+	}
+	share := p.cfg.Share
+	if share == 0 {
+		share = 1
+	}
+	rate, burst = share*lr, max(1, int(share*float64(size)))
+	if p.cfg.Rate > 0 {
+		rate = min(rate, p.cfg.Rate)
+	}
+	if p.cfg.Burst > 0 {
+		burst = min(burst, p.cfg.Burst)
 	}
 	return rate, burst
 }
@@ -79,20 +92,8 @@ func (p *Pacer) waitShared(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	rate, burst := p.sharedLimit()
-	full := p.model.fullness()
-	refill, size, known := p.model.refill()
 	p.mu.Unlock()
-	switch {
-	case math.IsInf(rate, 1) || rate <= 0:
-		return nil
-	case known && float64(size)/refill < sharedMinRefill.Seconds():
-		// A bucket refilled faster than the whole seconds of its reset
-		// times can show: no process can tell its refill from what the
-		// others leave, so the limit they would share errs low.
-		return nil
-	case full >= 0.5:
-		// Tokens go unused: the tenant takes more than the limit holds
-		// the processes to, and sending more is how they learn it.
+	if math.IsInf(rate, 1) || rate <= 0 {
 		return nil
 	}
 	if err := p.cfg.Shared.Wait(ctx, rate, burst); err != nil {
