@@ -251,30 +251,12 @@ func (c *candidates) add(code uint8, other uint32) {
 	c.n++
 }
 
-// verdict resolves the candidates as resolve does: the conflict with the
-// earliest other line wins (the lowest code among equals), and a row that
-// is both a chain's primary and a chain's secondary with that same line
-// repeats its pair reversed.
+// verdict resolves the candidates as resolve does (see pickVerdict).
 func (c *candidates) verdict(line uint32) (planVerdict, bool, error) {
 	if c.n == 0 {
 		return planVerdict{}, false, nil
 	}
-	best := c.list[0]
-	var asPrimary, asSecondary uint32
-	for _, cand := range c.list[:c.n] {
-		if cand.other < best.other || cand.other == best.other && cand.code < best.code {
-			best = cand
-		}
-		switch cand.code {
-		case planSecondaryIsPrimary:
-			asPrimary = cand.other
-		case planPrimaryIsSecondary:
-			asSecondary = cand.other
-		}
-	}
-	if asPrimary != 0 && asPrimary == asSecondary && asPrimary == best.other {
-		best.code = planReversed
-	}
+	best := pickVerdict(c.list[:c.n])
 	return planVerdict{line: line, other: best.other, code: best.code}, true, nil
 }
 

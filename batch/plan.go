@@ -337,29 +337,47 @@ func resolve(cands []planCand) []planVerdict {
 		for end < len(cands) && cands[end].line == cands[start].line {
 			end++
 		}
-		group := cands[start:end]
-		best := group[0] // the lowest code: a duplicate when there is one, with its earliest line
-		if best.code != planDuplicate {
-			var asPrimary, asSecondary uint32
-			for _, c := range group {
-				if c.other < best.other {
-					best = c
-				}
-				switch c.code {
-				case planSecondaryIsPrimary:
-					asPrimary = c.other
-				case planPrimaryIsSecondary:
-					asSecondary = c.other
-				}
-			}
-			if asPrimary != 0 && asPrimary == asSecondary && asPrimary == best.other {
-				best.code = planReversed
-			}
-		}
+		best := pickVerdict(cands[start:end])
 		out = append(out, planVerdict{line: best.line, other: best.other, code: best.code})
 		start = end
 	}
 	return out
+}
+
+// pickVerdict returns the reason that decides a line's verdict among
+// those found for it (group, not empty): a repeat, the earliest one, when
+// there is one; otherwise the conflict with the earliest other line (the
+// lowest code among equals), turned into planReversed when the row is both
+// a chain's primary and a chain's secondary with that same line.
+func pickVerdict(group []planCand) planCand {
+	best := group[0]
+	dup := best.code == planDuplicate
+	for _, c := range group[1:] {
+		switch {
+		case (c.code == planDuplicate) != dup:
+			if c.code == planDuplicate {
+				best, dup = c, true
+			}
+		case c.other < best.other || c.other == best.other && c.code < best.code:
+			best = c
+		}
+	}
+	if dup {
+		return best
+	}
+	var asPrimary, asSecondary uint32
+	for _, c := range group {
+		switch c.code {
+		case planSecondaryIsPrimary:
+			asPrimary = c.other
+		case planPrimaryIsSecondary:
+			asSecondary = c.other
+		}
+	}
+	if asPrimary != 0 && asPrimary == asSecondary && asPrimary == best.other {
+		best.code = planReversed
+	}
+	return best
 }
 
 // mergeVerdicts merges two lists sorted by line, with no line in both.
