@@ -61,7 +61,7 @@ func TestPacersShareALimiter(t *testing.T) {
 		{sharedProfile: sharedProfile{name: "2 on 50/s", rate: 50, size: 50, latency: lat, pacers: 2, rows: 500}, maxRatio: 1.05, max429: 0.01},
 		{sharedProfile: sharedProfile{name: "4 on 50/s", rate: 50, size: 50, latency: lat, pacers: 4, rows: 500}, maxRatio: 1.05, max429: 0.01, slow: true},
 		{sharedProfile: sharedProfile{name: "2 on enterprise", rate: 16, size: 50, latency: lat, pacers: 2, rows: 200}, maxRatio: 1.05, max429: 0.01},
-		{sharedProfile: sharedProfile{name: "4 on enterprise", rate: 16, size: 50, latency: lat, pacers: 4, rows: 100}, maxRatio: 1.05, max429: 0.02},
+		{sharedProfile: sharedProfile{name: "4 on enterprise", rate: 16, size: 50, latency: lat, pacers: 4, rows: 300}, maxRatio: 1.05, max429: 0.02},
 		{sharedProfile: sharedProfile{name: "4 on 200/s burst 200", rate: 200, size: 200, latency: 20 * time.Millisecond, pacers: 4, rows: 1000}, maxRatio: 1.05, max429: 0.01, slow: true},
 		{sharedProfile: sharedProfile{name: "2 on 200/s burst 20", rate: 200, size: 20, latency: 20 * time.Millisecond, pacers: 2, rows: 1000}, maxRatio: 1.45, max429: 0.03},
 		{sharedProfile: sharedProfile{name: "4 on 200/s burst 20", rate: 200, size: 20, latency: 20 * time.Millisecond, pacers: 4, rows: 500}, maxRatio: 1.45, max429: 0.12},
