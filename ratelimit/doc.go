@@ -29,9 +29,13 @@
 //
 // bounded by fracMin below and Config.Share above. R is the common
 // reserve: none while the Pacer is alone, and reserveTokens (at most a
-// quarter of the bucket) while the answers show others drawing on it too:
-// the reset times show the bucket refilling clearly faster than the fitted
-// rate left to this Pacer (see estimator.others), lately (sharingKept).
+// quarter of the bucket) while the answers show others drawing on it too,
+// lately (sharingKept): the reset times show the bucket refilling clearly
+// faster than the fitted rate left to this Pacer (see estimator.others),
+// or an answer shows more tokens gone since an earlier one than all the
+// Pacer's requests in between can have taken (see bucket.spent; the
+// refill only adds, so this needs no rate and shows another client a
+// round trip after its first requests).
 // Alone, only answers to requests the gate held back count, so that a
 // burst spent at once is no signal. f starts at fracStart, so that Pacers
 // started together do not all spend the whole bucket at once; a bucket too
@@ -44,6 +48,21 @@
 // bucket.probe): the reserve would read as such tokens, and each answer
 // would then let the Pacer take more, the more answers the more, a
 // feedback that let whichever Pacer sent most run away with the bucket.
+//
+// Claims are made a round trip apart. The tokens an answer shows left were
+// left before every request the other clients sent meanwhile, and each of
+// them, seeing the same answers, claims its part of the same tokens. So
+// while others share the bucket, and after the Pacer's first claim until
+// an answer shows what followed it, an answer the tenant handled before a
+// round trip after the last claim claims at most one token (enough for
+// one request that shows what followed). Without that, Pacers started
+// together each claimed f of the full bucket, then, on answers to those
+// very requests, f of what seemed left of it again, and together spent
+// twice the bucket: the 429s of a shared start. And while others share
+// the bucket and its refill is not known yet, f does not grow: the pace is
+// then the slow starting one (or f of the least refill the answers show,
+// see estimator.bound), whatever f is, so a grown f would show only once
+// the refill is learned, when every Pacer at once paced at it.
 //
 // Why it converges: while the claims add up to less than the bucket
 // (Σf < 1) tokens go unclaimed, the bucket stays above the reserve, and
@@ -65,13 +84,12 @@
 // The argument holds only as far as each Pacer's pace follows its f: the
 // level read from each answer still lets one Pacer take a token another
 // was about to, so shares wander around the equal one. And it is about
-// rates, not rows done: a Pacer started first spends most of a full
-// bucket before the others' answers show them (each of its answers claims
-// f of the tokens left, again), and keeps that lead to the end. A Pacer
-// left alone
-// grows f by a per second, back to the whole bucket within a few seconds
-// (from a quarter, in under 4 s), and drops the reserve sharingKept after
-// the answers last showed others.
+// rates, not rows done: a Pacer started before the others keeps what it
+// spent of the full bucket alone (a quarter, then a part of what is left
+// each round trip) as a lead to the end. A Pacer left alone grows f by a
+// per second, back to the whole bucket within a few seconds (from a
+// quarter, in under 4 s), and drops the reserve sharingKept after the
+// answers last showed others.
 //
 // A 429 the announced bucket cannot explain (its headers still show tokens,
 // or show another bucket than the accepted answers) comes from a limit the

@@ -31,6 +31,11 @@ const (
 	// present after the answers last showed them.
 	reserveTokens = 2
 	sharingKept   = 10 * time.Second
+	// marksKept is how many accepted answers spent compares each new one
+	// with; othersSlack is how many tokens more than the Pacer's own
+	// requests explain an answer must show gone before it counts.
+	marksKept   = 16
+	othersSlack = 1
 	// The share of the tenant's refill the Pacer claims follows additive
 	// increase, multiplicative decrease (see the package doc): it grows
 	// by fracIncrease per second, and each time the tenant's bucket shows
@@ -92,11 +97,13 @@ type bucket struct {
 	allowance  *rate.Limiter
 	policyRate float64 // +Inf while there are no policy caps
 	policyCap  float64
-	mirrorRate float64 // the tenant's refill usable by this Pacer
-	mirrorCap  float64 // the tenant's bucket size usable by this Pacer
-	mirroring  bool    // the mirror caps are in force
-	seen       bool    // an answer said how big the tenant's bucket is
-	size       int     // the tenant's bucket size, 0 until seen
+	mirrorRate float64   // the tenant's refill usable by this Pacer
+	mirrorCap  float64   // the tenant's bucket size usable by this Pacer
+	mirroring  bool      // the mirror caps are in force
+	seen       bool      // an answer said how big the tenant's bucket is
+	claimFrom  time.Time // answers the tenant handled before this claim no tokens (see learn)
+	claimSeen  bool      // an answer the tenant handled after the first claim came
+	size       int       // the tenant's bucket size, 0 until seen
 	est        *estimator
 	margin     float64         // tokens left in the tenant's bucket as a cushion
 	sharedAt   time.Time       // when the answers last showed others drawing on the bucket
@@ -116,6 +123,7 @@ type bucket struct {
 	sent       int64           // requests let through; the last one's sequence number
 	pending    []grant         // requests let through, answer not reported yet
 	readings   []reading       // of recent answers that said how full the bucket was
+	marks      []mark          // of the last few accepted answers, to tell others' spending (see spent)
 	latencies  []time.Duration // of recent requests, newest last
 	refused    []int64         // sequence numbers of recent refusals, ascending
 	nRefused   int64           // refusals in all
@@ -128,6 +136,17 @@ type grant struct {
 	seq    int64
 	at     time.Time
 	waited bool
+	ahead  int // requests let through before it, answer not reported yet
+}
+
+// mark is what an accepted answer said of the tenant's bucket, with what
+// the Pacer had let through when its request went: enough to bound the
+// tokens the Pacer alone can have spent between two answers.
+type mark struct {
+	g         grant
+	arrived   time.Time
+	limit     int
+	remaining int
 }
 
 // reading is what one answer said of the tenant's bucket.
@@ -169,7 +188,7 @@ func (m *bucket) let(now time.Time, waited bool) grant {
 		m.allowance.ReserveN(now, 1)
 	}
 	m.sent++
-	g := grant{seq: m.sent, at: now, waited: waited}
+	g := grant{seq: m.sent, at: now, waited: waited, ahead: len(m.pending)}
 	m.pending = append(m.pending, g)
 	return g
 }
@@ -307,7 +326,7 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 		refused:   limited,
 	})
 	m.retune(now)
-	m.notice(now)
+	m.notice(now, g, a.Limit, rem, limited)
 
 	// The level: the tokens the tenant had when it handled a request
 	// answered lately, plus its refill since, less one for each request
@@ -325,22 +344,39 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 		m.adjust(now, g, rem, slowest)
 	}
 	m.readings = append(m.readings, reading{arrived: now, handled: at, sent: g.at, remaining: float64(rem)})
-	old := 0
-	for old < len(m.readings)-1 && now.Sub(m.readings[old].arrived) > slowest {
-		old++
+	// The readings kept are those the tenant handled within a round trip
+	// of the latest it handled: an answer that comes back late tells of
+	// the bucket before one that came back sooner, and must not take
+	// its place.
+	latest := at
+	for _, rd := range m.readings {
+		latest = later(latest, rd.handled)
 	}
-	m.readings = slices.Delete(m.readings, 0, old)
+	m.readings = slices.DeleteFunc(m.readings, func(rd reading) bool { return latest.Sub(rd.handled) > slowest })
 	low := math.Inf(1)
 	// The tokens claimed: frac of those left above the reserve (see
 	// claim and reserve).
 	claim := m.share * m.claim()
 	reserve := m.reserve()
+	// An answer the tenant handled before claimFrom claims at most one
+	// token (see the package doc: claims a round trip apart).
+	claimed := false
 	for _, rd := range m.readings {
 		since := rd.sent
 		if !since.IsZero() {
 			since = since.Add(-(slowest - fastest) / 2)
 		}
-		low = min(low, claim*max(0, rd.remaining-reserve)+m.mirrorRate*now.Sub(rd.handled).Seconds()-float64(m.pendingSince(since)))
+		c := claim * max(0, rd.remaining-reserve)
+		fresh := !rd.handled.Before(m.claimFrom)
+		if fresh {
+			m.claimSeen = m.claimSeen || !m.claimFrom.IsZero()
+		} else {
+			c = min(c, 1)
+		}
+		l := c + m.mirrorRate*now.Sub(rd.handled).Seconds() - float64(m.pendingSince(since))
+		if l < low {
+			low, claimed = l, fresh && c >= 1
+		}
 	}
 	if !m.sharing() {
 		low += m.slack
@@ -365,6 +401,9 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 		if m.allowance != nil {
 			low = max(cur, min(low, m.allowance.TokensAt(now)))
 		}
+		if claimed && low >= cur+1 && (m.sharing() || !m.claimSeen) {
+			m.claimFrom = now.Add(slowest)
+		}
 		return low
 	case cur > low+1:
 		return low + 0.5
@@ -378,7 +417,7 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 // empty to a request the gate held back or, while others draw on it, shows
 // no more than the common reserve to any request.
 func (m *bucket) adjust(now time.Time, g grant, remaining int, slowest time.Duration) {
-	if !m.fracAt.IsZero() && now.After(m.fracAt) {
+	if !m.fracAt.IsZero() && now.After(m.fracAt) && m.grows() {
 		dt := now.Sub(m.fracAt).Seconds()
 		m.frac = min(m.share, m.frac+fracIncrease*dt)
 	}
@@ -386,6 +425,19 @@ func (m *bucket) adjust(now time.Time, g grant, remaining int, slowest time.Dura
 	if float64(remaining) <= m.reserve() && (g.waited || m.sharing()) {
 		m.cut(now, m.cutFactor(), slowest)
 	}
+}
+
+// grows reports whether frac grows with time: alone, or once the pace
+// is frac of a refill the answers show. While others draw on the bucket
+// and the refill is not known yet, the pace is the slow starting one
+// whatever frac is, so nothing would show a frac grown too large until
+// the refill is learned, and every Pacer then at once paces at it.
+func (m *bucket) grows() bool {
+	if !m.sharing() || m.est.net().known {
+		return true
+	}
+	_, ok := m.est.gross()
+	return ok
 }
 
 // cutFactor is what a cut of frac multiplies it by: deeper while others
@@ -399,15 +451,49 @@ func (m *bucket) cutFactor() float64 {
 }
 
 // notice takes note, at now, of whether the answers show other clients
-// drawing on the tenant's bucket (see estimator.others), and forgets it
-// sharingKept after they last did.
-func (m *bucket) notice(now time.Time) {
-	if m.est.others() {
+// drawing on the tenant's bucket (see estimator.others and spent), and
+// forgets it sharingKept after they last did. g is the request answered,
+// showing remaining tokens of a bucket of limit; limited says it was
+// refused.
+func (m *bucket) notice(now time.Time, g grant, limit, remaining int, limited bool) {
+	if m.est.others() || (!limited && m.spent(now, g, limit, remaining)) {
 		m.sharedAt = now
 	}
 	if !m.sharedAt.IsZero() && now.Sub(m.sharedAt) > sharingKept {
 		m.sharedAt = time.Time{}
 	}
+}
+
+// spent reports whether an accepted answer, arrived at now to request g,
+// shows more tokens gone from the tenant's bucket than this Pacer can have
+// taken since an earlier answer: others drew on it too. The tenant's
+// refill only adds tokens, so between an answer that came back before g
+// was let through (mark j) and g's own, the bucket can lose at most the
+// requests let through since j's request and those still pending when it
+// went, whatever the refill. Unlike the reset times, this shows another
+// client within a round trip of its first requests, before a burst spent
+// by every client at once empties the bucket. The last marksKept answers
+// are kept to compare with.
+func (m *bucket) spent(now time.Time, g grant, limit, remaining int) bool {
+	if g.at.IsZero() {
+		return false
+	}
+	seen := false
+	for _, j := range m.marks {
+		if j.limit != limit || j.arrived.After(g.at) {
+			continue
+		}
+		own := m.sent - j.g.seq + int64(j.g.ahead)
+		if int64(remaining) < int64(j.remaining)-own-othersSlack {
+			seen = true
+			break
+		}
+	}
+	m.marks = append(m.marks, mark{g: g, arrived: now, limit: limit, remaining: remaining})
+	if len(m.marks) > marksKept {
+		m.marks = slices.Delete(m.marks, 0, len(m.marks)-marksKept)
+	}
+	return seen
 }
 
 // sharing reports whether others draw on the tenant's bucket lately.
@@ -561,7 +647,11 @@ func (m *bucket) retune(now time.Time) {
 		// the fit, but not how fast it at least refills; and when other
 		// clients keep the fit from showing the refill, the reset times
 		// still show it.
-		r = max(r, m.est.bound())
+		b := m.est.bound()
+		if m.sharing() {
+			b *= m.share * m.claim()
+		}
+		r = max(r, b)
 		if g, ok := m.est.gross(); ok {
 			r = max(r, m.share*m.claim()*g)
 		}
