@@ -401,7 +401,7 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 		if m.allowance != nil {
 			low = max(cur, min(low, m.allowance.TokensAt(now)))
 		}
-		if claimed && low >= cur+1 && (m.sharing() || !m.claimSeen) {
+		if claimed && low >= cur+1 && (m.sharing() || !m.claimSeen) && m.claim() < 1 {
 			m.claimFrom = now.Add(slowest)
 		}
 		return low
