@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/internal/clitest"
 	"github.com/linkbatch/linkbatch/internal/queue/queuetest"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
@@ -155,11 +156,11 @@ func TestCronWrapperDrainsQueue(t *testing.T) {
 	}
 	rc = redis.NewClient(&redis.Options{Addr: addr, Password: password})
 	t.Cleanup(func() { rc.Close() })
-	pairs := genPairs("cronq", 25)
-	srv, tok := newTenant(t, linkertest.Config{RateLimit: linkertest.RateLimit{Burst: 100, Rate: 1000}}, pairs)
+	pairs := clitest.GenPairs("cronq", 25)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{RateLimit: linkertest.RateLimit{Burst: 100, Rate: 1000}}, pairs)
 	add := func(ps []pair) {
 		for _, p := range ps {
-			if err := rc.XAdd(t.Context(), &redis.XAddArgs{Stream: "links", Values: []any{"primary_user_id", p.primary, "secondary_user_id", p.secondary}}).Err(); err != nil {
+			if err := rc.XAdd(t.Context(), &redis.XAddArgs{Stream: "links", Values: []any{"primary_user_id", p.Primary, "secondary_user_id", p.Secondary}}).Err(); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -203,8 +204,8 @@ func TestCronWrapperDrainsQueue(t *testing.T) {
 		t.Errorf("%d requests linked, want 25 (one per pair)", linked)
 	}
 	for _, p := range pairs {
-		if got, ok := srv.LinkedTo(p.secondary); !ok || got != p.primary {
-			t.Errorf("%s linked to %q (%v), want %s", p.secondary, got, ok, p.primary)
+		if got, ok := srv.LinkedTo(p.Secondary); !ok || got != p.Primary {
+			t.Errorf("%s linked to %q (%v), want %s", p.Secondary, got, ok, p.Primary)
 		}
 	}
 	if s := cronStatus(t, state); s != "exit 0" {

@@ -30,6 +30,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/internal/clitest"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
 
@@ -913,10 +914,10 @@ func cronAwaitLog(t *testing.T, state, s string) {
 // final linked row in the results file at path.
 func cronCheckLinked(t *testing.T, srv *linkertest.Server, pairs []pair, path string) {
 	t.Helper()
-	results, _ := readResultFile(t, path)
+	results, _ := clitest.ReadResultFile(t, path)
 	for i, p := range pairs {
-		if got, ok := srv.LinkedTo(p.secondary); !ok || got != p.primary {
-			t.Errorf("%s linked to %q (%v), want %s", p.secondary, got, ok, p.primary)
+		if got, ok := srv.LinkedTo(p.Secondary); !ok || got != p.Primary {
+			t.Errorf("%s linked to %q (%v), want %s", p.Secondary, got, ok, p.Primary)
 		}
 		if r, ok := results[i+2]; !ok || (r.Status != batch.StatusLinked && r.Status != batch.StatusAlreadyLinked) {
 			t.Errorf("%s line %d: %+v, want linked", filepath.Base(path), i+2, r)
@@ -968,7 +969,7 @@ func replaceInput(t *testing.T, path string, pairs []pair) []byte {
 	var b strings.Builder
 	b.WriteString("primary_user_id,secondary_user_id\n")
 	for _, p := range pairs {
-		fmt.Fprintf(&b, "%s,%s\n", csvQuote(p.primary), csvQuote(p.secondary))
+		fmt.Fprintf(&b, "%s,%s\n", clitest.CSVQuote(p.Primary), clitest.CSVQuote(p.Secondary))
 	}
 	writeFileMode(t, path+".tmp", b.String(), 0o600)
 	if err := os.Rename(path+".tmp", path); err != nil {
@@ -996,10 +997,10 @@ func TestCronWrapperEndToEnd(t *testing.T) {
 	batches := map[string][]pair{}
 	var all []pair
 	for _, name := range []string{"a", "b", "c", "d", "e"} {
-		batches[name] = genPairs("cron"+name, 30)
+		batches[name] = clitest.GenPairs("cron"+name, 30)
 		all = append(all, batches[name]...)
 	}
-	srv, tok := newTenant(t, linkertest.Config{Seed: 7, RateLimit: linkertest.RateLimit{Burst: 100, Rate: 1000}}, all)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{Seed: 7, RateLimit: linkertest.RateLimit{Burst: 100, Rate: 1000}}, all)
 	gate := newCronGate(t, srv.URL)
 	dir := t.TempDir()
 	envFile := filepath.Join(dir, "env")
@@ -1103,7 +1104,7 @@ func TestCronWrapperEndToEnd(t *testing.T) {
 	if s := cronStatus(t, state); s != "exit 3" {
 		t.Errorf("status %q after the stopped run", s)
 	}
-	partial, _ := readResultFile(t, results)
+	partial, _ := clitest.ReadResultFile(t, results)
 	if len(partial) == 0 || len(partial) >= len(batches["c"]) {
 		t.Errorf("the stopped run wrote %d of %d rows; want the rows in flight only", len(partial), len(batches["c"]))
 	}
@@ -1115,8 +1116,8 @@ func TestCronWrapperEndToEnd(t *testing.T) {
 	}
 	cronCheckLinked(t, srv, batches["c"], results)
 	for _, p := range batches["d"] {
-		if _, ok := srv.LinkedTo(p.secondary); ok {
-			t.Fatalf("%s linked before the incomplete run was finished", p.secondary)
+		if _, ok := srv.LinkedTo(p.Secondary); ok {
+			t.Fatalf("%s linked before the incomplete run was finished", p.Secondary)
 		}
 	}
 	if rot := cronRotated(t, state); len(rot) != 2 { // A and B

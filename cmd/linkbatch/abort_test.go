@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/internal/clitest"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
 
@@ -17,8 +18,8 @@ import (
 // naming what to check; the rows tried are failed and retryable, the others
 // have no result, and a resume with the mistake fixed links every pair once.
 func TestRunStopsWhenEveryRowFailsAlike(t *testing.T) {
-	pairs := genPairs("alike", 200)
-	srv, tok := newTenant(t, linkertest.Config{}, pairs)
+	pairs := clitest.GenPairs("alike", 200)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	untrusted := httptest.NewTLSServer(http.NotFoundHandler())
 	t.Cleanup(untrusted.Close)
 	l, err := net.Listen("tcp", "127.0.0.1:0")

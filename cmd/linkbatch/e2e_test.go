@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/internal/clitest"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
 
@@ -22,23 +23,7 @@ import (
 // run it as a subprocess against a fake tenant over HTTP.
 var binPath string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "linkbatch-e2e-*")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = filepath.Join(dir, "linkbatch")
-	build := exec.Command("go", "build", "-o", binPath, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build linkbatch:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, &binPath) }
 
 // skipShort skips, with -short, a test that waits for seconds on the fake
 // tenant's pace, timeouts or grace periods.
@@ -94,7 +79,7 @@ func readOut(t *testing.T, args []string) (map[int]batch.Result, string) {
 	)
 	for i, a := range args {
 		if a == "--out" && i+1 < len(args) && args[i+1] != "-" {
-			res, raw = readResultFile(t, args[i+1])
+			res, raw = clitest.ReadResultFile(t, args[i+1])
 		}
 	}
 	return res, raw
@@ -126,53 +111,8 @@ func runBinary(t *testing.T, inv invocation) outcome {
 	return out
 }
 
-// readResultFile reads a results file and fails the test if a line has two
-// rows.
-func readResultFile(t *testing.T, path string) (map[int]batch.Result, string) {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, ""
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := resultRows(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res, string(raw)
-}
-
-// resultRows parses the rows of a results file by line, refusing a line
-// that has two rows.
-func resultRows(raw []byte) (map[int]batch.Result, error) {
-	res := map[int]batch.Result{}
-	err := batch.ReadResults(bytes.NewReader(raw), func(r batch.Result) error {
-		if prev, dup := res[r.Line]; dup {
-			return fmt.Errorf("line %d has two result rows: %+v and %+v", r.Line, prev, r)
-		}
-		res[r.Line] = r
-		return nil
-	})
-	return res, err
-}
-
 // pair is one row of a generated input.
-type pair struct{ primary, secondary string }
-
-// genPairs returns n valid, conflict-free pairs of assorted providers.
-func genPairs(prefix string, n int) []pair {
-	secondaries := []string{"google-oauth2|%s%05d", "github|%s%05d", "samlp|acme|%s.%05d@acme.com", "auth0|%s%05dsec", "waad|contoso|%s-%05d"}
-	ps := make([]pair, n)
-	for i := range ps {
-		ps[i] = pair{
-			primary:   fmt.Sprintf("auth0|%s%05dpri", prefix, i),
-			secondary: fmt.Sprintf(secondaries[i%len(secondaries)], prefix, i),
-		}
-	}
-	return ps
-}
+type pair = clitest.Pair
 
 // writeInput writes pairs (and extra raw lines) as an input file.
 func writeInput(t *testing.T, pairs []pair, extra ...string) string {
@@ -180,7 +120,7 @@ func writeInput(t *testing.T, pairs []pair, extra ...string) string {
 	var b strings.Builder
 	b.WriteString("primary_user_id,secondary_user_id\n")
 	for _, p := range pairs {
-		fmt.Fprintf(&b, "%s,%s\n", csvQuote(p.primary), csvQuote(p.secondary))
+		fmt.Fprintf(&b, "%s,%s\n", clitest.CSVQuote(p.Primary), clitest.CSVQuote(p.Secondary))
 	}
 	for _, e := range extra {
 		b.WriteString(e + "\n")
@@ -190,25 +130,6 @@ func writeInput(t *testing.T, pairs []pair, extra ...string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-func csvQuote(s string) string {
-	if strings.ContainsAny(s, ",\"\n\r") {
-		return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
-	}
-	return s
-}
-
-// newTenant starts a fake tenant seeded with the pairs' users and returns
-// it with a static token.
-func newTenant(t *testing.T, cfg linkertest.Config, pairs []pair) (*linkertest.Server, string) {
-	t.Helper()
-	srv := linkertest.NewServer(cfg)
-	t.Cleanup(srv.Close)
-	for _, p := range pairs {
-		srv.Seed(p.primary, p.secondary)
-	}
-	return srv, srv.IssueToken(time.Hour)
 }
 
 func tenantEnv(srv *linkertest.Server, token string) []string {
@@ -221,8 +142,8 @@ func checkAllLinked(t *testing.T, srv *linkertest.Server, pairs []pair, out outc
 	t.Helper()
 	for i, p := range pairs {
 		line := i + 2
-		if got, ok := srv.LinkedTo(p.secondary); !ok || got != p.primary {
-			t.Errorf("line %d: %s linked to %q (%v), want %s", line, p.secondary, got, ok, p.primary)
+		if got, ok := srv.LinkedTo(p.Secondary); !ok || got != p.Primary {
+			t.Errorf("line %d: %s linked to %q (%v), want %s", line, p.Secondary, got, ok, p.Primary)
 		}
 		r, ok := out.results[line]
 		switch {
@@ -239,8 +160,8 @@ func checkAllLinked(t *testing.T, srv *linkertest.Server, pairs []pair, out outc
 }
 
 func TestRunLinksEveryValidPairOnce(t *testing.T) {
-	pairs := genPairs("ok", 40)
-	srv, tok := newTenant(t, linkertest.Config{Seed: 1, RateLimit: linkertest.RateLimit{Burst: 50, Rate: 200}}, pairs)
+	pairs := clitest.GenPairs("ok", 40)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{Seed: 1, RateLimit: linkertest.RateLimit{Burst: 50, Rate: 200}}, pairs)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	out := runLinkbatch(t, invocation{
@@ -259,12 +180,12 @@ func TestRunLinksEveryValidPairOnce(t *testing.T) {
 		t.Errorf("tenant saw %d POSTs for %d pairs", st.Posts, len(pairs))
 	}
 	for _, p := range pairs {
-		if _, exists := srv.User(p.secondary); exists {
-			t.Errorf("secondary %s still a standalone user", p.secondary)
+		if _, exists := srv.User(p.Secondary); exists {
+			t.Errorf("secondary %s still a standalone user", p.Secondary)
 		}
-		u, _ := srv.User(p.primary)
+		u, _ := srv.User(p.Primary)
 		if len(u.Identities) != 2 {
-			t.Errorf("primary %s has %d identities, want 2", p.primary, len(u.Identities))
+			t.Errorf("primary %s has %d identities, want 2", p.Primary, len(u.Identities))
 		}
 	}
 	if !strings.Contains(out.stderr, `"msg":"summary"`) || !strings.Contains(out.stderr, `"linked":40`) {
@@ -273,7 +194,7 @@ func TestRunLinksEveryValidPairOnce(t *testing.T) {
 }
 
 func TestRunBadRowsSendNothing(t *testing.T) {
-	srv, tok := newTenant(t, linkertest.Config{}, nil)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, nil)
 	srv.Seed("auth0|p1", "github|s1")
 	in := writeInput(t, nil,
 		"auth0|p1,",                      // 2: blank secondary
@@ -305,8 +226,8 @@ func TestRunBadRowsSendNothing(t *testing.T) {
 // it must go fast enough to meet 429s.
 func TestRunAbsorbs429Storm(t *testing.T) {
 	skipShort(t)
-	pairs := genPairs("storm", 60)
-	srv, tok := newTenant(t, linkertest.Config{Seed: 2, RateLimit: linkertest.RateLimit{Burst: 5, Rate: 40, RetryAfter: true}}, pairs)
+	pairs := clitest.GenPairs("storm", 60)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{Seed: 2, RateLimit: linkertest.RateLimit{Burst: 5, Rate: 40, RetryAfter: true}}, pairs)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 
@@ -361,8 +282,8 @@ func summaryInt(t *testing.T, stderr, field string) int {
 
 func TestRunRetriesFaults(t *testing.T) {
 	skipShort(t)
-	pairs := genPairs("fault", 80)
-	srv, tok := newTenant(t, linkertest.Config{Seed: 3, Faults: linkertest.Faults{Err5xx: 0.15, DropBefore: 0.1, DropAfter: 0.1}}, pairs)
+	pairs := clitest.GenPairs("fault", 80)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{Seed: 3, Faults: linkertest.Faults{Err5xx: 0.15, DropBefore: 0.1, DropAfter: 0.1}}, pairs)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	out := runLinkbatch(t, invocation{
@@ -392,8 +313,8 @@ func TestRunRetriesFaults(t *testing.T) {
 }
 
 func TestRunDryRunSendsNoRequest(t *testing.T) {
-	pairs := genPairs("dry", 10)
-	srv, tok := newTenant(t, linkertest.Config{}, pairs)
+	pairs := clitest.GenPairs("dry", 10)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	in := writeInput(t, pairs, "auth0|x,myspace|1")
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--dry-run"}, env: tenantEnv(srv, tok)})
@@ -412,8 +333,8 @@ func TestRunDryRunSendsNoRequest(t *testing.T) {
 		t.Errorf("dry run sent %d requests (%d POSTs)", st.Requests, st.Posts)
 	}
 	for _, p := range pairs {
-		if _, ok := srv.LinkedTo(p.secondary); ok {
-			t.Errorf("dry run linked %s", p.secondary)
+		if _, ok := srv.LinkedTo(p.Secondary); ok {
+			t.Errorf("dry run linked %s", p.Secondary)
 		}
 	}
 	// And without any credentials at all.
@@ -425,15 +346,15 @@ func TestRunDryRunSendsNoRequest(t *testing.T) {
 
 func TestRunIDsReachTenantIntact(t *testing.T) {
 	pairs := []pair{
-		{"auth0|a/b", "github|c/d"},
-		{"auth0|100%", "github|50%25"},
-		{"auth0|what?x=1&y=2", "google-oauth2|q?r"},
-		{"auth0|frag#ment", "twitter|h#t"},
-		{"auth0|with space", "samlp|my conn|bob smith@acme.com"},
-		{"auth0|../../etc", "samlp|acme|a/b?c#d %e|f"},
-		{"auth0|%2F%3F", "oidc|okta|x|y|z"},
+		{Primary: "auth0|a/b", Secondary: "github|c/d"},
+		{Primary: "auth0|100%", Secondary: "github|50%25"},
+		{Primary: "auth0|what?x=1&y=2", Secondary: "google-oauth2|q?r"},
+		{Primary: "auth0|frag#ment", Secondary: "twitter|h#t"},
+		{Primary: "auth0|with space", Secondary: "samlp|my conn|bob smith@acme.com"},
+		{Primary: "auth0|../../etc", Secondary: "samlp|acme|a/b?c#d %e|f"},
+		{Primary: "auth0|%2F%3F", Secondary: "oidc|okta|x|y|z"},
 	}
-	srv, tok := newTenant(t, linkertest.Config{}, pairs)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", outPath, "--rate", "100", "--burst", "10"}, env: tenantEnv(srv, tok)})
@@ -442,23 +363,23 @@ func TestRunIDsReachTenantIntact(t *testing.T) {
 	}
 	checkAllLinked(t, srv, pairs, out)
 	for i, p := range pairs {
-		if r := out.results[i+2]; r.Primary != p.primary || r.Secondary != p.secondary {
-			t.Errorf("line %d: results name %q/%q, want %q/%q", i+2, r.Primary, r.Secondary, p.primary, p.secondary)
+		if r := out.results[i+2]; r.Primary != p.Primary || r.Secondary != p.Secondary {
+			t.Errorf("line %d: results name %q/%q, want %q/%q", i+2, r.Primary, r.Secondary, p.Primary, p.Secondary)
 		}
 	}
 }
 
 func TestRunKeepsSecretsOut(t *testing.T) {
 	secret := "cs-" + strings.Repeat("s3cr3t", 6)
-	srv, _ := newTenant(t, linkertest.Config{IdPTokens: true, ClientID: "client-1", ClientSecret: secret, TokenTTL: time.Hour}, nil)
+	srv, _ := clitest.NewTenant(t, linkertest.Config{IdPTokens: true, ClientID: "client-1", ClientSecret: secret, TokenTTL: time.Hour}, nil)
 	static := srv.IssueToken(time.Hour)
 	for i, env := range [][]string{
 		{"AUTH0_DOMAIN=" + srv.URL, "AUTH0_CLIENT_ID=client-1", "AUTH0_CLIENT_SECRET=" + secret},
 		{"AUTH0_DOMAIN=" + srv.URL, "AUTH0_TOKEN=" + static},
 	} {
-		pairs := genPairs(fmt.Sprintf("sec%d", i), 6)
+		pairs := clitest.GenPairs(fmt.Sprintf("sec%d", i), 6)
 		for _, p := range pairs {
-			srv.Seed(p.primary, p.secondary)
+			srv.Seed(p.Primary, p.Secondary)
 		}
 		jwtPrimary, jwtSecondary := fmt.Sprintf("auth0|jwtprimary%d", i), fmt.Sprintf("github|jwtsecondary%d", i)
 		srv.Seed(jwtPrimary, jwtSecondary)
@@ -466,7 +387,7 @@ func TestRunKeepsSecretsOut(t *testing.T) {
 		var b strings.Builder
 		b.WriteString("primary_user_id,secondary_user_id,link_with\n")
 		for _, p := range pairs {
-			fmt.Fprintf(&b, "%s,%s,\n", p.primary, p.secondary)
+			fmt.Fprintf(&b, "%s,%s,\n", p.Primary, p.Secondary)
 		}
 		fmt.Fprintf(&b, "%s,,%s\n", jwtPrimary, jwt)
 		fmt.Fprintf(&b, "%s,github|mixed,%s\n", jwtPrimary, jwt) // invalid: link_with mixed with a secondary id
@@ -492,7 +413,7 @@ func TestRunKeepsSecretsOut(t *testing.T) {
 			t.Errorf("mixed link_with row: %+v", r)
 		}
 	}
-	in := writeInput(t, genPairs("flag", 2))
+	in := writeInput(t, clitest.GenPairs("flag", 2))
 	// A secret on the command line is accepted with a warning, and still not printed.
 	out := runLinkbatch(t, invocation{args: []string{"run", "--in", in, "--out", "-", "--dry-run", "--client-secret", secret}})
 	if !strings.Contains(out.stderr, "--client-secret") || strings.Contains(out.stderr+out.stdout, secret) {
@@ -501,8 +422,8 @@ func TestRunKeepsSecretsOut(t *testing.T) {
 }
 
 func TestRunExitCodes(t *testing.T) {
-	pairs := genPairs("exit", 5)
-	srv, tok := newTenant(t, linkertest.Config{}, pairs)
+	pairs := clitest.GenPairs("exit", 5)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	good := writeInput(t, pairs)
 	dir := t.TempDir()
 	tests := []struct {
@@ -541,7 +462,7 @@ func TestRunExitCodes(t *testing.T) {
 // codes of the process.
 func TestMainExitCodes(t *testing.T) {
 	dir := t.TempDir()
-	good := writeInput(t, genPairs("main", 2))
+	good := writeInput(t, clitest.GenPairs("main", 2))
 	tests := []struct {
 		name     string
 		args     []string
@@ -569,8 +490,8 @@ func TestMainExitCodes(t *testing.T) {
 }
 
 func TestRunAbortsOnRevokedToken(t *testing.T) {
-	pairs := genPairs("revoked", 50)
-	srv, tok := newTenant(t, linkertest.Config{}, pairs)
+	pairs := clitest.GenPairs("revoked", 50)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	srv.RevokeToken(tok)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
@@ -593,7 +514,7 @@ func TestRunAbortsOnRevokedToken(t *testing.T) {
 // input was read still leaves no results file, so the corrected command
 // runs without --resume.
 func TestRunConfigErrorLeavesNoFiles(t *testing.T) {
-	in := writeInput(t, genPairs("typo", 3))
+	in := writeInput(t, clitest.GenPairs("typo", 3))
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	for _, env := range [][]string{
 		{"AUTH0_DOMAIN=http://example.com", "AUTH0_TOKEN=x-0123456789abcdef"}, // plain http to a remote host

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/internal/clitest"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
 
@@ -79,8 +80,8 @@ func snapshot(t *testing.T, dir string) map[string]string {
 }
 
 func TestRunRefusesOneFileUnderTwoNames(t *testing.T) {
-	pairs := genPairs("alias", 3)
-	srv, tok := newTenant(t, linkertest.Config{}, pairs)
+	pairs := clitest.GenPairs("alias", 3)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	tests := []struct {
 		name  string
 		setup func(t *testing.T, dir string) // beside in.csv
@@ -143,7 +144,7 @@ func inputOf(pairs []pair) string {
 	var b strings.Builder
 	b.WriteString("primary_user_id,secondary_user_id\n")
 	for _, p := range pairs {
-		fmt.Fprintf(&b, "%s,%s\n", p.primary, p.secondary)
+		fmt.Fprintf(&b, "%s,%s\n", p.Primary, p.Secondary)
 	}
 	return b.String()
 }
@@ -168,8 +169,8 @@ func hardlink(t *testing.T, target, name string) {
 func TestRunSecondRunOnSameOutExits(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	pairs := genPairs("lock", 200)
-	srv, tok := newTenant(t, linkertest.Config{Faults: linkertest.Faults{Latency: 40 * time.Millisecond}}, pairs)
+	pairs := clitest.GenPairs("lock", 200)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{Faults: linkertest.Faults{Latency: 40 * time.Millisecond}}, pairs)
 	dir := t.TempDir()
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(dir, "results.csv")
@@ -233,8 +234,8 @@ func TestRunSecondRunOnSameOutExits(t *testing.T) {
 // /dev/null) need no sidecar, no lock file and no sync, and cannot be
 // resumed; a directory is named as one.
 func TestRunOutStream(t *testing.T) {
-	pairs := genPairs("stream", 4)
-	srv, tok := newTenant(t, linkertest.Config{}, pairs)
+	pairs := clitest.GenPairs("stream", 4)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	in := writeInput(t, pairs)
 	bad := writeInput(t, pairs[:1], "auth0|z,myspace|1")
 	// A failing run would create these in /dev; remove them if it did.
@@ -260,7 +261,7 @@ func TestRunOutStream(t *testing.T) {
 		if r.code != exitOK {
 			t.Fatalf("exit %d, want 0\n%s", r.code, r.stderr)
 		}
-		res, err := resultRows([]byte(r.stdout))
+		res, err := clitest.ResultRows([]byte(r.stdout))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -300,7 +301,7 @@ func TestRunOutStream(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("nothing read from the pipe")
 		}
-		if res, err := resultRows(got); err != nil || len(res) != len(pairs) {
+		if res, err := clitest.ResultRows(got); err != nil || len(res) != len(pairs) {
 			t.Errorf("%d rows read from the pipe (%v), want %d:\n%s", len(res), err, len(pairs), got)
 		}
 		if entries, _ := os.ReadDir(dir); len(entries) != 1 {
@@ -338,7 +339,7 @@ func TestRunOutStream(t *testing.T) {
 // are removed by the next run; those of other files are not.
 func TestRunRemovesStaleTemporaryFiles(t *testing.T) {
 	dir := t.TempDir()
-	in := writeInput(t, genPairs("stale", 3))
+	in := writeInput(t, clitest.GenPairs("stale", 3))
 	if r := runIn(t, dir, nil, "run", "--in", in, "--out", "res.csv", "--dry-run", "--no-progress"); r.code != exitOK {
 		t.Fatalf("first run: exit %d\n%s", r.code, r.stderr)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkbatch/linkbatch/internal/clitest"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
 
@@ -120,8 +121,8 @@ func TestRunInputTruncatedDuringRun(t *testing.T) {
 	}{{"at a line end", 0}, {"mid-line", 10}} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			pairs := genPairs("cut", 8000)
-			srv, tok := newTenant(t, linkertest.Config{Seed: 3, Faults: linkertest.Faults{Latency: 20 * time.Millisecond}}, pairs)
+			pairs := clitest.GenPairs("cut", 8000)
+			srv, tok := clitest.NewTenant(t, linkertest.Config{Seed: 3, Faults: linkertest.Faults{Latency: 20 * time.Millisecond}}, pairs)
 			in := writeInput(t, pairs)
 			original, err := os.ReadFile(in)
 			if err != nil {

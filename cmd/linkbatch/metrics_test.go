@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/internal/clitest"
 	"github.com/linkbatch/linkbatch/linker"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 	"github.com/linkbatch/linkbatch/ratelimit"
@@ -275,8 +276,8 @@ func TestHooksProgressAndMetricsTogether(t *testing.T) {
 // fake tenant over HTTP: its counters agree with the results and with the
 // tenant.
 func TestMetricsAfterRun(t *testing.T) {
-	pairs := genPairs("metrics", 12)
-	srv, tok := newTenant(t, linkertest.Config{Seed: 4, RateLimit: linkertest.RateLimit{Burst: 5, Rate: 200}}, pairs)
+	pairs := clitest.GenPairs("metrics", 12)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{Seed: 4, RateLimit: linkertest.RateLimit{Burst: 5, Rate: 200}}, pairs)
 	base, err := linker.ParseDomain(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +295,7 @@ func TestMetricsAfterRun(t *testing.T) {
 	var input strings.Builder
 	input.WriteString("primary_user_id,secondary_user_id\n")
 	for _, p := range pairs {
-		fmt.Fprintf(&input, "%s,%s\n", p.primary, p.secondary)
+		fmt.Fprintf(&input, "%s,%s\n", p.Primary, p.Secondary)
 	}
 	input.WriteString("auth0|x,myspace|1\n") // invalid
 	out, err := batch.NewResultWriter(io.Discard, true)

@@ -79,11 +79,11 @@ func genExport() ([]exportUser, []pair) {
 		exportUser{id: "auth0|gus", email: "Gus@Acme.com", verified: true, created: at(2012), conn: db},
 	)
 	want := []pair{
-		{"google-oauth2|1077", "auth0|ann1"},
-		{"google-oauth2|1077", "github|ann3"},
-		{"auth0|dan1", "facebook|dan2"},
-		{"auth0|eve1", "auth0|eve2"},
-		{"auth0|gus", "samlp|acme|gus@acme.com"},
+		{Primary: "google-oauth2|1077", Secondary: "auth0|ann1"},
+		{Primary: "google-oauth2|1077", Secondary: "github|ann3"},
+		{Primary: "auth0|dan1", Secondary: "facebook|dan2"},
+		{Primary: "auth0|eve1", Secondary: "auth0|eve2"},
+		{Primary: "auth0|gus", Secondary: "samlp|acme|gus@acme.com"},
 	}
 	return users, want
 }
@@ -183,7 +183,7 @@ func readPairs(t *testing.T, path string) []pair {
 		if row.Err != nil {
 			t.Errorf("%s line %d is invalid: %v", path, row.Line, row.Err)
 		}
-		out = append(out, pair{row.Primary, row.Secondary})
+		out = append(out, pair{Primary: row.Primary, Secondary: row.Secondary})
 	}
 	return out
 }
@@ -262,12 +262,12 @@ func TestPlanMostLoginsAndConnection(t *testing.T) {
 		want   []pair
 	}{
 		{"most-logins", []pair{
-			{"github|ann3", "auth0|ann1"}, {"github|ann3", "google-oauth2|1077"}, {"auth0|dan1", "facebook|dan2"},
-			{"auth0|eve1", "auth0|eve2"}, {"auth0|gus", "samlp|acme|gus@acme.com"},
+			{Primary: "github|ann3", Secondary: "auth0|ann1"}, {Primary: "github|ann3", Secondary: "google-oauth2|1077"}, {Primary: "auth0|dan1", Secondary: "facebook|dan2"},
+			{Primary: "auth0|eve1", Secondary: "auth0|eve2"}, {Primary: "auth0|gus", Secondary: "samlp|acme|gus@acme.com"},
 		}},
 		{"connection=Username-Password-Authentication", []pair{
-			{"auth0|ann1", "google-oauth2|1077"}, {"auth0|ann1", "github|ann3"}, {"auth0|dan1", "facebook|dan2"},
-			{"auth0|gus", "samlp|acme|gus@acme.com"},
+			{Primary: "auth0|ann1", Secondary: "google-oauth2|1077"}, {Primary: "auth0|ann1", Secondary: "github|ann3"}, {Primary: "auth0|dan1", Secondary: "facebook|dan2"},
+			{Primary: "auth0|gus", Secondary: "samlp|acme|gus@acme.com"},
 		}},
 	} {
 		t.Run(tt.policy, func(t *testing.T) {
@@ -297,7 +297,7 @@ func TestPlanBadLinesAndUsage(t *testing.T) {
 	if code != exitProblems || !strings.Contains(stderr, "line 2: email_verified") {
 		t.Errorf("exit %d, stderr %q; want 1 and the line and field named", code, stderr)
 	}
-	if got := readPairs(t, out); !reflect.DeepEqual(got, []pair{{"auth0|a", "auth0|c"}}) {
+	if got := readPairs(t, out); !reflect.DeepEqual(got, []pair{{Primary: "auth0|a", Secondary: "auth0|c"}}) {
 		t.Errorf("pairs = %v", got)
 	}
 	// Written files are not replaced without --force, whatever the name.

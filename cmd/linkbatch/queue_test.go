@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/internal/clitest"
 	"github.com/linkbatch/linkbatch/internal/queue/queuetest"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
@@ -24,7 +25,7 @@ func enqueue(t *testing.T, c *redis.Client, pairs []pair) []string {
 	t.Helper()
 	ids := make([]string, len(pairs))
 	for i, p := range pairs {
-		id, err := c.XAdd(t.Context(), &redis.XAddArgs{Stream: "links", Values: []any{"primary_user_id", p.primary, "secondary_user_id", p.secondary}}).Result()
+		id, err := c.XAdd(t.Context(), &redis.XAddArgs{Stream: "links", Values: []any{"primary_user_id", p.Primary, "secondary_user_id", p.Secondary}}).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -56,8 +57,8 @@ func groupPending(t *testing.T, c *redis.Client) int64 {
 // finds nothing to do; the password of the URL appears nowhere.
 func TestQueueDrainRedis(t *testing.T) {
 	addr, c := queuetest.StartRedis(t)
-	pairs := genPairs("q", 30)
-	srv, token := newTenant(t, linkertest.Config{}, pairs)
+	pairs := clitest.GenPairs("q", 30)
+	srv, token := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	ids := enqueue(t, c, pairs)
 	out := filepath.Join(t.TempDir(), "results.csv")
 	in := fmt.Sprintf("redis://:hunter2-not-set@%s/0?stream=links&consumer=c1", addr)
@@ -96,8 +97,8 @@ func TestQueueDrainRedis(t *testing.T) {
 func TestQueueSIGKILLOneOfTwoConsumers(t *testing.T) {
 	skipShort(t)
 	addr, c := queuetest.StartRedis(t)
-	pairs := genPairs("k", 300)
-	srv, token := newTenant(t, linkertest.Config{RateLimit: linkertest.RateLimit{Burst: 10, Rate: 100}}, pairs)
+	pairs := clitest.GenPairs("k", 300)
+	srv, token := clitest.NewTenant(t, linkertest.Config{RateLimit: linkertest.RateLimit{Burst: 10, Rate: 100}}, pairs)
 	ids := enqueue(t, c, pairs)
 	dir := t.TempDir()
 	outs := []string{filepath.Join(dir, "a.csv"), filepath.Join(dir, "b.csv")}
@@ -153,8 +154,8 @@ func TestQueueSIGKILLOneOfTwoConsumers(t *testing.T) {
 // acknowledged.
 func TestQueueFollowSIGTERM(t *testing.T) {
 	addr, c := queuetest.StartRedis(t)
-	pairs := genPairs("f", 10)
-	srv, token := newTenant(t, linkertest.Config{}, pairs)
+	pairs := clitest.GenPairs("f", 10)
+	srv, token := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	out := filepath.Join(t.TempDir(), "results.csv")
 	in := fmt.Sprintf("redis://%s/0?stream=links&consumer=c1", addr)
 	metricsAddr := freeAddr(t)
@@ -269,10 +270,10 @@ func TestQueueEnqueueThenDrainSimulated(t *testing.T) {
 // message, the poison one terminated.
 func TestQueueDrainNATS(t *testing.T) {
 	addr, js := queuetest.StartNATS(t, "LINKS")
-	pairs := genPairs("n", 20)
-	srv, token := newTenant(t, linkertest.Config{}, pairs)
+	pairs := clitest.GenPairs("n", 20)
+	srv, token := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	for _, p := range pairs {
-		if _, err := js.Publish(t.Context(), "links", fmt.Appendf(nil, `{"primary_user_id":%q,"secondary_user_id":%q}`, p.primary, p.secondary)); err != nil {
+		if _, err := js.Publish(t.Context(), "links", fmt.Appendf(nil, `{"primary_user_id":%q,"secondary_user_id":%q}`, p.Primary, p.Secondary)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -332,8 +333,8 @@ func TestQueueSharedLimitRedis(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			addr, c := queuetest.StartRedis(t)
-			pairs := genPairs("s", 10)
-			srv, token := newTenant(t, linkertest.Config{}, pairs)
+			pairs := clitest.GenPairs("s", 10)
+			srv, token := clitest.NewTenant(t, linkertest.Config{}, pairs)
 			enqueue(t, c, pairs)
 			// A limit last used long ago, without expiry: a wait on it
 			// overwrites it with a theoretical arrival time that expires.

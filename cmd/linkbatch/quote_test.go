@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/internal/clitest"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
 
@@ -16,18 +17,18 @@ import (
 // processed, in a dry run and a real one; the summary counts every row.
 func TestRunUnclosedQuoteKeepsTheRest(t *testing.T) {
 	t.Parallel()
-	pairs := genPairs("quote", 1000)
+	pairs := clitest.GenPairs("quote", 1000)
 	var b strings.Builder
 	b.WriteString("primary_user_id,secondary_user_id\n")
-	fmt.Fprintf(&b, "%s,\"%s\n", pairs[0].primary, pairs[0].secondary)
+	fmt.Fprintf(&b, "%s,\"%s\n", pairs[0].Primary, pairs[0].Secondary)
 	for _, p := range pairs[1:] {
-		fmt.Fprintf(&b, "%s,%s\n", p.primary, p.secondary)
+		fmt.Fprintf(&b, "%s,%s\n", p.Primary, p.Secondary)
 	}
 	in := filepath.Join(t.TempDir(), "pairs.csv")
 	if err := os.WriteFile(in, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv, tok := newTenant(t, linkertest.Config{}, pairs)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	for _, tt := range []struct {
 		name string
 		args []string

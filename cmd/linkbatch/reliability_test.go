@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/internal/clitest"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
 
@@ -183,7 +184,7 @@ func rowsWritten(path string) int {
 // rows.
 func checkWellFormed(t *testing.T, path string) map[int]batch.Result {
 	t.Helper()
-	res, raw := readResultFile(t, path)
+	res, raw := clitest.ReadResultFile(t, path)
 	if raw != "" && !strings.HasSuffix(raw, "\n") {
 		t.Errorf("%s ends in a partial row: %q", path, raw[strings.LastIndexByte(raw, '\n')+1:])
 	}
@@ -200,7 +201,7 @@ func checkCompleteRows(t *testing.T, path string) map[int]batch.Result {
 		t.Fatal(err)
 	}
 	raw = raw[:bytes.LastIndexByte(raw, '\n')+1]
-	res, err := resultRows(raw)
+	res, err := clitest.ResultRows(raw)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -247,8 +248,8 @@ func lyingProxy(t *testing.T, tenant string, n int64) (*httptest.Server, *atomic
 func TestReliabilityMixedFaults(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	pairs := genPairs("mix", 300)
-	srv, tok := newTenant(t, linkertest.Config{
+	pairs := clitest.GenPairs("mix", 300)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{
 		Seed:      11,
 		RateLimit: linkertest.RateLimit{Burst: 30, Rate: 100},
 		Faults: linkertest.Faults{
@@ -313,10 +314,10 @@ func TestReliabilityMixedFaults(t *testing.T) {
 func TestReliabilityKilledAndResumed(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	pairs := genPairs("kill", 240)
-	srv, tok := newTenant(t, linkertest.Config{Seed: 12, RateLimit: linkertest.RateLimit{Burst: 10, Rate: 40}}, pairs)
+	pairs := clitest.GenPairs("kill", 240)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{Seed: 12, RateLimit: linkertest.RateLimit{Burst: 10, Rate: 40}}, pairs)
 	// Two exact repeats: skipped rows are final too.
-	in := writeInput(t, pairs, pairs[3].primary+","+pairs[3].secondary, pairs[7].primary+","+pairs[7].secondary)
+	in := writeInput(t, pairs, pairs[3].Primary+","+pairs[3].Secondary, pairs[7].Primary+","+pairs[7].Secondary)
 	rows := len(pairs) + 2
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	// The same command every time: --resume on a missing file starts afresh.
@@ -371,8 +372,8 @@ func TestReliabilityKilledAndResumed(t *testing.T) {
 }
 
 func TestReliabilityResumeAfterCrashInHeader(t *testing.T) {
-	pairs := genPairs("header", 4)
-	srv, tok := newTenant(t, linkertest.Config{}, pairs)
+	pairs := clitest.GenPairs("header", 4)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	args := []string{"run", "--in", in, "--out", outPath, "--resume"}
@@ -426,8 +427,8 @@ func tearLastRow(t *testing.T, path string) int {
 func TestReliabilitySIGTERMDrainsAndResumes(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	pairs := genPairs("term", 200)
-	srv, tok := newTenant(t, linkertest.Config{
+	pairs := clitest.GenPairs("term", 200)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{
 		Seed:   13,
 		Faults: linkertest.Faults{Latency: 200 * time.Millisecond, Hang: 0.1, HangFor: time.Minute},
 	}, pairs)
@@ -486,8 +487,8 @@ func TestRunSignalsInProcess(t *testing.T) {
 		{"second signal cancels", 2, "second signal: cancelling rows in flight"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			pairs := genPairs("sig", 100)
-			srv, tok := newTenant(t, linkertest.Config{Seed: 5, Faults: linkertest.Faults{Latency: 100 * time.Millisecond}}, pairs)
+			pairs := clitest.GenPairs("sig", 100)
+			srv, tok := clitest.NewTenant(t, linkertest.Config{Seed: 5, Faults: linkertest.Faults{Latency: 100 * time.Millisecond}}, pairs)
 			in := writeInput(t, pairs)
 			outPath := filepath.Join(t.TempDir(), "results.csv")
 			args := []string{"run", "--in", in, "--out", outPath, "--rate", "50", "--burst", "8", "--grace", "30s"}
@@ -524,8 +525,8 @@ func rowsAfterSignal(stderr string) int {
 func TestReliabilitySecondSIGTERMExitsAtOnce(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	pairs := genPairs("term2", 120)
-	srv, tok := newTenant(t, linkertest.Config{
+	pairs := clitest.GenPairs("term2", 120)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{
 		Seed:   14,
 		Faults: linkertest.Faults{Latency: 20 * time.Millisecond, Hang: 0.25, HangFor: time.Minute},
 	}, pairs)
@@ -563,8 +564,8 @@ func TestReliabilitySecondSIGTERMExitsAtOnce(t *testing.T) {
 func TestReliabilityTokensExpireEveryTwoSeconds(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	pairs := genPairs("ttl", 150)
-	srv, _ := newTenant(t, linkertest.Config{
+	pairs := clitest.GenPairs("ttl", 150)
+	srv, _ := clitest.NewTenant(t, linkertest.Config{
 		Seed:     15,
 		ClientID: "client-ttl", ClientSecret: "secret-ttl-0123456789", TokenTTL: 2 * time.Second,
 		// Requests wait before the token is checked: some tokens expire
@@ -601,11 +602,11 @@ func TestReliabilityTokensExpireEveryTwoSeconds(t *testing.T) {
 
 func TestReliabilityConflictsSendNothing(t *testing.T) {
 	valid := []pair{
-		{"auth0|cf-a", "google-oauth2|cf-s1"},
-		{"auth0|cf-c", "github|cf-c1"},
-		{"auth0|cf-e", "github|cf-e1"},
+		{Primary: "auth0|cf-a", Secondary: "google-oauth2|cf-s1"},
+		{Primary: "auth0|cf-c", Secondary: "github|cf-c1"},
+		{Primary: "auth0|cf-e", Secondary: "github|cf-e1"},
 	}
-	srv, tok := newTenant(t, linkertest.Config{}, valid)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, valid)
 	srv.Seed("auth0|cf-b", "auth0|cf-d", "auth0|cf-x")
 	in := writeInput(t, nil,
 		"auth0|cf-a,google-oauth2|cf-s1", // 2
@@ -651,8 +652,8 @@ func TestReliabilityConflictsSendNothing(t *testing.T) {
 		if r := out.results[line]; r.Status != batch.StatusLinked {
 			t.Errorf("line %d: %q (%s), want linked", line, r.Status, r.Error)
 		}
-		if got, _ := srv.LinkedTo(p.secondary); got != p.primary {
-			t.Errorf("line %d: %s linked to %q", line, p.secondary, got)
+		if got, _ := srv.LinkedTo(p.Secondary); got != p.Primary {
+			t.Errorf("line %d: %s linked to %q", line, p.Secondary, got)
 		}
 	}
 	if st.Posts != len(valid) {
@@ -666,8 +667,8 @@ func TestReliabilityConflictsSendNothing(t *testing.T) {
 }
 
 func TestReliabilityResumeRefusals(t *testing.T) {
-	pairs := genPairs("refuse", 6)
-	srv, tok := newTenant(t, linkertest.Config{}, pairs)
+	pairs := clitest.GenPairs("refuse", 6)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, pairs)
 	dir := t.TempDir()
 	in := writeInput(t, pairs)
 	other := writeInput(t, pairs[:5])
@@ -726,8 +727,8 @@ func TestReliabilityResumeRefusals(t *testing.T) {
 }
 
 func TestReliabilityResumeRetriesTransientFailures(t *testing.T) {
-	pairs := genPairs("transient", 80)
-	srv, tok := newTenant(t, linkertest.Config{Seed: 16, Faults: linkertest.Faults{Err5xx: 0.4, DropAfter: 0.2}}, pairs)
+	pairs := clitest.GenPairs("transient", 80)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{Seed: 16, Faults: linkertest.Faults{Err5xx: 0.4, DropAfter: 0.2}}, pairs)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	args := []string{"run", "--in", in, "--out", outPath, "--rate", "500", "--burst", "50", "--max-retries", "0"}
@@ -765,8 +766,8 @@ func TestReliabilityResumeRetriesTransientFailures(t *testing.T) {
 }
 
 func TestReliabilityInterruptedResumeTellsRemaining(t *testing.T) {
-	pairs := genPairs("remain", 60)
-	srv, tok := newTenant(t, linkertest.Config{Seed: 17, Faults: linkertest.Faults{Err5xx: 0.5}}, pairs)
+	pairs := clitest.GenPairs("remain", 60)
+	srv, tok := clitest.NewTenant(t, linkertest.Config{Seed: 17, Faults: linkertest.Faults{Err5xx: 0.5}}, pairs)
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	args := []string{"run", "--in", in, "--out", outPath, "--rate", "500", "--burst", "50", "--max-retries", "0", "--workers", "2", "--grace", "5s"}
@@ -804,10 +805,10 @@ func TestReliabilityInterruptedResumeTellsRemaining(t *testing.T) {
 }
 
 func TestReliabilityRetryFailed(t *testing.T) {
-	pairs := genPairs("retryfailed", 5)
+	pairs := clitest.GenPairs("retryfailed", 5)
 	missing := pairs[2]
-	srv, tok := newTenant(t, linkertest.Config{}, append(append([]pair{}, pairs[:2]...), pairs[3:]...))
-	srv.Seed(missing.secondary) // the primary does not exist yet
+	srv, tok := clitest.NewTenant(t, linkertest.Config{}, append(append([]pair{}, pairs[:2]...), pairs[3:]...))
+	srv.Seed(missing.Secondary) // the primary does not exist yet
 	in := writeInput(t, pairs)
 	outPath := filepath.Join(t.TempDir(), "results.csv")
 	args := []string{"run", "--in", in, "--out", outPath}
@@ -830,11 +831,11 @@ func TestReliabilityRetryFailed(t *testing.T) {
 	if r := again.results[line]; r != first.results[line] {
 		t.Errorf("line %d: %+v, want it kept as %+v", line, r, first.results[line])
 	}
-	if n := srv.Stats().PostsByPrimary[missing.primary]; n != 1 {
+	if n := srv.Stats().PostsByPrimary[missing.Primary]; n != 1 {
 		t.Errorf("%d POSTs for the failed row, want the first run's 1", n)
 	}
 
-	srv.Seed(missing.primary)
+	srv.Seed(missing.Primary)
 	out := runLinkbatch(t, invocation{args: append(args, "--resume", "--retry-failed"), env: tenantEnv(srv, tok)})
 	if out.code != exitOK {
 		t.Fatalf("resume --retry-failed: exit %d, want 0\n%s", out.code, out.stderr)

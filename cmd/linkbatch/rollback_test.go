@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/linkbatch/linkbatch/batch"
+	"github.com/linkbatch/linkbatch/internal/clitest"
 	"github.com/linkbatch/linkbatch/linker/linkertest"
 )
 
@@ -35,7 +36,7 @@ func metadataTenant(t *testing.T, n int) (*linkertest.Server, string, []pair) {
 	srv.AddRole("rol_a", "admin")
 	srv.AddRole("rol_b", "billing")
 	srv.AddOrganization("org_x", "x")
-	pairs := genPairs("meta", n)
+	pairs := clitest.GenPairs("meta", n)
 	type md = map[string]any
 	for i, p := range pairs {
 		email := fmt.Sprintf("user%d@example.com", i)
@@ -52,7 +53,7 @@ func metadataTenant(t *testing.T, n int) (*linkertest.Server, string, []pair) {
 			pu, su = md{"lang": "it"}, md{"lang": "it"}
 			sa = md{}
 		}
-		srv.AddUser(linkertest.User{UserID: p.primary, Email: email, EmailVerified: true, UserMetadata: pu, AppMetadata: pa})
+		srv.AddUser(linkertest.User{UserID: p.Primary, Email: email, EmailVerified: true, UserMetadata: pu, AppMetadata: pa})
 		var roles, orgs []string
 		var perms []linkertest.Permission
 		var orgRoles map[string][]string
@@ -64,7 +65,7 @@ func metadataTenant(t *testing.T, n int) (*linkertest.Server, string, []pair) {
 		case 2:
 			orgs = []string{"org_x"}
 		}
-		srv.AddUser(linkertest.User{UserID: p.secondary, Email: email, EmailVerified: true, UserMetadata: su, AppMetadata: sa,
+		srv.AddUser(linkertest.User{UserID: p.Secondary, Email: email, EmailVerified: true, UserMetadata: su, AppMetadata: sa,
 			Roles: roles, Organizations: orgs, Permissions: perms, OrganizationRoles: orgRoles})
 	}
 	return srv, srv.IssueToken(time.Hour, "read:users", "update:users", "read:roles", "read:organizations", "create:organization_members",
@@ -84,7 +85,7 @@ func metadataOf(t *testing.T, srv *linkertest.Server, pairs []pair) map[string]s
 		return m
 	}
 	for _, p := range pairs {
-		for _, id := range []string{p.primary, p.secondary} {
+		for _, id := range []string{p.Primary, p.Secondary} {
 			u, ok := srv.User(id)
 			if !ok {
 				t.Fatalf("%s is not a standalone user", id)
@@ -99,7 +100,7 @@ func metadataOf(t *testing.T, srv *linkertest.Server, pairs []pair) map[string]s
 func TestMigrationBackupMergeRollback(t *testing.T) {
 	srv, tok, pairs := metadataTenant(t, 12)
 	before := metadataOf(t, srv, pairs)
-	if s0, _ := srv.User(pairs[0].secondary); len(s0.Roles) != 2 {
+	if s0, _ := srv.User(pairs[0].Secondary); len(s0.Roles) != 2 {
 		t.Fatalf("the tenant's first secondary holds roles %v", s0.Roles)
 	}
 	in := writeInput(t, pairs)
@@ -132,7 +133,7 @@ func TestMigrationBackupMergeRollback(t *testing.T) {
 	if strings.Contains(out.stderr, "no way back") {
 		t.Error("a run with --backup warned that there is no way back")
 	}
-	p0, _ := srv.User(pairs[0].primary)
+	p0, _ := srv.User(pairs[0].Primary)
 	if p0.UserMetadata["nick"] != "n0" || p0.UserMetadata["lang"] != "fr" || p0.AppMetadata["crm_id"] != json.Number("1000") {
 		t.Errorf("line 2 merged into %v %v", p0.UserMetadata, p0.AppMetadata)
 	}
@@ -210,7 +211,7 @@ func refusingProxy(t *testing.T, srv *linkertest.Server, id string) *httptest.Se
 
 func TestRunPatchFailureLeavesPairUnlinked(t *testing.T) {
 	srv, tok, pairs := metadataTenant(t, 4)
-	px := refusingProxy(t, srv, pairs[0].primary)
+	px := refusingProxy(t, srv, pairs[0].Primary)
 	in := writeInput(t, pairs)
 	dir := t.TempDir()
 	out := runBinary(t, invocation{
@@ -223,10 +224,10 @@ func TestRunPatchFailureLeavesPairUnlinked(t *testing.T) {
 	if r := out.results[2]; r.Status != batch.StatusFailed || !strings.HasPrefix(r.Error, "merge metadata (not linked)") {
 		t.Errorf("line 2: %q %q, want failed, not linked", r.Status, r.Error)
 	}
-	if p, ok := srv.LinkedTo(pairs[0].secondary); ok {
-		t.Errorf("%s was linked into %s although its merge failed", pairs[0].secondary, p)
+	if p, ok := srv.LinkedTo(pairs[0].Secondary); ok {
+		t.Errorf("%s was linked into %s although its merge failed", pairs[0].Secondary, p)
 	}
-	if n := srv.Stats().PostsByPrimary[pairs[0].primary]; n != 0 {
+	if n := srv.Stats().PostsByPrimary[pairs[0].Primary]; n != 0 {
 		t.Errorf("%d link requests for the pair whose merge failed", n)
 	}
 	for line := 3; line <= 5; line++ {
@@ -323,17 +324,17 @@ func TestRunKilledBetweenBackupAndLinkResumes(t *testing.T) {
 	// Line 6 (a pair with keys to merge) is backed up and merged, and its
 	// link never answered: the process is killed there.
 	hung := pairs[4]
-	px := hangingProxy(t, srv, hung.primary)
+	px := hangingProxy(t, srv, hung.Primary)
 	p := startBinary(t, invocation{args: args, env: []string{"AUTH0_DOMAIN=" + px.URL, "AUTH0_TOKEN=" + tok}})
 	waitUntil(t, 30*time.Second, p, "the merge of line 6", func() bool {
-		u, _ := srv.User(hung.primary)
+		u, _ := srv.User(hung.Primary)
 		return u.UserMetadata["nick"] != nil
 	})
 	p.signal(t, syscall.SIGKILL)
 	if code := p.wait(t, 10*time.Second); code != -1 {
 		t.Fatalf("exit code %d, want death by signal", code)
 	}
-	if _, ok := srv.LinkedTo(hung.secondary); ok {
+	if _, ok := srv.LinkedTo(hung.Secondary); ok {
 		t.Fatal("line 6 was linked before the kill")
 	}
 	raw, _ := os.ReadFile(backup)
@@ -414,7 +415,7 @@ func TestRunBackupIsLocked(t *testing.T) {
 	in := writeInput(t, pairs)
 	dir := t.TempDir()
 	backup := filepath.Join(dir, "backup.ndjson")
-	px := hangingProxy(t, srv, pairs[0].primary)
+	px := hangingProxy(t, srv, pairs[0].Primary)
 	p := startBinary(t, invocation{
 		args: []string{"run", "--backup", backup, "--in", in, "--out", filepath.Join(dir, "a.csv")},
 		env:  []string{"AUTH0_DOMAIN=" + px.URL, "AUTH0_TOKEN=" + tok},
