@@ -24,8 +24,9 @@ func TestBucketFirstAnswerSetsBurstAndLevel(t *testing.T) {
 	// The tenant had 49 tokens midway through the round trip, plus the
 	// refill of 50ms at the slow pace.
 	// It claims fracStart of them, not knowing yet whether other clients
-	// draw on the bucket.
-	if want := fracStart*49 + startRate*0.05; math.Abs(level-want) > 1e-9 {
+	// draw on the bucket, and one more token probeAfter later: the
+	// probe that shows whether others claimed the same tokens.
+	if want := math.Floor(fracStart*49+startRate*0.05) + 1 - startRate*probeAfter.Seconds(); math.Abs(level-want) > 1e-9 {
 		t.Errorf("level = %v, want %v", level, want)
 	}
 	if rate, size, known := m.learned(); size != 50 || known {
@@ -72,5 +73,46 @@ func TestTokenWait(t *testing.T) {
 				t.Errorf("tokenWait = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestBucketProbeAfterFirstClaim: alone on a bucket of 100 with answers a
+// quarter of a second away, the Pacer claims a quarter of it, then the
+// answers to that claim come back: they tell of the bucket before any
+// other client's requests of the same round trip could show, so they
+// claim nothing more. The answer to the probe sent probeAfter after the
+// claim does show them: with none there, it claims a quarter of what it
+// shows, stale answers of the same round trip notwithstanding (they held
+// a lone Pacer's bucket full for another round trip).
+func TestBucketProbeAfterFirstClaim(t *testing.T) {
+	m := newBucket(DefaultConfig())
+	const rtt = 250 * time.Millisecond
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	first := m.let(t0, false)
+	t1 := t0.Add(rtt)
+	level := m.learn(t1, m.settle(t1, first), Answer{Arrived: true, Limit: 100, Remaining: 99, Date: t1}, 0)
+	claim := int(level)
+	if claim < 20 {
+		t.Fatalf("first claim = %d tokens, want about a quarter of 99", claim)
+	}
+	var grants []grant
+	for range claim {
+		grants = append(grants, m.let(t1, false))
+	}
+	probe := m.let(t1.Add(probeAfter), true)
+	// The claim's answers: the tenant handled them at t1 + rtt/2 and
+	// refilled 100/s meanwhile.
+	t2 := t1.Add(rtt)
+	for i, g := range grants {
+		rem := 99 - i - 1 + 12
+		level = m.learn(t2, m.settle(t2, g), Answer{Arrived: true, Limit: 100, Remaining: rem, Date: t2}, 0)
+		if level >= 2 {
+			t.Fatalf("answer %d of the claim (remaining %d) raised the level to %.1f, want at most one token more", i+1, rem, level)
+		}
+	}
+	t3 := t2.Add(probeAfter)
+	level = m.learn(t3, m.settle(t3, probe), Answer{Arrived: true, Limit: 100, Remaining: 90, Date: t3}, 0)
+	if want := fracStart * 90; level < want-1 {
+		t.Errorf("level after the probe's answer (remaining 90) = %.1f, want about %.1f (a quarter of it)", level, want)
 	}
 }

@@ -50,16 +50,21 @@
 // feedback that let whichever Pacer sent most run away with the bucket.
 //
 // Claims are made a round trip apart (on a bucket large enough to share
-// by claims). The tokens an answer shows left were
-// left before every request the other clients sent meanwhile, and each of
-// them, seeing the same answers, claims its part of the same tokens. So
-// while others share the bucket, and after the Pacer's first claim until
-// an answer shows what followed it, an answer the tenant handled before a
-// round trip after the last claim claims at most one token (enough for
-// one request that shows what followed). Without that, Pacers started
-// together each claimed f of the full bucket, then, on answers to those
-// very requests, f of what seemed left of it again, and together spent
-// twice the bucket: the 429s of a shared start. And while others share
+// by claims). The tokens an answer shows left were left before every
+// request the other clients sent meanwhile, and each of them, seeing the
+// same answers, claims its part of the same tokens. So while others share
+// the bucket, an answer the tenant handled within a round trip of the
+// last claim claims at most one token, and the lowest answer stands for
+// the bucket. The first claim, before the Pacer can know whether others
+// are there, is followed probeAfter later by one more request, the probe:
+// answers to requests let through before it claim at most one token, and
+// the probe's answer, which shows the requests others sent meanwhile,
+// claims again (alone, it stands for the bucket in place of the stale
+// answers, which would otherwise hold a lone Pacer's bucket full for
+// another round trip). Without that, Pacers started together each
+// claimed f of the full bucket, then, on answers to those very requests,
+// f of what seemed left of it again, and together spent twice the
+// bucket: the 429s of a shared start. And while others share
 // the bucket and its refill is not known yet, f does not grow: the pace is
 // then the slow starting one (or f of the least refill the answers show,
 // see estimator.bound), whatever f is, so a grown f would show only once

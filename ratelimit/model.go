@@ -34,8 +34,11 @@ const (
 	// marksKept is how many accepted answers spent compares each new one
 	// with; othersSlack is how many tokens more than the Pacer's own
 	// requests explain an answer must show gone before it counts.
+	// probeAfter is when, after its first claim, the Pacer lets one more
+	// request through to see whether others claimed the same tokens.
 	marksKept   = 16
 	othersSlack = 1
+	probeAfter  = 50 * time.Millisecond
 	// The share of the tenant's refill the Pacer claims follows additive
 	// increase, multiplicative decrease (see the package doc): it grows
 	// by fracIncrease per second, and each time the tenant's bucket shows
@@ -102,7 +105,8 @@ type bucket struct {
 	mirroring  bool      // the mirror caps are in force
 	seen       bool      // an answer said how big the tenant's bucket is
 	claimFrom  time.Time // answers the tenant handled before this claim no tokens (see learn)
-	claimSeen  bool      // an answer the tenant handled after the first claim came
+	claimSent  time.Time // nor do answers to requests let through before this
+	claimSeen  bool      // a fresh answer came after the first claim
 	size       int       // the tenant's bucket size, 0 until seen
 	est        *estimator
 	margin     float64         // tokens left in the tenant's bucket as a cushion
@@ -358,25 +362,35 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 	// claim and reserve).
 	claim := m.share * m.claim()
 	reserve := m.reserve()
-	// An answer the tenant handled before claimFrom claims at most one
-	// token (see the package doc: claims a round trip apart).
-	claimed := false
+	// A stale answer, one the tenant handled before claimFrom or to a
+	// request let through before claimSent, claims at most one token
+	// (see the package doc: claims a round trip apart). Alone, a fresh
+	// answer stands for the bucket in place of the stale ones; while
+	// others share it, the lowest of all does.
+	claimed, stale := false, math.Inf(1)
 	for _, rd := range m.readings {
 		since := rd.sent
 		if !since.IsZero() {
 			since = since.Add(-(slowest - fastest) / 2)
 		}
 		c := claim * max(0, rd.remaining-reserve)
-		fresh := !rd.handled.Before(m.claimFrom)
+		fresh := !rd.handled.Before(m.claimFrom) && (m.claimSent.IsZero() || !rd.sent.Before(m.claimSent))
 		if fresh {
 			m.claimSeen = m.claimSeen || !m.claimFrom.IsZero()
 		} else {
 			c = min(c, 1)
 		}
 		l := c + m.mirrorRate*now.Sub(rd.handled).Seconds() - float64(m.pendingSince(since))
-		if l < low {
-			low, claimed = l, fresh && c >= 1
+		switch {
+		case !fresh:
+			stale = min(stale, l)
+		case l < low:
+			low, claimed = l, c >= 1
 		}
+	}
+	if math.IsInf(low, 1) || m.sharing() {
+		low = min(low, stale)
+		claimed = claimed && low < stale
 	}
 	if !m.sharing() {
 		low += m.slack
@@ -401,8 +415,19 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 		if m.allowance != nil {
 			low = max(cur, min(low, m.allowance.TokensAt(now)))
 		}
-		if claimed && low >= cur+1 && (m.sharing() || !m.claimSeen) && m.claim() < 1 {
-			m.claimFrom = now.Add(slowest)
+		switch {
+		case !claimed || low < cur+1 || m.claim() >= 1:
+		case m.sharing():
+			// The others' requests of the same round trip show in
+			// answers the tenant handles a round trip from now.
+			m.claimFrom, m.claimSent = now.Add(slowest), time.Time{}
+		case !m.claimSeen:
+			// The first claim: one more request, probeAfter from now,
+			// shows whether others claimed the same tokens meanwhile;
+			// the gate lets it through then.
+			wait := min(slowest, probeAfter)
+			m.claimFrom, m.claimSent = now, now.Add(wait)
+			low = math.Floor(low) + max(0, 1-wait.Seconds()*m.mirrorRate)
 		}
 		return low
 	case cur > low+1:

@@ -892,10 +892,18 @@ func TestFirstAnswerReleasesBurst(t *testing.T) {
 				t.Fatalf("request %d of the burst left at %v, want at once (100ms)", i+2, got)
 			}
 		}
+		// One more request probeAfter later, whose answer shows whether
+		// others claimed the same tokens meanwhile; then none until an
+		// answer comes.
+		if err := p.waitTurn(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		probe := 100*time.Millisecond + probeAfter
+		within(t, "the probe after the burst left at", time.Since(start), probe-time.Millisecond, probe)
 		ctx, cancel = context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancel()
 		if err := p.waitTurn(ctx); !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Wait after the %d tokens claimed = %v, want it held back", burst, err)
+			t.Errorf("Wait after the %d tokens claimed and the probe = %v, want it held back", burst, err)
 		}
 	})
 }
