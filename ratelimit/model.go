@@ -35,10 +35,12 @@ const (
 	// with; othersSlack is how many tokens more than the Pacer's own
 	// requests explain an answer must show gone before it counts.
 	// probeAfter is when, after its first claim, the Pacer lets one more
-	// request through to see whether others claimed the same tokens.
+	// request through to see whether others claimed the same tokens:
+	// a little over a fast round trip, so that where the claim's answers
+	// come back first, a refusal among them holds the probe back.
 	marksKept   = 16
 	othersSlack = 1
-	probeAfter  = 50 * time.Millisecond
+	probeAfter  = 60 * time.Millisecond
 	// The share of the tenant's refill the Pacer claims follows additive
 	// increase, multiplicative decrease (see the package doc): it grows
 	// by fracIncrease per second, and each time the tenant's bucket shows
@@ -425,9 +427,8 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 			// The first claim: one more request, probeAfter from now,
 			// shows whether others claimed the same tokens meanwhile;
 			// the gate lets it through then.
-			wait := min(slowest, probeAfter)
-			m.claimFrom, m.claimSent = now, now.Add(wait)
-			low = math.Floor(low) + max(0, 1-wait.Seconds()*m.mirrorRate)
+			m.claimFrom, m.claimSent = now, now.Add(probeAfter)
+			low = math.Floor(low) + max(0, 1-probeAfter.Seconds()*m.mirrorRate)
 		}
 		return low
 	case cur > low+1:
