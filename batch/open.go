@@ -247,11 +247,12 @@ func OpenResults(o ResultsOptions, fingerprint string) (*Results, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open results: %w", err)
 	}
-	if r.Writer, err = NewResultWriter(f, header); err != nil {
-		_ = f.Close()
+	sa := newSyncAhead(f, nil)
+	if r.Writer, err = NewResultWriter(sa, header); err != nil {
+		_ = sa.close()
 		return nil, err
 	}
-	r.close = func() error { return syncClose(f) }
+	r.close = sa.close
 	return &r, nil
 }
 
@@ -298,6 +299,67 @@ func openStream(out string, stdout io.Writer) (*Results, error) {
 		return nil, err
 	}
 	return &Results{Writer: w, close: func() error { return syncClose(f) }}, nil
+}
+
+// syncAheadBytes is how many bytes a syncAhead writes between two syncs.
+const syncAheadBytes = 8 << 20
+
+// syncAhead writes a results file and, every syncAheadBytes, has a
+// goroutine of its own sync what was written so far, while the run goes
+// on: the disk keeps up with the run, and the sync that ends it (close)
+// waits only for the last bytes rather than for the whole file. Write is
+// used by one goroutine at a time (the ResultWriter's lock); close, once,
+// after the last Write.
+type syncAhead struct {
+	f     *os.File
+	sync  func() error  // f.Sync, but in tests
+	dirty int           // bytes written since the last sync was asked for
+	kick  chan struct{} // asks for a sync; closed by close
+	done  chan struct{} // closed when the syncing goroutine returns
+	err   error         // the first error of a sync, read after done
+}
+
+// newSyncAhead starts the goroutine that syncs f with sync (f.Sync when
+// nil); close stops it.
+func newSyncAhead(f *os.File, sync func() error) *syncAhead {
+	if sync == nil {
+		sync = f.Sync
+	}
+	s := &syncAhead{f: f, sync: sync, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for range s.kick {
+			if err := s.sync(); err != nil && s.err == nil {
+				s.err = err
+			}
+		}
+	}()
+	return s
+}
+
+func (s *syncAhead) Write(p []byte) (int, error) {
+	n, err := s.f.Write(p)
+	if s.dirty += n; s.dirty >= syncAheadBytes {
+		s.dirty = 0
+		select {
+		case s.kick <- struct{}{}:
+		default: // a sync is due already; it takes these bytes too
+		}
+	}
+	return n, err
+}
+
+// close stops the syncing goroutine and waits for it, then syncs and
+// closes the file (syncClose). A sync that failed meanwhile fails close,
+// since a later sync need not report it again.
+func (s *syncAhead) close() error {
+	close(s.kick)
+	<-s.done
+	err := syncClose(s.f)
+	if s.err != nil {
+		return errors.Join(fmt.Errorf("sync results: %w", s.err), err)
+	}
+	return err
 }
 
 // syncClose syncs f to disk when it is a regular file (a pipe or a terminal

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestOpenResultsNewThenResume: a new results file gets a sidecar; a second
@@ -181,5 +182,64 @@ func TestIsStreamOut(t *testing.T) {
 		if got != tt.want || (err != nil) != tt.wantErr {
 			t.Errorf("IsStreamOut(%q) = %v, %v; want %v, error %v", tt.out, got, err, tt.want, tt.wantErr)
 		}
+	}
+}
+
+// TestSyncAhead checks that a results file is synced while it is written,
+// before it is closed, and that a sync that failed then fails the close:
+// the sync at the close need not report it again.
+func TestSyncAhead(t *testing.T) {
+	tests := []struct {
+		name    string
+		syncErr error
+	}{
+		{"syncs succeed", nil},
+		{"a sync fails", errors.New("disk gone")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "results.csv")
+			f, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			synced := make(chan int64, 16) // the file's size at each sync
+			s := newSyncAhead(f, func() error {
+				st, err := f.Stat()
+				if err != nil {
+					return err
+				}
+				synced <- st.Size()
+				return tt.syncErr
+			})
+			written := 0
+			chunk := bytes.Repeat([]byte("x"), 64<<10)
+			for written < 3*syncAheadBytes {
+				if _, err := s.Write(chunk); err != nil {
+					t.Fatal(err)
+				}
+				written += len(chunk)
+				if written == syncAheadBytes+len(chunk) {
+					select {
+					case at := <-synced:
+						if at < syncAheadBytes {
+							t.Fatalf("synced at %d bytes, before %d were written", at, syncAheadBytes)
+						}
+					case <-time.After(10 * time.Second):
+						t.Fatal("no sync after the first syncAheadBytes")
+					}
+				}
+			}
+			err = s.close()
+			if got := errors.Is(err, tt.syncErr); tt.syncErr != nil && !got {
+				t.Fatalf("close() = %v, want the sync's error %v", err, tt.syncErr)
+			}
+			if tt.syncErr == nil && err != nil {
+				t.Fatalf("close() = %v", err)
+			}
+			if st, err := os.Stat(path); err != nil || st.Size() != int64(written) {
+				t.Fatalf("file holds %v bytes (%v), want %d", st.Size(), err, written)
+			}
+		})
 	}
 }
