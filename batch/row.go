@@ -151,47 +151,58 @@ func (r Row) SecondaryKey() string {
 //     connection_id, when given, must match ^con_[A-Za-z0-9]{16}$; and the
 //     secondary must differ from the primary.
 func (r Row) Validate() error {
+	_, _, err := r.validate()
+	return err
+}
+
+// validate is Validate, returning as well the secondary's provider and
+// identity user_id of a valid row without link_with (as secondary does),
+// each id being split once.
+func (r Row) validate() (provider, userID string, err error) {
 	if err := checkUserID(colPrimary, r.Primary); err != nil {
-		return err
+		return "", "", err
 	}
 	if r.LinkWith != "" {
 		switch {
 		case r.Secondary != "":
-			return fieldErr(colSecondary, "must be empty when link_with is given (the token names the secondary)")
+			return "", "", fieldErr(colSecondary, "must be empty when link_with is given (the token names the secondary)")
 		case r.SecondaryProvider != "":
-			return fieldErr(colSecondaryProvider, "must be empty when link_with is given")
+			return "", "", fieldErr(colSecondaryProvider, "must be empty when link_with is given")
 		case r.ConnectionID != "":
-			return fieldErr(colConnectionID, "must be empty when link_with is given")
+			return "", "", fieldErr(colConnectionID, "must be empty when link_with is given")
 		case !looksLikeJWT(r.LinkWith):
-			return fieldErr(colLinkWith, "is not a JWT (want three base64url parts joined by '.')")
+			return "", "", fieldErr(colLinkWith, "is not a JWT (want three base64url parts joined by '.')")
 		}
-		return nil
+		return "", "", nil
 	}
 	if r.SecondaryProvider != "" {
 		if !linker.ValidProvider(r.SecondaryProvider) {
-			return fieldErr(colSecondaryProvider, fmt.Sprintf("provider %s is not a known identity provider", quote(r.SecondaryProvider)))
+			return "", "", fieldErr(colSecondaryProvider, fmt.Sprintf("provider %s is not a known identity provider", quote(r.SecondaryProvider)))
 		}
 		if err := checkText(colSecondary, r.Secondary); err != nil {
-			return err
+			return "", "", err
 		}
-		if _, userID, _ := r.secondary(); userID == "" {
-			return fieldErrOf(colSecondary, linker.ErrEmptyIDPart)
+		if provider, userID, _ = r.secondary(); userID == "" {
+			return "", "", fieldErrOf(colSecondary, linker.ErrEmptyIDPart)
 		}
 	} else {
-		if err := checkUserID(colSecondary, r.Secondary); err != nil {
-			return err
+		if provider, userID, err = splitUserID(colSecondary, r.Secondary); err != nil {
+			return "", "", err
 		}
-		if provider, _, _ := r.secondary(); !linker.ValidProvider(provider) {
-			return fieldErr(colSecondary, fmt.Sprintf("provider %s is not a known identity provider", quote(provider)))
+		if !linker.ValidProvider(provider) {
+			return "", "", fieldErr(colSecondary, fmt.Sprintf("provider %s is not a known identity provider", quote(provider)))
 		}
 	}
 	if r.ConnectionID != "" && !linker.ValidConnectionID(r.ConnectionID) {
-		return fieldErr(colConnectionID, fmt.Sprintf("%s is not a connection id (want con_ and 16 letters or digits)", quote(r.ConnectionID)))
+		return "", "", fieldErr(colConnectionID, fmt.Sprintf("%s is not a connection id (want con_ and 16 letters or digits)", quote(r.ConnectionID)))
 	}
-	if r.SecondaryKey() == r.Primary {
-		return fieldErr(colSecondary, "is the primary itself")
+	// The secondary's key (SecondaryKey), provider|userID, compared with
+	// the primary without being built.
+	if p := r.Primary; len(p) == len(provider)+1+len(userID) && p[len(provider)] == '|' &&
+		strings.HasPrefix(p, provider) && strings.HasSuffix(p, userID) {
+		return "", "", fieldErr(colSecondary, "is the primary itself")
 	}
-	return nil
+	return provider, userID, nil
 }
 
 // Check validates the row once and returns it carrying the outcome: its
@@ -206,7 +217,8 @@ func (r Row) Check() Row {
 	if r.Err != nil {
 		return r
 	}
-	if err := r.Validate(); err != nil {
+	provider, userID, err := r.validate()
+	if err != nil {
 		r.Err = err
 		return r
 	}
@@ -214,7 +226,6 @@ func (r Row) Check() Row {
 		r.req = linker.LinkRequest{PrimaryID: r.Primary, LinkWith: r.LinkWith}
 		return r
 	}
-	provider, userID, _ := r.secondary()
 	r.req = linker.LinkRequest{PrimaryID: r.Primary, Provider: provider, UserID: userID, ConnectionID: r.ConnectionID}
 	return r
 }
@@ -232,19 +243,26 @@ func (r Row) Request() (linker.LinkRequest, error) {
 
 // checkUserID checks a full user id "provider|user_id".
 func checkUserID(field, id string) error {
+	_, _, err := splitUserID(field, id)
+	return err
+}
+
+// splitUserID checks a full user id "provider|user_id" and returns its
+// provider and user_id.
+func splitUserID(field, id string) (provider, userID string, err error) {
 	if err := checkText(field, id); err != nil {
-		return err
+		return "", "", err
 	}
 	// What linker.ParseUserID checks besides checkText's rules (which are
 	// stricter than linker.CheckID's), without scanning the id again.
 	provider, userID, ok := strings.Cut(id, "|")
 	switch {
 	case !ok || provider == "":
-		return fieldErrOf(field, linker.ErrNoProvider)
+		return "", "", fieldErrOf(field, linker.ErrNoProvider)
 	case userID == "":
-		return fieldErrOf(field, linker.ErrEmptyIDPart)
+		return "", "", fieldErrOf(field, linker.ErrEmptyIDPart)
 	}
-	return nil
+	return provider, userID, nil
 }
 
 // checkText rejects a blank value and text that would not reach the API as
@@ -261,6 +279,10 @@ func checkText(field, s string) error {
 		return fieldErrOf(field, linker.ErrEmptyID)
 	}
 	for i := 0; i < len(s); {
+		if i+8 <= len(s) && printableASCII8(s[i:i+8]) {
+			i += 8
+			continue
+		}
 		if c := s[i]; c < utf8.RuneSelf { // fast path for ASCII
 			if c < 0x20 || c == 0x7f {
 				return fieldErrOf(field, linker.ErrControlChars)
@@ -283,6 +305,17 @@ func checkText(field, s string) error {
 		return fieldErr(field, "has leading or trailing spaces")
 	}
 	return nil
+}
+
+// printableASCII8 reports whether the 8 bytes of s are all printable ASCII
+// or the space (0x20 to 0x7e), 8 at a time.
+func printableASCII8(s string) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	w := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	below := (w - ones*0x20) &^ w     // a byte below 0x20 sets its high bit
+	above := w + ones*(0x7f-0x7e) | w // a byte above 0x7e sets its high bit
+	return (below|above)&highs == 0
 }
 
 // printableASCII reports whether c is a printable ASCII character other

@@ -320,3 +320,18 @@ func checkLinkWithHidden(t *testing.T, row Row, err error) {
 		t.Fatalf("error %q depends on link_with (%q with another token)", err, other.Err)
 	}
 }
+
+// TestPrintableASCII8 checks the 8-byte test of checkText against the
+// byte one, for every byte at every place of a word of letters.
+func TestPrintableASCII8(t *testing.T) {
+	for c := range 256 {
+		for at := range 8 {
+			b := []byte("user|abc")
+			b[at] = byte(c)
+			want := byte(c) == ' ' || printableASCII(byte(c))
+			if got := printableASCII8(string(b)); got != want {
+				t.Fatalf("byte %#x at %d: printableASCII8 = %v, want %v", c, at, got, want)
+			}
+		}
+	}
+}
