@@ -176,7 +176,7 @@ func newResultWriter(w io.Writer, header, messageID bool) (*ResultWriter, error)
 // appendRow appends r's row, as this writer writes it, to rw.row. It is
 // appendRecord's fields, each as appendCSVField writes it, without a string
 // made for a number.
-func (rw *ResultWriter) appendRow(r Result) {
+func (rw *ResultWriter) appendRow(r *Result) {
 	b := strconv.AppendInt(rw.row[:0], int64(r.Line), 10)
 	b = appendCSVField(append(b, ','), Defuse(r.Primary))
 	b = appendCSVField(append(b, ','), Defuse(r.Secondary))
@@ -230,7 +230,13 @@ func csvNeedsQuotes(field string) bool {
 	if field == `\.` {
 		return true
 	}
-	for i := 0; i < len(field); i++ {
+	i := 0
+	for ; i+8 <= len(field); i += 8 {
+		if w := load8(field[i:]); (byteMask(w, ',')|byteMask(w, '"')|byteMask(w, '\n')|byteMask(w, '\r'))&highs != 0 {
+			return true
+		}
+	}
+	for ; i < len(field); i++ {
 		if csvSpecial[field[i]] {
 			return true
 		}
@@ -247,8 +253,23 @@ func csvNeedsQuotes(field string) bool {
 func (rw *ResultWriter) Write(r Result) error {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	rw.appendRow(r)
+	rw.appendRow(&r)
 	return rw.write()
+}
+
+// appendAll is Append for several results, under one lock. It returns
+// how many it appended: all, or those before the one whose error it
+// returns.
+func (rw *ResultWriter) appendAll(results []Result) (int, error) {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	for i := range results {
+		rw.appendRow(&results[i])
+		if _, err := rw.bw.Write(rw.row); err != nil {
+			return i, fmt.Errorf("write results: %w", err)
+		}
+	}
+	return len(results), nil
 }
 
 // Append appends one result without flushing it; Flush must follow. It lets
@@ -256,7 +277,7 @@ func (rw *ResultWriter) Write(r Result) error {
 func (rw *ResultWriter) Append(r Result) error {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	rw.appendRow(r)
+	rw.appendRow(&r)
 	if _, err := rw.bw.Write(rw.row); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}

@@ -96,14 +96,15 @@ func TestResultFinal(t *testing.T) {
 
 // TestResultWriterMatchesEncodingCSV checks that ResultWriter writes each
 // row as encoding/csv's Writer writes its record, on fields that need
-// quoting and that do not.
+// quoting and that do not, short and longer than a word (8 bytes, which
+// csvNeedsQuotes tests at once), through each of its ways to append.
 func TestResultWriterMatchesEncodingCSV(t *testing.T) {
 	parts := []string{"", "a", "auth0|1", ",", "\"", "\r", "\n", "\r\n", " ", "\t", "\v", "\f", "\u00a0", "\u0085",
 		"\u2003", "\u3000", "\\.", "\\", ".", "=", "+", "-", "@", "'", "é", "\xff", "\xc2", "x y", ";"}
 	rng := rand.New(rand.NewPCG(7, 8))
 	text := func() string {
 		var b strings.Builder
-		for range rng.IntN(4) {
+		for range rng.IntN([]int{4, 16}[rng.IntN(2)]) {
 			b.WriteString(parts[rng.IntN(len(parts))])
 		}
 		return b.String()
@@ -129,10 +130,13 @@ func TestResultWriterMatchesEncodingCSV(t *testing.T) {
 				Duration: time.Duration(rng.Int64N(1e12)), Retryable: rng.IntN(2) == 0, Warning: text(),
 				SecondaryProvider: text(), MessageID: text(),
 			}
-			if i%2 == 0 {
+			switch i % 3 {
+			case 0:
 				err = w.Append(r)
-			} else {
+			case 1:
 				err = w.Write(r)
+			default:
+				_, err = w.appendAll([]Result{r})
 			}
 			if err != nil {
 				t.Fatal(err)

@@ -310,12 +310,28 @@ func checkText(field, s string) error {
 // printableASCII8 reports whether the 8 bytes of s are all printable ASCII
 // or the space (0x20 to 0x7e), 8 at a time.
 func printableASCII8(s string) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	w := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	w := load8(s)
 	below := (w - ones*0x20) &^ w     // a byte below 0x20 sets its high bit
 	above := w + ones*(0x7f-0x7e) | w // a byte above 0x7e sets its high bit
 	return (below|above)&highs == 0
+}
+
+// Words of 8 bytes, for testing 8 bytes at a time: each byte 0x01, each
+// byte 0x80.
+const ones, highs = 0x0101010101010101, 0x8080808080808080
+
+// load8 returns the first 8 bytes of s as a little-endian word.
+func load8(s string) uint64 {
+	_ = s[7] // one bounds check for the 8 bytes
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// byteMask returns a word in which the high bit of some byte is set if and
+// only if some byte of w is c.
+func byteMask(w uint64, c byte) uint64 {
+	v := w ^ ones*uint64(c) // a byte c is now 0
+	return (v - ones) &^ v  // a byte 0 sets its high bit
 }
 
 // printableASCII reports whether c is a printable ASCII character other
