@@ -180,6 +180,10 @@ type passRow struct {
 	err                          string // why, when bad
 	linkWith                     bool   // a link_with row
 	keys                         rowKeys
+	// status and msg are its result's, once the index decided its
+	// verdict; status is "" for a row of Runner.Done, which gets none.
+	status Status
+	msg    string
 }
 
 // row returns what a one-pass run keeps of a checked row.

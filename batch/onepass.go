@@ -20,15 +20,15 @@ import (
 // then).
 func (c Config) OnePass() bool { return c.DryRun && !c.ReadsUsers() }
 
-// runOnePass is Run for a Config.OnePass run without a Runner.Plan. Two
-// goroutines share the work, handing rows over in batches: the reader
+// runOnePass is Run for a Config.OnePass run without a Runner.Plan. Three
+// goroutines share the work, handing rows on in batches: the reader
 // (readBatches) reads and checks the rows and hashes their ids; this one
 // decides each row's verdict with a conflictIndex (the verdict BuildPlan's
-// Plan would give) and writes its result, as the pool would write it. Rows
-// of Runner.Done are indexed, since later rows are checked against them,
-// but get no result. Once ctx is cancelled or the results cannot be
-// written, the rows left are only read and counted, for the summary. Its
-// errors are those of Run.
+// Plan would give: indexBatch); the writer (writeBatches) writes their
+// results, as the pool would write them. Rows of Runner.Done are indexed,
+// since later rows are checked against them, but get no result. Once ctx
+// is cancelled or the results cannot be written, the rows left are only
+// read and counted, for the summary. Its errors are those of Run.
 func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, error), out Sink, start time.Time) (Summary, error) {
 	log := r.Log
 	if log == nil {
@@ -43,26 +43,29 @@ func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, err
 	defer x.free()
 	w := &writer{out: out, log: log, hook: r.Hooks.Result, stop: func(error) {}, ackCtx: ctx, sum: newSummary()}
 
-	full, free := make(chan *rowBatch, rowBatches), make(chan *rowBatch, rowBatches)
+	full, indexed, free := make(chan *rowBatch, rowBatches), make(chan *rowBatch, rowBatches), make(chan *rowBatch, rowBatches)
 	for range rowBatches {
 		free <- &rowBatch{}
 	}
-	var reader sync.WaitGroup
-	reader.Go(func() { readBatches(src.rd, x.keyer(), free, full) })
+	var stages sync.WaitGroup
+	var failed atomic.Bool // the writer met an error: index no more rows
+	stages.Go(func() { readBatches(src.rd, x.keyer(), free, full) })
+	stages.Go(func() { writeBatches(ctx, w, &failed, indexed, free) })
 	rows := 0
 	var readErr, indexErr error
 	for b := range full {
 		rows += len(b.rows)
-		if w.err == nil && indexErr == nil && ctx.Err() == nil {
-			indexErr = r.onePassBatch(x, w, b)
+		b.indexed = 0
+		if indexErr == nil && !failed.Load() && ctx.Err() == nil {
+			indexErr = r.indexBatch(x, b)
 		}
 		if b.err != nil && b.err != io.EOF {
 			readErr = b.err
 		}
-		free <- b
+		indexed <- b
 	}
-	reader.Wait()
-	w.flush()
+	close(indexed)
+	stages.Wait()
 	if r.Hooks.Plan != nil {
 		r.Hooks.Plan(rows, rows-r.Done.Len())
 	}
@@ -92,18 +95,22 @@ func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, err
 }
 
 // rowBatch is a batch of rows on its way from the reader of a one-pass run
-// to its writer.
+// to its index, then its writer.
 type rowBatch struct {
 	rows []passRow
 	err  error // what ended reading after rows: io.EOF, an I/O error; nil if not
+	// indexed is the number of rows, from the first, whose verdicts the
+	// index decided; the others get no result.
+	indexed int
+	results []Result // the writer's, reused
 }
 
 // rowBatchRows is the most rows of a rowBatch, and rowBatches the number of
-// batches, full or free, a one-pass run uses: enough for the reader to
-// read ahead while the rows before are written.
+// batches, full or free, a one-pass run uses: enough for each of its
+// goroutines to have one at hand while the others work on theirs.
 const (
 	rowBatchRows = 1024
-	rowBatches   = 4
+	rowBatches   = 8
 )
 
 // readBatches reads the rows of rd in batches, taking each empty batch from
@@ -129,16 +136,16 @@ func readBatches(rd *Reader, k *keyer, free <-chan *rowBatch, full chan<- *rowBa
 	}
 }
 
-// touchRows is how many rows' slots onePassBatch touches (see
+// touchRows is how many rows' slots indexBatch touches (see
 // conflictIndex.touch) before adding them.
 const touchRows = 64
 
-// onePassBatch indexes the rows of b and, but for those of Runner.Done,
-// writes their results: their verdicts, or planned. It returns the error
-// that the index met, if any; the writer's is w.err.
-func (r *Runner) onePassBatch(x *conflictIndex, w *writer, b *rowBatch) error {
-	debug := w.log.Core().Enabled(zapcore.DebugLevel)
+// indexBatch adds the rows of b to the index and records their verdicts
+// in them, and in b.indexed how many it did: all, or those before the
+// row whose error it returns.
+func (r *Runner) indexBatch(x *conflictIndex, b *rowBatch) error {
 	var sum uint64
+	defer func() { touchSink.Add(sum) }()
 	for start := 0; start < len(b.rows); start += touchRows {
 		end := min(start+touchRows, len(b.rows))
 		for i := range b.rows[start:end] {
@@ -150,47 +157,102 @@ func (r *Runner) onePassBatch(x *conflictIndex, w *writer, b *rowBatch) error {
 			if err != nil {
 				return err
 			}
-			if r.Done.Has(row.line) {
-				continue
-			}
-			res := Result{Line: row.line, Primary: row.primary, Secondary: row.secondary, SecondaryProvider: row.provider, Status: StatusPlanned}
-			if held {
+			b.indexed++
+			switch {
+			case r.Done.Has(row.line):
+				row.status = ""
+			case held:
 				verdict := v.verdict()
-				res.Status, res.Error = verdict.Status, verdict.Err
-			}
-			if record(w, res, debug); w.err != nil {
-				return nil
-			}
-			if w.written%flushRows == 0 {
-				w.flush()
+				row.status, row.msg = verdict.Status, verdict.Err
+			default:
+				row.status, row.msg = StatusPlanned, ""
 			}
 		}
 	}
-	touchSink.Add(sum)
 	return nil
 }
 
-// record is writer.record for a row that needs no acknowledgement (a
-// file's): it writes, counts and logs the result, and keeps nothing for
-// the flush. debug says whether the log takes debug lines: a one-pass
-// run's rows send no request, so only the invalid ones have a line at a
-// higher level (see logResult).
-func record(w *writer, res Result, debug bool) {
-	if err := w.out.Append(res); err != nil {
+// writeBatches writes the results of the batches the index hands on, and
+// gives each batch back to free, until indexed is closed; then it flushes.
+// Once ctx is cancelled or a write failed (failed is then set), it writes
+// no more.
+func writeBatches(ctx context.Context, w *writer, failed *atomic.Bool, indexed <-chan *rowBatch, free chan<- *rowBatch) {
+	debug := w.log.Core().Enabled(zapcore.DebugLevel)
+	for b := range indexed {
+		if w.err == nil && ctx.Err() == nil {
+			before := w.written
+			writeBatch(w, b, debug)
+			if w.err != nil {
+				failed.Store(true)
+			} else if w.written/flushRows != before/flushRows {
+				w.flush()
+			}
+		}
+		free <- b
+	}
+	w.flush()
+}
+
+// writeBatch writes the results of the indexed rows of b but for those of
+// Runner.Done (no status), counts and logs them, and tells the hook; it
+// is writer.record for results that need no acknowledgement (a file's),
+// which it keeps nothing of for the flush. debug says whether the log
+// takes debug lines: a one-pass run's rows send no request, so only the
+// invalid ones have a line at a higher level (see logResult).
+func writeBatch(w *writer, b *rowBatch, debug bool) {
+	b.results = b.results[:0]
+	for i := range b.rows[:b.indexed] {
+		row := &b.rows[i]
+		if row.status == "" {
+			continue
+		}
+		b.results = append(b.results, Result{Line: row.line, Primary: row.primary, Secondary: row.secondary,
+			SecondaryProvider: row.provider, Status: row.status, Error: row.msg})
+	}
+	n, err := appendResults(w.out, b.results)
+	w.written += n
+	var status Status // counted by runs of one status
+	count := 0
+	for i := range b.results[:n] {
+		res := &b.results[i]
+		if res.Status != status {
+			if count > 0 {
+				w.sum.Counts[status] += count
+			}
+			status, count = res.Status, 0
+		}
+		count++
+		if res.Warning != "" {
+			w.sum.Warnings[res.Warning]++
+		}
+		if res.Status == StatusInvalid || debug {
+			logResult(w.log, *res)
+		}
+		if w.hook != nil {
+			w.hook(*res)
+		}
+	}
+	if count > 0 {
+		w.sum.Counts[status] += count
+	}
+	if err != nil {
 		w.fail(err)
-		return
 	}
-	w.written++
-	w.sum.Counts[res.Status]++
-	if res.Warning != "" {
-		w.sum.Warnings[res.Warning]++
+}
+
+// appendResults appends results to out, with one call when out is a
+// *ResultWriter, and returns how many it appended: all, or those before
+// the one whose error it returns.
+func appendResults(out Sink, results []Result) (int, error) {
+	if rw, ok := out.(*ResultWriter); ok {
+		return rw.appendAll(results)
 	}
-	if res.Status == StatusInvalid || debug {
-		logResult(w.log, res)
+	for i := range results {
+		if err := out.Append(results[i]); err != nil {
+			return i, err
+		}
 	}
-	if w.hook != nil {
-		w.hook(res)
-	}
+	return len(results), nil
 }
 
 // touchSink receives the sums of touched keys, so that the compiler keeps

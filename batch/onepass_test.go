@@ -219,3 +219,84 @@ func TestOnePassInterrupted(t *testing.T) {
 		t.Errorf("results file has %d lines, want %d", lines, written+1)
 	}
 }
+
+// failingWriter takes n bytes, then fails every write.
+type failingWriter struct{ n int }
+
+var errDiskFull = errors.New("disk full")
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		n := f.n
+		f.n = 0
+		return n, errDiskFull
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+// failingSink is a Sink that fails to append the result of line fail.
+type failingSink struct {
+	fail    int
+	written int
+}
+
+func (s *failingSink) Append(res Result) error {
+	if res.Line == s.fail {
+		return errDiskFull
+	}
+	s.written++
+	return nil
+}
+
+func (s *failingSink) Flush() error { return nil }
+
+// TestOnePassWriteFails checks that a one-pass run whose results cannot be
+// written stops writing, returns the error, and counts every row of the
+// input, those without a result as remaining, whatever the sink.
+func TestOnePassWriteFails(t *testing.T) {
+	const rows = 20_000
+	var b strings.Builder
+	b.WriteString(planHeader)
+	for i := range rows {
+		fmt.Fprintf(&b, "auth0|%d,github|%d,,,\n", i, i)
+	}
+	input := b.String()
+	tests := []struct {
+		name string
+		sink func(t *testing.T) (Sink, func() int) // the sink, and how many results it holds
+	}{
+		{"results file", func(t *testing.T) (Sink, func() int) {
+			w, err := NewResultWriter(&failingWriter{n: 300 << 10}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return w, func() int { return -1 } // not known: bytes, not rows
+		}},
+		{"other sink", func(t *testing.T) (Sink, func() int) {
+			s := &failingSink{fail: 7000}
+			return s, func() int { return s.written }
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			open := func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(input)), nil }
+			r := &Runner{Config: DefaultConfig()}
+			r.Config.DryRun = true
+			hooked := 0
+			r.Hooks.Result = func(Result) { hooked++ }
+			sink, held := tt.sink(t)
+			sum, err := r.Run(context.Background(), open, sink)
+			if !errors.Is(err, errDiskFull) {
+				t.Fatalf("Run() error = %v, want the write's", err)
+			}
+			written := sum.Counts[StatusPlanned]
+			if sum.Rows != rows || written == 0 || written >= rows || sum.Remaining != rows-written || hooked != written {
+				t.Fatalf("summary: %d rows, %d written, %d remaining, %d told to the hook", sum.Rows, written, sum.Remaining, hooked)
+			}
+			if n := held(); n >= 0 && n != written {
+				t.Errorf("the sink holds %d results, the summary counts %d", n, written)
+			}
+		})
+	}
+}
