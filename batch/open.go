@@ -301,6 +301,114 @@ func openStream(out string, stdout io.Writer) (*Results, error) {
 	return &Results{Writer: w, close: func() error { return syncClose(f) }}, nil
 }
 
+// OpenResultsLater is OpenResults for a run that starts before the
+// fingerprint of its input is known: fingerprint returns it once it has
+// read the input. A results file to resume waits for it, as OpenResults
+// needs it. A new one is created empty at once, and a goroutine of the
+// Results writes its sidecar as soon as fingerprint returns; nothing is
+// written to the results file before (a crash meanwhile leaves it empty,
+// which the next run takes as new). Until then the results written wait
+// in memory, up to heldBytes, beyond which a write waits. When fingerprint
+// fails, the writes fail with its error, and so does Close, leaving the
+// file empty. Besides OpenResults's errors, it returns fingerprint's.
+func OpenResultsLater(o ResultsOptions, fingerprint func() (string, error)) (*Results, error) {
+	if st, err := os.Stat(o.Out); o.Stream || err == nil && st.Size() > 0 {
+		print := ""
+		if !o.Stream {
+			if print, err = fingerprint(); err != nil {
+				return nil, err
+			}
+		}
+		return OpenResults(o, print)
+	}
+	f, err := os.OpenFile(o.Out, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open results: %w", err)
+	}
+	h := newHeldWriter(newSyncAhead(f, nil), func() error {
+		print, err := fingerprint()
+		if err != nil {
+			return err
+		}
+		return WriteRunInfo(SidecarPath(o.Out), NewRunInfo(print, o.DryRun, time.Now()))
+	})
+	w, err := NewResultWriter(h, true) // its header is held: it cannot fail
+	if err != nil {
+		_ = h.close()
+		return nil, err
+	}
+	return &Results{Writer: w, close: h.close}, nil
+}
+
+// heldBytes is the most bytes a heldWriter holds in memory.
+const heldBytes = 8 << 20
+
+// heldWriter passes its writes on to a syncAhead once a goroutine of its
+// own has run its gate (OpenResultsLater's sidecar), holding them in
+// memory until then: up to heldBytes, beyond which Write waits for the
+// gate. After a gate that failed, every write fails with its error. Write
+// is used by one goroutine at a time (the ResultWriter's lock); close,
+// once, after the last Write.
+type heldWriter struct {
+	w      *syncAhead
+	ready  chan struct{} // closed once the gate returned
+	err    error         // the gate's error, read after ready
+	held   []byte        // the bytes written before ready
+	passed bool          // the held bytes were passed on: writes go through
+}
+
+// newHeldWriter starts the goroutine that runs gate; close waits for it.
+func newHeldWriter(w *syncAhead, gate func() error) *heldWriter {
+	h := &heldWriter{w: w, ready: make(chan struct{})}
+	go func() {
+		defer close(h.ready)
+		h.err = gate()
+	}()
+	return h
+}
+
+func (h *heldWriter) Write(p []byte) (int, error) {
+	if !h.passed {
+		select {
+		case <-h.ready:
+		default:
+			if len(h.held)+len(p) <= heldBytes {
+				h.held = append(h.held, p...)
+				return len(p), nil
+			}
+			<-h.ready
+		}
+		if err := h.pass(); err != nil {
+			return 0, err
+		}
+	}
+	return h.w.Write(p)
+}
+
+// pass writes the held bytes once the gate returned nil, or returns its
+// error.
+func (h *heldWriter) pass() error {
+	if h.err != nil {
+		return h.err
+	}
+	h.passed = true
+	held := h.held
+	h.held = nil
+	_, err := h.w.Write(held)
+	return err
+}
+
+// close waits for the gate, writes the bytes still held, then syncs and
+// closes the file (syncAhead.close). It returns the gate's error, if any.
+func (h *heldWriter) close() error {
+	<-h.ready
+	var err error
+	if !h.passed {
+		err = h.pass()
+	}
+	return errors.Join(err, h.w.close())
+}
+
 // syncAheadBytes is how many bytes a syncAhead writes between two syncs.
 const syncAheadBytes = 8 << 20
 

@@ -5,11 +5,13 @@ package batch
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -242,4 +244,146 @@ func TestSyncAhead(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOpenResultsLater checks that a new results file gets nothing before
+// its sidecar, which is written once the fingerprint is known: the rows
+// written meanwhile wait in memory, and a writer past heldBytes waits for
+// the sidecar; that a fingerprint that fails fails the writes and the
+// close, and leaves the file empty without a sidecar; and that a file to
+// resume waits for the fingerprint before it opens.
+func TestOpenResultsLater(t *testing.T) {
+	res := Result{Line: 2, Primary: "auth0|a", Secondary: "github|b", Status: StatusPlanned}
+	t.Run("sidecar first", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "results.csv")
+			known := make(chan struct{})
+			r, err := OpenResultsLater(ResultsOptions{Out: out, DryRun: true}, func() (string, error) {
+				<-known
+				return "aaaa", nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			written := make(chan int) // rows, once written
+			go func() {
+				n := 0
+				for range heldBytes/32 + 1 { // past heldBytes: a row takes 42
+					if err := r.Writer.Append(res); err != nil {
+						t.Error(err)
+						break
+					}
+					n++
+				}
+				written <- n
+			}()
+			synctest.Wait()
+			select {
+			case n := <-written:
+				close(known)
+				_ = r.Close()
+				t.Fatalf("%d rows written past heldBytes before the fingerprint was known", n)
+			default:
+			}
+			if n, err := fileSize(out); n != 0 || err != nil {
+				t.Errorf("results file before its sidecar: %d bytes (%v), want none", n, err)
+			}
+			if _, err := os.Stat(SidecarPath(out)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("sidecar before the fingerprint: %v", err)
+			}
+			close(known)
+			n := <-written
+			if err := r.Writer.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if info, err := ReadRunInfo(SidecarPath(out)); err != nil || info.Input != "aaaa" || !info.DryRun {
+				t.Fatalf("sidecar = %+v, %v", info, err)
+			}
+			rows := 0
+			f, err := os.Open(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := ReadResults(f, func(got Result) error {
+				if rows++; got.Line != res.Line || got.Status != res.Status {
+					return fmt.Errorf("row %d: %+v", rows, got)
+				}
+				return nil
+			}); err != nil || rows != n {
+				t.Fatalf("results file: %d rows, %v; want %d", rows, err, n)
+			}
+		})
+	})
+	t.Run("fingerprint fails", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "results.csv")
+		errRead := errors.New("input unreadable")
+		r, err := OpenResultsLater(ResultsOptions{Out: out}, func() (string, error) { return "", errRead })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range heldBytes/32 + 1 { // past heldBytes: a row takes 42
+			if err = r.Writer.Write(res); err != nil {
+				break
+			}
+		}
+		if !errors.Is(err, errRead) {
+			t.Errorf("Write() = %v, want the fingerprint's error", err)
+		}
+		if err := r.Close(); !errors.Is(err, errRead) {
+			t.Errorf("Close() = %v, want the fingerprint's error", err)
+		}
+		if n, err := fileSize(out); n != 0 || err != nil {
+			t.Errorf("results file: %d bytes (%v), want none", n, err)
+		}
+		if _, err := os.Stat(SidecarPath(out)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("sidecar of a run without fingerprint: %v", err)
+		}
+	})
+	t.Run("resume", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "results.csv")
+		r, err := OpenResults(ResultsOptions{Out: out}, "aaaa")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Writer.Write(Result{Line: 2, Primary: "auth0|a", Secondary: "github|b", Status: StatusLinked}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range []struct {
+			print string
+			err   error
+			want  string
+		}{
+			{"bbbb", nil, "different input"},
+			{"", errors.New("input unreadable"), "input unreadable"},
+		} {
+			_, err := OpenResultsLater(ResultsOptions{Out: out, Resume: true}, func() (string, error) { return tt.print, tt.err })
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("OpenResultsLater(fingerprint %q, %v) = %v, want an error saying %q", tt.print, tt.err, err, tt.want)
+			}
+		}
+		r, err = OpenResultsLater(ResultsOptions{Out: out, Resume: true}, func() (string, error) { return "aaaa", nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if !r.Done.Has(2) {
+			t.Errorf("resumed: done %v, want line 2", r.Done)
+		}
+	})
+}
+
+// fileSize returns the size of the file at path.
+func fileSize(path string) (int64, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
 }

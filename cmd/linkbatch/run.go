@@ -88,6 +88,9 @@ type command struct {
 	open   func() (io.ReadCloser, error) // reads the input afresh
 	plan   *batch.Plan
 	print  string // the input's SHA-256; empty for a stream --out
+	// printLater, when set, waits for the input's SHA-256, read in the
+	// background (see openInput), and sets print.
+	printLater func() (string, error)
 	runner *batch.Runner
 	sim    *simulation
 	hooks  []batch.Hooks
@@ -225,7 +228,8 @@ func (c *command) resultsOptions() batch.ResultsOptions {
 // not resumed, and reads the input twice at once, on two cores: to check
 // it (the plan) and to fingerprint it. A dry run that reads no user
 // (batch.Config.OnePass) checks the input as it runs: here only its header
-// is read, beside the fingerprint.
+// is read, and the fingerprint is left to go on beside the run (see
+// fingerprintLater).
 func (c *command) openInput() error {
 	open, cleanup, err := inputOpener(c.cfg.In, c.stdin)
 	if err != nil {
@@ -236,28 +240,49 @@ func (c *command) openInput() error {
 	if err := c.resultsOptions().CheckOverwrite(); err != nil {
 		return err
 	}
-	var (
-		planErr, printErr error
-		readers           sync.WaitGroup
-	)
-	readers.Go(func() {
-		if !c.cfg.Batch.OnePass() {
-			c.plan, planErr = c.cfg.Format.ReadPlan(open)
-			return
-		}
-		var src *batch.CSVSource
-		if src, planErr = c.cfg.Format.OpenCSV(open); planErr == nil {
-			_ = src.Close() // a reader of the input, which has nothing to flush
-		}
-	})
 	if !c.cfg.outStream {
-		readers.Go(func() { c.print, printErr = fingerprintInput(open) })
+		c.printLater = c.fingerprintLater(open)
 	}
-	readers.Wait()
-	if planErr != nil {
-		return planErr
+	if c.cfg.Batch.OnePass() {
+		src, err := c.cfg.Format.OpenCSV(open)
+		if err != nil {
+			return err
+		}
+		_ = src.Close() // a reader of the input, which has nothing to flush
+		return nil
 	}
-	return printErr
+	if c.plan, err = c.cfg.Format.ReadPlan(open); err != nil {
+		return err
+	}
+	if c.printLater != nil {
+		_, err = c.printLater()
+	}
+	return err
+}
+
+// fingerprintLater starts reading the input's SHA-256 in a goroutine, and
+// returns a function that waits for it and sets c.print. The command's
+// close stops the read and waits for the goroutine.
+func (c *command) fingerprintLater(open func() (io.ReadCloser, error)) func() (string, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var (
+		print string
+		err   error
+	)
+	go func() {
+		defer close(done)
+		print, err = fingerprintInput(ctx, open)
+	}()
+	c.onClose(func() {
+		cancel()
+		<-done
+	})
+	return func() (string, error) {
+		<-done
+		c.print = print
+		return print, err
+	}
 }
 
 // buildRunner builds the batch runner, with a client and a pacer unless a
@@ -329,7 +354,15 @@ func (c *command) startMetrics(ctx context.Context, extra ...prometheus.Collecto
 // openResults opens the results file (see batch.OpenResults), locks it
 // under any name, and gives the runner the lines already final.
 func (c *command) openResults() (*batch.Results, error) {
-	res, err := batch.OpenResults(c.resultsOptions(), c.print)
+	var (
+		res *batch.Results
+		err error
+	)
+	if c.printLater != nil {
+		res, err = batch.OpenResultsLater(c.resultsOptions(), c.printLater)
+	} else {
+		res, err = batch.OpenResults(c.resultsOptions(), c.print)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -563,19 +596,37 @@ func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), fun
 	return newInput(f, st.Size()).open, cleanup, nil
 }
 
-// fingerprintInput returns the SHA-256 of the input.
-func fingerprintInput(open func() (io.ReadCloser, error)) (string, error) {
+// fingerprintInput returns the SHA-256 of the input, or ctx's error once
+// it is done.
+func fingerprintInput(ctx context.Context, open func() (io.ReadCloser, error)) (string, error) {
 	in, err := open()
 	if err != nil {
 		return "", fmt.Errorf("open input: %w", err)
 	}
 	defer in.Close()
-	return batch.Fingerprint(in)
+	return batch.Fingerprint(ctxReader{ctx, in})
+}
+
+// ctxReader is a reader that fails with its context's error once the
+// context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
 }
 
 // writeReport writes the HTML report of the run from its results file.
 func (c *command) writeReport(sum batch.Summary, now time.Time) error {
 	cfg := c.cfg
+	if c.printLater != nil {
+		_, _ = c.printLater() // sets c.print; an error failed the run already
+	}
 	in, err := os.Open(cfg.Out)
 	if err != nil {
 		return fmt.Errorf("report: %w", err)
