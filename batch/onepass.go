@@ -102,7 +102,6 @@ type rowBatch struct {
 	// indexed is the number of rows, from the first, whose verdicts the
 	// index decided; the others get no result.
 	indexed int
-	results []Result // the writer's, reused
 }
 
 // rowBatchRows is the most rows of a rowBatch, and rowBatches the number of
@@ -178,10 +177,11 @@ func (r *Runner) indexBatch(x *conflictIndex, b *rowBatch) error {
 // no more.
 func writeBatches(ctx context.Context, w *writer, failed *atomic.Bool, indexed <-chan *rowBatch, free chan<- *rowBatch) {
 	debug := w.log.Core().Enabled(zapcore.DebugLevel)
+	var results []Result // reused
 	for b := range indexed {
 		if w.err == nil && ctx.Err() == nil {
 			before := w.written
-			writeBatch(w, b, debug)
+			results = writeBatch(w, b, results[:0], debug)
 			if w.err != nil {
 				failed.Store(true)
 			} else if w.written/flushRows != before/flushRows {
@@ -196,25 +196,25 @@ func writeBatches(ctx context.Context, w *writer, failed *atomic.Bool, indexed <
 // writeBatch writes the results of the indexed rows of b but for those of
 // Runner.Done (no status), counts and logs them, and tells the hook; it
 // is writer.record for results that need no acknowledgement (a file's),
-// which it keeps nothing of for the flush. debug says whether the log
-// takes debug lines: a one-pass run's rows send no request, so only the
-// invalid ones have a line at a higher level (see logResult).
-func writeBatch(w *writer, b *rowBatch, debug bool) {
-	b.results = b.results[:0]
+// which it keeps nothing of for the flush. It builds the results in
+// results, and returns it. debug says whether the log takes debug lines: a
+// one-pass run's rows send no request, so only the invalid ones have a
+// line at a higher level (see logResult).
+func writeBatch(w *writer, b *rowBatch, results []Result, debug bool) []Result {
 	for i := range b.rows[:b.indexed] {
 		row := &b.rows[i]
 		if row.status == "" {
 			continue
 		}
-		b.results = append(b.results, Result{Line: row.line, Primary: row.primary, Secondary: row.secondary,
+		results = append(results, Result{Line: row.line, Primary: row.primary, Secondary: row.secondary,
 			SecondaryProvider: row.provider, Status: row.status, Error: row.msg})
 	}
-	n, err := appendResults(w.out, b.results)
+	n, err := appendResults(w.out, results)
 	w.written += n
 	var status Status // counted by runs of one status
 	count := 0
-	for i := range b.results[:n] {
-		res := &b.results[i]
+	for i := range results[:n] {
+		res := &results[i]
 		if res.Status != status {
 			if count > 0 {
 				w.sum.Counts[status] += count
@@ -238,6 +238,7 @@ func writeBatch(w *writer, b *rowBatch, debug bool) {
 	if err != nil {
 		w.fail(err)
 	}
+	return results
 }
 
 // appendResults appends results to out, with one call when out is a

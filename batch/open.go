@@ -350,11 +350,12 @@ const heldBytes = 8 << 20
 // is used by one goroutine at a time (the ResultWriter's lock); close,
 // once, after the last Write.
 type heldWriter struct {
-	w      *syncAhead
-	ready  chan struct{} // closed once the gate returned
-	err    error         // the gate's error, read after ready
-	held   []byte        // the bytes written before ready
-	passed bool          // the held bytes were passed on: writes go through
+	w       *syncAhead
+	ready   chan struct{} // closed once the gate returned
+	err     error         // the gate's error, read after ready
+	held    []byte        // the bytes written before ready
+	mapping []byte        // held's memory, when mapped (mapBytes)
+	passed  bool          // the held bytes were passed on: writes go through
 }
 
 // newHeldWriter starts the goroutine that runs gate; close waits for it.
@@ -373,6 +374,9 @@ func (h *heldWriter) Write(p []byte) (int, error) {
 		case <-h.ready:
 		default:
 			if len(h.held)+len(p) <= heldBytes {
+				if h.held == nil {
+					h.hold()
+				}
 				h.held = append(h.held, p...)
 				return len(p), nil
 			}
@@ -385,17 +389,35 @@ func (h *heldWriter) Write(p []byte) (int, error) {
 	return h.w.Write(p)
 }
 
+// hold makes room for heldBytes: mapped outside the heap where it can be,
+// in huge pages (see mapBytes), for bytes that are written once, read once
+// and dropped.
+func (h *heldWriter) hold() {
+	if b, mapping := mapBytes(heldBytes); b != nil {
+		h.held, h.mapping = b[:0], mapping
+		return
+	}
+	h.held = make([]byte, 0, heldBytes)
+}
+
 // pass writes the held bytes once the gate returned nil, or returns its
-// error.
+// error, and drops them.
 func (h *heldWriter) pass() error {
+	defer h.drop()
 	if h.err != nil {
 		return h.err
 	}
 	h.passed = true
-	held := h.held
-	h.held = nil
-	_, err := h.w.Write(held)
+	_, err := h.w.Write(h.held)
 	return err
+}
+
+// drop releases the held bytes.
+func (h *heldWriter) drop() {
+	if h.mapping != nil {
+		unmapBytes(h.mapping)
+	}
+	h.held, h.mapping = nil, nil
 }
 
 // close waits for the gate, writes the bytes still held, then syncs and
