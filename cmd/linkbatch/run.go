@@ -88,13 +88,14 @@ type command struct {
 	open   func() (io.ReadCloser, error) // reads the input afresh
 	plan   *batch.Plan
 	print  string // the input's SHA-256; empty for a stream --out
-	// printLater, when set, waits for the input's SHA-256, read in the
-	// background (see openInput), and sets print.
-	printLater func() (string, error)
 	runner *batch.Runner
 	sim    *simulation
 	hooks  []batch.Hooks
 	emails *report.Emails // for the report, with --report and users read
+
+	// printLater, when set, waits for the input's SHA-256, read in the
+	// background (see openInput), and sets print.
+	printLater func() (string, error)
 
 	closers []func() // run by close, last first
 }
