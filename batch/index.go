@@ -79,6 +79,10 @@ func (x *conflictIndex) bytes() int {
 	return n
 }
 
+// reserve makes room for users users without growing, but for a few:
+// a hint, which the index may exceed.
+func (x *conflictIndex) reserve(users int) { x.users.reserve(users) }
+
 // errIndexFull is returned for an input with more lines (2³²-1) or valid
 // rows (2³¹-1) than the index can number.
 var errIndexFull = errors.New("input too long for the plan")
@@ -450,10 +454,23 @@ func (s *userShard) alloc(t *userTable, n int) {
 	s.n, s.limit = 0, len(s.slots)*4/5
 }
 
+// reserve grows each shard whose share of users users would make it grow.
+func (t *userTable) reserve(users int) {
+	per := users/userShards + 1
+	for i := range t.shards {
+		if s := &t.shards[i]; s.limit < per {
+			s.growTo(t, per*5/4+1)
+		}
+	}
+}
+
 // grow moves the slots of s into a table half as large again.
-func (s *userShard) grow(t *userTable) {
+func (s *userShard) grow(t *userTable) { s.growTo(t, len(s.slots)+len(s.slots)/2) }
+
+// growTo moves the slots of s into a table of at least n slots.
+func (s *userShard) growTo(t *userTable, n int) {
 	old, mapped := s.slots, s.mapped
-	s.alloc(t, len(old)+len(old)/2)
+	s.alloc(t, n)
 	for _, sl := range old {
 		if sl[2] == 0 {
 			continue

@@ -51,9 +51,15 @@ func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, err
 	var failed atomic.Bool // the writer met an error: index no more rows
 	stages.Go(func() { readBatches(src.rd, x.keyer(), free, full) })
 	stages.Go(func() { writeBatches(ctx, w, &failed, indexed, free) })
+	size := inputSize(src)
 	rows := 0
 	var readErr, indexErr error
 	for b := range full {
+		if rows == 0 && size > 0 && b.read > 0 {
+			// Room for the users of as many rows as the input holds
+			// if its rows are as long as its first ones.
+			x.reserve(2 * int(size*int64(len(b.rows))/b.read))
+		}
 		rows += len(b.rows)
 		b.indexed = 0
 		if indexErr == nil && !failed.Load() && ctx.Err() == nil {
@@ -99,6 +105,7 @@ func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, err
 type rowBatch struct {
 	rows []passRow
 	err  error // what ended reading after rows: io.EOF, an I/O error; nil if not
+	read int64 // bytes of the input read by then (Reader.bytesRead)
 	// indexed is the number of rows, from the first, whose verdicts the
 	// index decided; the others get no result.
 	indexed int
@@ -128,11 +135,23 @@ func readBatches(rd *Reader, k *keyer, free <-chan *rowBatch, full chan<- *rowBa
 			}
 			b.rows = append(b.rows, k.row(row))
 		}
+		b.read = rd.bytesRead()
 		full <- b
 		if b.err != nil {
 			return
 		}
 	}
+}
+
+// inputSize returns the size in bytes of the input of src, when it is
+// known (its reader has a Size method, as a file's section has) and its
+// text is UTF-8, as its rows are read; 0 otherwise.
+func inputSize(src *CSVSource) int64 {
+	s, ok := src.in.(interface{ Size() int64 })
+	if !ok || src.rd.Encoding() != "UTF-8" {
+		return 0
+	}
+	return s.Size()
 }
 
 // touchRows is how many rows' slots indexBatch touches (see

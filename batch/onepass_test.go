@@ -18,6 +18,11 @@ import (
 func dryRunResults(t *testing.T, input string, twoPass bool, done *LineSet) ([]byte, Summary, error) {
 	t.Helper()
 	open := func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(input)), nil }
+	if !twoPass {
+		// A reader that tells its size, as a file's does, for the index
+		// to make room for the rows it holds.
+		open = func() (io.ReadCloser, error) { return sizedReader{strings.NewReader(input)}, nil }
+	}
 	r := &Runner{Config: DefaultConfig(), Done: done}
 	r.Config.DryRun = true
 	planned := -1
@@ -40,6 +45,11 @@ func dryRunResults(t *testing.T, input string, twoPass bool, done *LineSet) ([]b
 	}
 	return out.Bytes(), sum, err
 }
+
+// sizedReader is an input that tells its size (see inputSize).
+type sizedReader struct{ *strings.Reader }
+
+func (sizedReader) Close() error { return nil }
 
 // checkOnePass checks that a one-pass dry run of input writes the same
 // results, byte for byte, and the same summary as the two-pass run.
@@ -98,6 +108,14 @@ func TestOnePassMatchesTwoPasses(t *testing.T) {
 			"auth0|12,github|12,,,",                   // 25: primary was a secondary on 24
 		}, "\n") + "\n"},
 		{"header only", planHeader},
+		{"rows enough for the index to make room", func() string {
+			var b strings.Builder
+			b.WriteString(planHeader)
+			for i := range 6000 {
+				fmt.Fprintf(&b, "auth0|%d,github|%d,,,\n", i, i%5000) // some secondaries again
+			}
+			return b.String()
+		}()},
 		{"UTF-8 mark, CRLF, semicolons", "\ufeffprimary_user_id;secondary_user_id\r\nauth0|1;github|1\r\nauth0|1;github|1\r\n"},
 		{"unclosed quote", planHeader + "auth0|1,github|1,,,\n\"auth0|2,github|2,,,\nauth0|3,github|3,,,\n"},
 	}
@@ -153,7 +171,8 @@ func TestOnePassMatchesTwoPassesRandom(t *testing.T) {
 }
 
 // TestConflictIndexMatchesModel checks the index against the direct
-// reading of BuildPlan's rules, on many rows, so that its tables grow.
+// reading of BuildPlan's rules, on many rows, so that its tables grow, by
+// themselves or as reserve asks, before any row or after some.
 func TestConflictIndexMatchesModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	var b strings.Builder
@@ -166,26 +185,46 @@ func TestConflictIndexMatchesModel(t *testing.T) {
 	}
 	rows := readAll(t, b.String())
 	want := modelVerdicts(rows)
-	x := newConflictIndex()
-	defer x.free()
-	k := x.keyer()
-	held := 0
-	for _, row := range rows {
-		v, ok, err := x.add(k.row(row))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := Verdict{}
-		if ok {
-			got = v.verdict()
-			held++
-		}
-		if w := want[row.Line]; got != w {
-			t.Fatalf("line %d: verdict %+v, want %+v", row.Line, got, w)
-		}
+	tests := []struct {
+		name            string
+		reserveAt, size int // reserve size users after reserveAt rows; none when size is 0
+	}{
+		{"no reserve", 0, 0},
+		{"reserve first", 0, 4000},
+		{"reserve after 500 rows", 500, 4000},
+		{"reserve too little", 100, 2500},
 	}
-	if held < 100 || held == len(rows) {
-		t.Fatalf("%d of %d rows held: the input does not test much", held, len(rows))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			x := newConflictIndex()
+			defer x.free()
+			k := x.keyer()
+			held := 0
+			for i, row := range rows {
+				if tt.size > 0 && i == tt.reserveAt {
+					before := x.users.size
+					x.reserve(tt.size)
+					if x.users.size <= before {
+						t.Fatalf("reserve(%d) grew no table: %d bytes", tt.size, x.users.size)
+					}
+				}
+				v, ok, err := x.add(k.row(row))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := Verdict{}
+				if ok {
+					got = v.verdict()
+					held++
+				}
+				if w := want[row.Line]; got != w {
+					t.Fatalf("line %d: verdict %+v, want %+v", row.Line, got, w)
+				}
+			}
+			if held < 100 || held == len(rows) {
+				t.Fatalf("%d of %d rows held: the input does not test much", held, len(rows))
+			}
+		})
 	}
 }
 

@@ -151,6 +151,10 @@ func peekHeader(br *bufio.Reader) []byte {
 	}
 }
 
+// bytesRead returns about how many bytes of the input (as decoded) were
+// read so far: those of the lines parsed, and some of those held.
+func (r *Reader) bytesRead() int64 { return r.split.read }
+
 // Encoding returns the input's encoding as read: "UTF-8", "UTF-16LE" or
 // "UTF-16BE".
 func (r *Reader) Encoding() string { return r.enc }

@@ -76,6 +76,7 @@ type splitter struct {
 	off      int
 	err      error      // sticky: what ended the source
 	unclosed []unclosed // rows refused for an unclosed quote, by line
+	read     int64      // bytes of the lines read from src, about
 }
 
 // Read implements io.Reader.
@@ -135,6 +136,7 @@ func (s *splitter) readLine() (line []byte, long bool, err error) {
 	}
 	switch {
 	case err == nil, err == io.EOF:
+		s.read += int64(len(line))
 		return line, long, err
 	default:
 		return nil, false, err

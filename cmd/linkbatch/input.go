@@ -76,6 +76,9 @@ func (r *checkedReader) Read(p []byte) (int, error) {
 
 func (r *checkedReader) Close() error { return nil }
 
+// Size returns the size of the input, in bytes.
+func (r *checkedReader) Size() int64 { return r.in.size }
+
 // next reads and checks the next block, or returns io.EOF after the last.
 func (r *checkedReader) next() error {
 	want := min(inputBlock, r.in.size-r.off)
