@@ -22,10 +22,11 @@ func (c Config) OnePass() bool { return c.DryRun && !c.ReadsUsers() }
 
 // runOnePass is Run for a Config.OnePass run without a Runner.Plan. Three
 // goroutines share the work, handing rows on in batches: the reader
-// (readBatches) reads and checks the rows and hashes their ids; this one
-// decides each row's verdict with a conflictIndex (the verdict BuildPlan's
-// Plan would give: indexBatch); the writer (writeBatches) writes their
-// results, as the pool would write them. Rows of Runner.Done are indexed,
+// (readBatches) parses the rows; this one checks them, hashes their ids
+// and decides each row's verdict with a conflictIndex (the verdict
+// BuildPlan's Plan would give: indexBatch); the writer (writeBatches)
+// writes their results, as the pool would write them. Parsing takes the
+// longest of the three: it is left alone in its goroutine. Rows of Runner.Done are indexed,
 // since later rows are checked against them, but get no result. Once ctx
 // is cancelled or the results cannot be written, the rows left are only
 // read and counted, for the summary. Its errors are those of Run.
@@ -45,12 +46,14 @@ func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, err
 
 	full, indexed, free := make(chan *rowBatch, rowBatches), make(chan *rowBatch, rowBatches), make(chan *rowBatch, rowBatches)
 	for range rowBatches {
-		free <- &rowBatch{}
+		free <- &rowBatch{parsed: make([]Row, 0, rowBatchRows), rows: make([]passRow, 0, rowBatchRows)}
 	}
 	var stages sync.WaitGroup
 	var failed atomic.Bool // the writer met an error: index no more rows
-	stages.Go(func() { readBatches(src.rd, x.keyer(), free, full) })
+	src.rd.unchecked = true
+	stages.Go(func() { readBatches(src.rd, free, full) })
 	stages.Go(func() { writeBatches(ctx, w, &failed, indexed, free) })
+	k := x.keyer()
 	size := inputSize(src)
 	rows := 0
 	var readErr, indexErr error
@@ -58,11 +61,14 @@ func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, err
 		if rows == 0 && size > 0 && b.read > 0 {
 			// Room for the users of as many rows as the input holds
 			// if its rows are as long as its first ones.
-			x.reserve(2 * int(size*int64(len(b.rows))/b.read))
+			x.reserve(2 * int(size*int64(len(b.parsed))/b.read))
 		}
-		rows += len(b.rows)
-		b.indexed = 0
+		rows += len(b.parsed)
+		b.rows, b.indexed = b.rows[:0], 0
 		if indexErr == nil && !failed.Load() && ctx.Err() == nil {
+			for i := range b.parsed {
+				b.rows = append(b.rows, k.row(b.parsed[i].Check()))
+			}
 			indexErr = r.indexBatch(x, b)
 		}
 		if b.err != nil && b.err != io.EOF {
@@ -103,9 +109,10 @@ func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, err
 // rowBatch is a batch of rows on its way from the reader of a one-pass run
 // to its index, then its writer.
 type rowBatch struct {
-	rows []passRow
-	err  error // what ended reading after rows: io.EOF, an I/O error; nil if not
-	read int64 // bytes of the input read by then (Reader.bytesRead)
+	parsed []Row     // the rows as the reader parsed them, unchecked
+	rows   []passRow // the rows checked and hashed, for the index
+	err    error     // what ended reading after rows: io.EOF, an I/O error; nil if not
+	read   int64     // bytes of the input read by then (Reader.bytesRead)
 	// indexed is the number of rows, from the first, whose verdicts the
 	// index decided; the others get no result.
 	indexed int
@@ -122,18 +129,18 @@ const (
 // readBatches reads the rows of rd in batches, taking each empty batch from
 // free and handing it filled to full, until reading ends (the last batch
 // says why); then it closes full.
-func readBatches(rd *Reader, k *keyer, free <-chan *rowBatch, full chan<- *rowBatch) {
+func readBatches(rd *Reader, free <-chan *rowBatch, full chan<- *rowBatch) {
 	defer close(full)
 	for {
 		b := <-free
-		b.rows, b.err = b.rows[:0], nil
-		for len(b.rows) < rowBatchRows {
+		b.parsed, b.err = b.parsed[:0], nil
+		for len(b.parsed) < rowBatchRows {
 			row, err := rd.Next()
 			if err != nil {
 				b.err = err
 				break
 			}
-			b.rows = append(b.rows, k.row(row))
+			b.parsed = append(b.parsed, row)
 		}
 		b.read = rd.bytesRead()
 		full <- b
