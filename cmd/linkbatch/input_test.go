@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/linkbatch/linkbatch/internal/clitest"
@@ -168,3 +170,67 @@ func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
+
+// TestInputOpenerReadsAlongTheFirst: a read opened after the first and
+// going faster waits for the first to record each block before it passes
+// it on; a first read closed early hands the recording on to a read
+// still going, and a read opened after the recording is whole checks
+// against it.
+func TestInputOpenerReadsAlongTheFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "in.csv")
+		content := bytes.Repeat([]byte("auth0|p1,github|s1\n"), 3*inputBlock/19+7) // 4 blocks
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		open, cleanup, err := inputOpener(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cleanup()
+		first, _ := open()
+		second, _ := open()
+		var passed atomic.Int64
+		done := make(chan error)
+		go func() {
+			_, err := io.Copy(writerFunc(func(p []byte) (int, error) {
+				passed.Add(int64(len(p)))
+				return len(p), nil
+			}), second)
+			done <- err
+		}()
+		synctest.Wait()
+		if n := passed.Load(); n != 0 {
+			t.Fatalf("the second read passed on %d bytes before the first read recorded any", n)
+		}
+		if _, err := io.ReadFull(first, make([]byte, inputBlock+1)); err != nil { // two blocks
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if n := passed.Load(); n != 2*inputBlock {
+			t.Fatalf("the second read passed on %d bytes once two blocks were recorded, want %d", n, 2*inputBlock)
+		}
+		if err := first.Close(); err != nil { // the second read records the rest
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil || passed.Load() != int64(len(content)) {
+			t.Fatalf("second read: %d bytes, error %v; want %d", passed.Load(), err, len(content))
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte("X"), 3*inputBlock+5); err != nil { // in the last block, which the second read recorded
+			t.Fatal(err)
+		}
+		if got, err := readInput(t, open); !errors.Is(err, errInputChanged) || len(got) != 3*inputBlock {
+			t.Errorf("third read: %d bytes, error %v; want %d and errInputChanged", len(got), err, 3*inputBlock)
+		}
+	})
+}
+
+// writerFunc is a function that is an io.Writer.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

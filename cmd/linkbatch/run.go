@@ -262,8 +262,11 @@ func (c *command) openInput() error {
 }
 
 // fingerprintLater starts reading the input's SHA-256 in a goroutine, and
-// returns a function that waits for it and sets c.print. The command's
-// close stops the read and waits for the goroutine.
+// returns a function that waits for it and sets c.print. Its read is
+// opened first, before this returns: the other reads of the input check
+// their blocks against those it records as it goes (see input), and it
+// waits for none of them. The command's close stops the read and waits
+// for the goroutine.
 func (c *command) fingerprintLater(open func() (io.ReadCloser, error)) func() (string, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -271,9 +274,14 @@ func (c *command) fingerprintLater(open func() (io.ReadCloser, error)) func() (s
 		print string
 		err   error
 	)
+	in, err := open()
 	go func() {
 		defer close(done)
-		print, err = fingerprintInput(ctx, open)
+		if err != nil {
+			err = fmt.Errorf("open input: %w", err)
+			return
+		}
+		print, err = fingerprintInput(ctx, in)
 	}()
 	c.onClose(func() {
 		cancel()
@@ -597,13 +605,9 @@ func inputOpener(in string, stdin io.Reader) (func() (io.ReadCloser, error), fun
 	return newInput(f, st.Size()).open, cleanup, nil
 }
 
-// fingerprintInput returns the SHA-256 of the input, or ctx's error once
-// it is done.
-func fingerprintInput(ctx context.Context, open func() (io.ReadCloser, error)) (string, error) {
-	in, err := open()
-	if err != nil {
-		return "", fmt.Errorf("open input: %w", err)
-	}
+// fingerprintInput returns the SHA-256 of the input in, which it closes,
+// or ctx's error once it is done.
+func fingerprintInput(ctx context.Context, in io.ReadCloser) (string, error) {
 	defer in.Close()
 	return batch.Fingerprint(ctxReader{ctx, in})
 }
