@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
@@ -67,11 +68,13 @@ type progress struct {
 	start  time.Time
 	status *statusWriter
 
+	// done and failed count the results written, and those failed,
+	// without the mutex: the Result hook runs once per row.
+	done, failed atomic.Int64
+
 	mu          sync.Mutex
 	planned     bool
 	total       int // rows this run processes (Hooks.Plan's todo)
-	done        int // results written
-	failed      int
 	rateLimited int
 	samples     []rowSample // recent (time, done) pairs, oldest first
 	finished    bool
@@ -105,15 +108,15 @@ func newProgress(opts progressOptions) *progress {
 	return p
 }
 
-// Hooks returns the callbacks that feed p; they only count, under a mutex,
-// and never block on output.
+// Hooks returns the callbacks that feed p; they only count, under a mutex
+// or atomically, and never block on output.
 func (p *progress) Hooks() batch.Hooks {
 	return batch.Hooks{
 		Plan: func(_, todo int) {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			p.planned, p.total = true, todo
-			p.samples = append(p.samples[:0], rowSample{at: p.now(), done: p.done})
+			p.samples = append(p.samples[:0], rowSample{at: p.now(), done: int(p.done.Load())})
 		},
 		Attempt: func(a batch.Attempt) {
 			if !a.RateLimited {
@@ -124,11 +127,9 @@ func (p *progress) Hooks() batch.Hooks {
 			p.mu.Unlock()
 		},
 		Result: func(res batch.Result) {
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			p.done++
+			p.done.Add(1)
 			if res.Status == batch.StatusFailed {
-				p.failed++
+				p.failed.Add(1)
 			}
 		},
 	}
@@ -234,17 +235,18 @@ func (s progressSnapshot) fields() []zap.Field {
 
 // snapshotLocked takes the figures at now and records a rate sample.
 func (p *progress) snapshotLocked(now time.Time) progressSnapshot {
-	p.samples = append(p.samples, rowSample{at: now, done: p.done})
+	done := int(p.done.Load())
+	p.samples = append(p.samples, rowSample{at: now, done: done})
 	p.samples = trimSamples(p.samples, now.Add(-rateWindow))
 	rate := rowsPerSec(p.samples)
-	eta, known := etaFor(p.total-p.done, rate)
+	eta, known := etaFor(p.total-done, rate)
 	return progressSnapshot{
-		Done:        p.done,
+		Done:        done,
 		Total:       p.total,
 		RowsPerSec:  rate,
 		Pace:        readPace(p.opts.Pacer),
 		RateLimited: p.rateLimited,
-		Failed:      p.failed,
+		Failed:      int(p.failed.Load()),
 		Elapsed:     now.Sub(p.start),
 		ETA:         eta,
 		ETAKnown:    known,
