@@ -191,7 +191,7 @@ type passRow struct {
 }
 
 // row returns what a one-pass run keeps of a checked row.
-func (k *keyer) row(row Row) passRow {
+func (k *keyer) row(row *Row) passRow {
 	r := passRow{line: row.Line, primary: row.Primary, secondary: row.Secondary, provider: row.SecondaryProvider}
 	if row.Err != nil {
 		r.bad, r.err = true, row.Err.Error()
@@ -203,7 +203,7 @@ func (k *keyer) row(row Row) passRow {
 }
 
 // keys returns the keys of a checked valid row.
-func (k *keyer) keys(row Row) rowKeys {
+func (k *keyer) keys(row *Row) rowKeys {
 	out := rowKeys{primary: maphash.String(k.seed, row.req.PrimaryID)}
 	switch {
 	case row.req.LinkWith != "":

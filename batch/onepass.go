@@ -67,7 +67,9 @@ func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, err
 		b.rows, b.indexed = b.rows[:0], 0
 		if indexErr == nil && !failed.Load() && ctx.Err() == nil {
 			for i := range b.parsed {
-				b.rows = append(b.rows, k.row(b.parsed[i].Check()))
+				row := &b.parsed[i]
+				row.check()
+				b.rows = append(b.rows, k.row(row))
 			}
 			indexErr = r.indexBatch(x, b)
 		}

@@ -208,7 +208,7 @@ func TestConflictIndexMatchesModel(t *testing.T) {
 						t.Fatalf("reserve(%d) grew no table: %d bytes", tt.size, x.users.size)
 					}
 				}
-				v, ok, err := x.add(k.row(row))
+				v, ok, err := x.add(k.row(&row))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -103,7 +103,7 @@ func (r Row) GoString() string { return "batch.Row(" + r.String() + ")" }
 
 // secondary returns the secondary's provider and identity user_id, as given
 // (unchecked); ok is false for link_with rows and rows without a secondary.
-func (r Row) secondary() (provider, userID string, ok bool) {
+func (r *Row) secondary() (provider, userID string, ok bool) {
 	if r.LinkWith != "" || r.Secondary == "" {
 		return "", "", false
 	}
@@ -158,7 +158,7 @@ func (r Row) Validate() error {
 // validate is Validate, returning as well the secondary's provider and
 // identity user_id of a valid row without link_with (as secondary does),
 // each id being split once.
-func (r Row) validate() (provider, userID string, err error) {
+func (r *Row) validate() (provider, userID string, err error) {
 	if err := checkUserID(colPrimary, r.Primary); err != nil {
 		return "", "", err
 	}
@@ -210,24 +210,29 @@ func (r Row) validate() (provider, userID string, err error) {
 // already has an Err (one that could not be read) is returned marked
 // checked, as it is. Checking a checked row does nothing.
 func (r Row) Check() Row {
+	r.check()
+	return r
+}
+
+// check is Check in place.
+func (r *Row) check() {
 	if r.checked {
-		return r
+		return
 	}
 	r.checked = true
 	if r.Err != nil {
-		return r
+		return
 	}
 	provider, userID, err := r.validate()
 	if err != nil {
 		r.Err = err
-		return r
+		return
 	}
 	if r.LinkWith != "" {
 		r.req = linker.LinkRequest{PrimaryID: r.Primary, LinkWith: r.LinkWith}
-		return r
+		return
 	}
 	r.req = linker.LinkRequest{PrimaryID: r.Primary, Provider: provider, UserID: userID, ConnectionID: r.ConnectionID}
-	return r
 }
 
 // Request returns the link request the row asks for, or the row's error.
