@@ -136,13 +136,12 @@ func readBatches(rd *Reader, free <-chan *rowBatch, full chan<- *rowBatch) {
 	for {
 		b := <-free
 		b.parsed, b.err = b.parsed[:0], nil
-		for len(b.parsed) < rowBatchRows {
-			row, err := rd.Next()
-			if err != nil {
-				b.err = err
+		for n := 0; n < rowBatchRows; n++ {
+			b.parsed = append(b.parsed, Row{})
+			if err := rd.next(&b.parsed[n]); err != nil {
+				b.parsed, b.err = b.parsed[:n], err
 				break
 			}
-			b.parsed = append(b.parsed, row)
 		}
 		b.read = rd.bytesRead()
 		full <- b

@@ -226,12 +226,19 @@ func mapHeaderNames(raw []string, columns map[string]string) ([]string, error) {
 // I/O error as it is (the caller says which input); a line or row cut
 // short by that error is never returned. Next keeps returning it afterwards.
 func (r *Reader) Next() (Row, error) {
+	var row Row
+	err := r.next(&row)
+	return row, err
+}
+
+// next is Next into row, which it leaves alone when it returns an error:
+// a row is written once rather than copied on its way.
+func (r *Reader) next(row *Row) error {
 	if !r.hasAhead && r.err == nil {
-		row, err := r.read()
-		if err != nil {
+		if err := r.read(&r.ahead); err != nil {
 			r.err = err
 		} else {
-			r.ahead, r.hasAhead = row, true // by value: no allocation per row
+			r.hasAhead = true // r.ahead by value: no allocation per row
 		}
 	}
 	before := 0 // any line, once reading ended
@@ -239,28 +246,31 @@ func (r *Reader) Next() (Row, error) {
 		before = r.ahead.Line
 	}
 	if u, ok := r.split.takeUnclosed(before); ok {
-		return Row{Line: u.line, Err: u.err()}.Check(), nil
+		*row = Row{Line: u.line, Err: u.err()}.Check()
+		return nil
 	}
 	if r.hasAhead {
-		row := r.ahead
+		*row = r.ahead
 		r.ahead, r.hasAhead = Row{}, false
-		return row, nil
+		return nil
 	}
-	return Row{}, r.err
+	return r.err
 }
 
-// read returns the parser's next row, or what ends reading.
-func (r *Reader) read() (Row, error) {
+// read reads the parser's next row into row, or returns what ends reading
+// (leaving row alone).
+func (r *Reader) read(row *Row) error {
 	rec, err := r.csv.Read()
 	if err != nil {
 		var pe *csv.ParseError
 		if errors.As(err, &pe) && isSyntaxError(pe.Err) {
-			return Row{Line: pe.StartLine, Err: pe}.Check(), nil
+			*row = Row{Line: pe.StartLine, Err: pe}.Check()
+			return nil
 		}
 		if errors.Is(err, io.EOF) {
-			return Row{}, io.EOF
+			return io.EOF
 		}
-		return Row{}, err // the caller names the input
+		return err // the caller names the input
 	}
 	// The fields share one string per record (encoding/csv's), which
 	// ReuseRecord does not reuse: only the slice is.
@@ -270,12 +280,12 @@ func (r *Reader) read() (Row, error) {
 		}
 		return ""
 	}
-	row := Row{Primary: field(0), Secondary: field(1), SecondaryProvider: field(2), ConnectionID: field(3), LinkWith: field(4)}
+	*row = Row{Primary: field(0), Secondary: field(1), SecondaryProvider: field(2), ConnectionID: field(3), LinkWith: field(4)}
 	row.Line, _ = r.csv.FieldPos(0)
-	if r.unchecked {
-		return row, nil
+	if !r.unchecked {
+		row.check()
 	}
-	return row.Check(), nil
+	return nil
 }
 
 // isSyntaxError reports whether err is one of the per-record errors of
