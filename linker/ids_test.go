@@ -89,6 +89,14 @@ func TestValidProvider(t *testing.T) {
 			t.Errorf("ValidProvider(%q) = %v, want %v", tt.p, got, tt.want)
 		}
 	}
+	// Every provider of the list, and nothing a letter away from one.
+	for _, p := range linker.Providers() {
+		for _, q := range []string{p, p[1:], p[:len(p)-1], p + "x", strings.ToUpper(p[:1]) + p[1:]} {
+			if got, want := linker.ValidProvider(q), slices.Contains(linker.Providers(), q); got != want {
+				t.Errorf("ValidProvider(%q) = %v, want %v", q, got, want)
+			}
+		}
+	}
 }
 
 func TestProviders(t *testing.T) {
