@@ -214,7 +214,11 @@ func combineHooks(hs ...batch.Hooks) batch.Hooks {
 			}
 		}
 	}
-	if len(results) > 0 {
+	switch len(results) {
+	case 0:
+	case 1: // called once per row: as it is
+		c.Result = results[0]
+	default:
 		c.Result = func(res batch.Result) {
 			for _, f := range results {
 				f(res)
