@@ -22,14 +22,14 @@ func (c Config) OnePass() bool { return c.DryRun && !c.ReadsUsers() }
 
 // runOnePass is Run for a Config.OnePass run without a Runner.Plan. Three
 // goroutines share the work, handing rows on in batches: the reader
-// (readBatches) parses the rows; this one checks them, hashes their ids
-// and decides each row's verdict with a conflictIndex (the verdict
-// BuildPlan's Plan would give: indexBatch); the writer (writeBatches)
-// writes their results, as the pool would write them. Parsing takes the
-// longest of the three: it is left alone in its goroutine. Rows of Runner.Done are indexed,
-// since later rows are checked against them, but get no result. Once ctx
-// is cancelled or the results cannot be written, the rows left are only
-// read and counted, for the summary. Its errors are those of Run.
+// (readBatches) parses the rows, which only it can do, one after the
+// other; this one checks them, hashes their ids and decides each row's
+// verdict with a conflictIndex (the verdict BuildPlan's Plan would give:
+// indexBatch); the writer (writeBatches) writes their results, as the
+// pool would write them. Rows of Runner.Done are indexed, since later rows
+// are checked against them, but get no result. Once ctx is cancelled or
+// the results cannot be written, the rows left are only read and counted,
+// for the summary. Its errors are those of Run.
 func (r *Runner) runOnePass(ctx context.Context, open func() (io.ReadCloser, error), out Sink, start time.Time) (Summary, error) {
 	log := r.Log
 	if log == nil {
