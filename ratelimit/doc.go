@@ -49,8 +49,8 @@
 // would then let the Pacer take more, the more answers the more, a
 // feedback that let whichever Pacer sent most run away with the bucket.
 //
-// Claims are made a round trip apart (on a bucket large enough to share
-// by claims). The tokens an answer shows left were left before every
+// Claims are made a round trip apart, unless the Pacer claims the whole
+// bucket (one too small to share, without Config.Share). The tokens an answer shows left were left before every
 // request the other clients sent meanwhile, and each of them, seeing the
 // same answers, claims its part of the same tokens. So while others share
 // the bucket, an answer the tenant handled within a round trip of the

@@ -418,7 +418,7 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 			low = max(cur, min(low, m.allowance.TokensAt(now)))
 		}
 		switch {
-		case !claimed || low < cur+1 || m.claim() >= 1:
+		case !claimed || low < cur+1 || m.share*m.claim() >= 1:
 		case m.sharing():
 			// The others' requests of the same round trip show in
 			// answers the tenant handles a round trip from now.
@@ -673,9 +673,9 @@ func (m *bucket) retune(now time.Time) {
 		// the fit, but not how fast it at least refills; and when other
 		// clients keep the fit from showing the refill, the reset times
 		// still show it.
-		b := m.est.bound()
+		b := m.est.bound() * m.share
 		if m.sharing() {
-			b *= m.share * m.claim()
+			b *= m.claim()
 		}
 		r = max(r, b)
 		if g, ok := m.est.gross(); ok {
