@@ -359,17 +359,55 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 		latest = later(latest, rd.handled)
 	}
 	m.readings = slices.DeleteFunc(m.readings, func(rd reading) bool { return latest.Sub(rd.handled) > slowest })
-	low := math.Inf(1)
-	// The tokens claimed: frac of those left above the reserve (see
-	// claim and reserve).
+	low, claimed := m.readLevel(now, slowest, fastest)
+	claim := m.share * m.claim()
+	if !m.sharing() {
+		low += m.slack
+	}
+	if !limited {
+		// The cushion, in tokens of the claim.
+		low -= claim * m.margin
+		decay := marginDecay
+		if m.sharing() {
+			decay = marginDecayShared
+		}
+		m.margin = max(0, m.margin-decay)
+	}
+	if m.hidden {
+		// The announced bucket's tokens are not the limit: the gate
+		// paces on its own.
+		return math.NaN()
+	}
+	// The gate is raised no further than the policy caps allow.
+	switch {
+	case cur < low:
+		if m.allowance != nil {
+			low = max(cur, min(low, m.allowance.TokensAt(now)))
+		}
+		if claimed && low >= cur+1 {
+			low = m.claimed(now, low, slowest)
+		}
+		return low
+	case cur > low+1:
+		return low + 0.5
+	}
+	return math.NaN()
+}
+
+// readLevel returns the level the readings show at now: for each, the
+// tokens claimed of those it showed left (frac of them above the reserve,
+// see claim and reserve), plus the tenant's refill since, less the
+// requests still pending that it may have handled after; and whether the
+// lowest of them, which it returns, made a claim of a token or more. A
+// stale reading, one the tenant handled before claimFrom or of a request
+// let through before claimSent, claims at most one token (see the package
+// doc: claims a round trip apart). Alone, a fresh reading stands for the
+// bucket in place of the stale ones; while others share it, the lowest of
+// all does.
+func (m *bucket) readLevel(now time.Time, slowest, fastest time.Duration) (float64, bool) {
 	claim := m.share * m.claim()
 	reserve := m.reserve()
-	// A stale answer, one the tenant handled before claimFrom or to a
-	// request let through before claimSent, claims at most one token
-	// (see the package doc: claims a round trip apart). Alone, a fresh
-	// answer stands for the bucket in place of the stale ones; while
-	// others share it, the lowest of all does.
-	claimed, stale := false, math.Inf(1)
+	low, stale, claimed := math.Inf(1), math.Inf(1), false
 	for _, rd := range m.readings {
 		since := rd.sent
 		if !since.IsZero() {
@@ -394,47 +432,27 @@ func (m *bucket) learn(now time.Time, g grant, a Answer, cur float64) float64 {
 		low = min(low, stale)
 		claimed = claimed && low < stale
 	}
-	if !m.sharing() {
-		low += m.slack
-	}
-	if !limited {
-		// The cushion, in tokens of the claim.
-		low -= claim * m.margin
-		decay := marginDecay
-		if m.sharing() {
-			decay = marginDecayShared
-		}
-		m.margin = max(0, m.margin-decay)
-	}
-	if m.hidden {
-		// The announced bucket's tokens are not the limit: the gate
-		// paces on its own.
-		return math.NaN()
-	}
-	// The gate is raised no further than the policy caps allow.
+	return low, claimed
+}
+
+// claimed notes that the gate is raised at now to low by a claim, and
+// returns the level to raise it to. Unless the claim is of the whole
+// bucket, answers the tenant handles before the others' requests of the
+// same round trip can show claim no more (see readLevel): while others
+// share the bucket, those it handles within a round trip; before the
+// first fresh answer after the first claim, those to requests let
+// through before the probe, which the gate lets through probeAfter from
+// now.
+func (m *bucket) claimed(now time.Time, low float64, slowest time.Duration) float64 {
 	switch {
-	case cur < low:
-		if m.allowance != nil {
-			low = max(cur, min(low, m.allowance.TokensAt(now)))
-		}
-		switch {
-		case !claimed || low < cur+1 || m.share*m.claim() >= 1:
-		case m.sharing():
-			// The others' requests of the same round trip show in
-			// answers the tenant handles a round trip from now.
-			m.claimFrom, m.claimSent = now.Add(slowest), time.Time{}
-		case !m.claimSeen:
-			// The first claim: one more request, probeAfter from now,
-			// shows whether others claimed the same tokens meanwhile;
-			// the gate lets it through then.
-			m.claimFrom, m.claimSent = now, now.Add(probeAfter)
-			low = math.Floor(low) + max(0, 1-probeAfter.Seconds()*m.mirrorRate)
-		}
-		return low
-	case cur > low+1:
-		return low + 0.5
+	case m.share*m.claim() >= 1:
+	case m.sharing():
+		m.claimFrom, m.claimSent = now.Add(slowest), time.Time{}
+	case !m.claimSeen:
+		m.claimFrom, m.claimSent = now, now.Add(probeAfter)
+		return math.Floor(low) + max(0, 1-probeAfter.Seconds()*m.mirrorRate)
 	}
-	return math.NaN()
+	return low
 }
 
 // adjust is the control law on frac (see the package doc), for an
