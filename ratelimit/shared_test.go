@@ -59,6 +59,19 @@ func (o sharedOutcome) String() string {
 		o.l429, o.requests, 100*o.share429(), strings.Join(f, " "), o.spread(), strings.Join(r, " "))
 }
 
+// check logs o and fails t if its makespan is over maxRatio × the floor
+// or over max429 of its requests got 429.
+func (o sharedOutcome) check(t *testing.T, maxRatio, max429 float64) {
+	t.Helper()
+	t.Logf("%s", o)
+	if r := o.ratio(); r > maxRatio {
+		t.Errorf("makespan is %.3f × the floor, want <= %.3f", r, maxRatio)
+	}
+	if s := o.share429(); s > max429 {
+		t.Errorf("%.2f%% of requests got 429, want <= %.0f%%", 100*s, 100*max429)
+	}
+}
+
 func (o sharedOutcome) ratio() float64    { return float64(o.makespan) / float64(o.floor) }
 func (o sharedOutcome) share429() float64 { return float64(o.l429) / max(float64(o.requests), 1) }
 
@@ -308,13 +321,7 @@ func TestPacersShareABucket(t *testing.T) {
 				t.Skip("takes minutes under the race detector")
 			}
 			o := tt.run(t)
-			t.Logf("%s", o)
-			if r := o.ratio(); r > tt.maxRatio {
-				t.Errorf("makespan is %.3f × the floor, want <= %.3f", r, tt.maxRatio)
-			}
-			if s := o.share429(); s > tt.max429 {
-				t.Errorf("%.2f%% of requests got 429, want <= %.0f%%", 100*s, 100*tt.max429)
-			}
+			o.check(t, tt.maxRatio, tt.max429)
 			if s := o.spread(); s > tt.maxSpread {
 				t.Errorf("finish times spread over %.1f%% of the makespan, want <= %.0f%%", 100*s, 100*tt.maxSpread)
 			}

@@ -73,14 +73,7 @@ func TestPacersShareALimiter(t *testing.T) {
 			}
 			shared := &memoryShared{}
 			tt.cfg = func(c *Config) { c.Shared = shared }
-			o := tt.run(t)
-			t.Logf("%s", o)
-			if r := o.ratio(); r > tt.maxRatio {
-				t.Errorf("makespan is %.3f × the floor, want <= %.2f", r, tt.maxRatio)
-			}
-			if s := o.share429(); s > tt.max429 {
-				t.Errorf("%.2f%% of requests got 429, want <= %.0f%%", 100*s, 100*tt.max429)
-			}
+			tt.run(t).check(t, tt.maxRatio, tt.max429)
 		})
 	}
 }
