@@ -264,16 +264,7 @@ func TestProgressTTY(t *testing.T) {
 			if !strings.HasPrefix(out, "\r") || strings.Contains(out, "\n") {
 				t.Errorf("a live line starts with CR and has no newline: %q", out)
 			}
-			for _, w := range tt.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("line %q lacks %q", out, w)
-				}
-			}
-			for _, n := range tt.not {
-				if strings.Contains(out, n) {
-					t.Errorf("line %q has %q", out, n)
-				}
-			}
+			checkLine(t, out, tt.want, tt.not)
 			p.Finish()
 			p.Finish()
 			p.tick()
@@ -567,16 +558,23 @@ func TestProgressOpen(t *testing.T) {
 			if !strings.HasSuffix(out, "\n") {
 				t.Errorf("the final line does not end with a newline: %q", out)
 			}
-			for _, w := range tt.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("line %q lacks %q", out, w)
-				}
-			}
-			for _, n := range tt.not {
-				if strings.Contains(out, n) {
-					t.Errorf("line %q has %q", out, n)
-				}
-			}
+			checkLine(t, out, tt.want, tt.not)
 		})
+	}
+}
+
+// checkLine fails t for each of want that line lacks and each of not it
+// has.
+func checkLine(t *testing.T, line string, want, not []string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(line, w) {
+			t.Errorf("line %q lacks %q", line, w)
+		}
+	}
+	for _, n := range not {
+		if strings.Contains(line, n) {
+			t.Errorf("line %q has %q", line, n)
+		}
 	}
 }
