@@ -59,15 +59,7 @@ func TestInputOpenerFindsChanges(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "in.csv")
-			if err := os.WriteFile(path, content, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			open, cleanup, err := inputOpener(path, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cleanup()
+			path, open := openerOf(t, content)
 			if got, err := readInput(t, open); err != nil || !bytes.Equal(got, content) {
 				t.Fatalf("first read: %d bytes, error %v", len(got), err)
 			}
@@ -88,16 +80,7 @@ func TestInputOpenerFindsChanges(t *testing.T) {
 // TestInputOpenerConcurrentFirstReads: two first reads that find different
 // bytes (the file changed between them) fail the later one.
 func TestInputOpenerConcurrentFirstReads(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "in.csv")
-	content := bytes.Repeat([]byte("x"), 2*inputBlock)
-	if err := os.WriteFile(path, content, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	open, cleanup, err := inputOpener(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cleanup()
+	path, open := openerOf(t, bytes.Repeat([]byte("x"), 2*inputBlock))
 	a, _ := open()
 	b, _ := open()
 	if _, err := io.ReadAll(a); err != nil {
@@ -178,16 +161,8 @@ func lastLines(s string, n int) string {
 // against it.
 func TestInputOpenerReadsAlongTheFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "in.csv")
 		content := bytes.Repeat([]byte("auth0|p1,github|s1\n"), 3*inputBlock/19+7) // 4 blocks
-		if err := os.WriteFile(path, content, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		open, cleanup, err := inputOpener(path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cleanup()
+		path, open := openerOf(t, content)
 		first, _ := open()
 		second, _ := open()
 		var passed atomic.Int64
@@ -234,3 +209,19 @@ func TestInputOpenerReadsAlongTheFirst(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// openerOf writes content to a file of the test's and returns its path and
+// the inputOpener of it, cleaned up when the test ends.
+func openerOf(t *testing.T, content []byte) (string, func() (io.ReadCloser, error)) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "in.csv")
+	if err := os.WriteFile(path, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open, cleanup, err := inputOpener(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cleanup)
+	return path, open
+}
